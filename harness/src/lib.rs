@@ -1,0 +1,17 @@
+//! ras-harness: a fault-injection and RAS conformance harness for arm64 KVM.
+//!
+//! The harness boots tiny bare-metal aarch64 payloads under KVM, poisons their pages for
+//! real, captures the host's SIGBUS, lets a reference VMM report the error to the guest
+//! (a CPER record behind ACPI HEST/GHESv2, then an SEA or an SError) and asserts what came
+//! out, byte for byte.
+//!
+//! The crate is a map of small modules, one concept each:
+//! - [`formats`]: byte-exact encoders and decoders (CPER, ESR, ACPI tables, FDT). Pure code,
+//!   no KVM: it builds and tests on any host.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod formats;
+
+#[cfg(test)]
+pub(crate) mod testutil;

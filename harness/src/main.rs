@@ -1,0 +1,5 @@
+//! The `ras-harness` command line.
+
+fn main() {
+    println!("ras-harness");
+}
