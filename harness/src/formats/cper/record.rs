@@ -1,0 +1,367 @@
+//! A whole error status block as a guest reads it: the Generic Error Status Block, its
+//! Generic Error Data Entries with their sections, and the raw data after them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::arm_processor::ArmProcessorSection;
+use super::data_entry::{header_len, DataEntryHeader, DATA_ENTRY_LEN_OLD, FLAG_PRIMARY};
+use super::guid::{Guid, SectionType};
+use super::memory::{valid, MemoryErrorSection, MemoryErrorType, MEMORY_SECTION_LEN};
+use super::status_block::{BlockStatus, ErrorStatusBlock, STATUS_BLOCK_LEN};
+use super::wire::{hex_bytes, Error, Reader, Result};
+use super::Severity;
+
+/// The body of one data entry, chosen by the entry's section type.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Section {
+    /// CPER_SEC_PLATFORM_MEM.
+    PlatformMemory(MemoryErrorSection),
+    /// CPER_SEC_PROC_ARM.
+    ArmProcessor(ArmProcessorSection),
+    /// Any other section type, kept as bytes.
+    Other {
+        /// The section type GUID.
+        section_type: Guid,
+        /// The section's bytes.
+        #[serde(serialize_with = "hex_bytes")]
+        bytes: Vec<u8>,
+    },
+}
+
+impl Section {
+    /// The section type that goes into the entry header.
+    pub fn section_type(&self) -> SectionType {
+        match self {
+            Self::PlatformMemory(_) => SectionType::PlatformMemory,
+            Self::ArmProcessor(_) => SectionType::ArmProcessor,
+            Self::Other { section_type, .. } => SectionType::from(*section_type),
+        }
+    }
+
+    /// The wire bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::PlatformMemory(s) => s.encode().to_vec(),
+            Self::ArmProcessor(s) => s.encode(),
+            Self::Other { bytes, .. } => bytes.clone(),
+        }
+    }
+
+    /// Size on the wire.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::PlatformMemory(_) => MEMORY_SECTION_LEN,
+            Self::ArmProcessor(s) => s.encoded_len(),
+            Self::Other { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
+/// One Generic Error Data Entry with its section.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct Entry {
+    /// The entry header, as on the wire.
+    pub header: DataEntryHeader,
+    /// The section it describes.
+    pub section: Section,
+}
+
+impl Entry {
+    /// A revision 0x300 entry for `section`, its type and Error Data Length filled in.
+    pub fn new(section: Section, error_severity: Severity, flags: u8) -> Self {
+        let len = u32::try_from(section.encoded_len()).unwrap_or(u32::MAX);
+        Self {
+            header: DataEntryHeader::new(section.section_type(), error_severity, flags, len),
+            section,
+        }
+    }
+
+    /// Header plus section, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.header.encoded_len() + self.section.encoded_len()
+    }
+}
+
+/// A whole error status block.
+///
+/// [`Record::encode`] writes every header field as stored, lengths included, so a record
+/// can be made inconsistent on purpose; [`Record::new`] and [`Entry::new`] compute them,
+/// and [`Record::decode`] only returns records whose lengths agree with their bytes.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct Record {
+    /// The Generic Error Status Block.
+    pub status: ErrorStatusBlock,
+    /// The entries, in order; together they are `status.data_length` bytes.
+    pub entries: Vec<Entry>,
+    /// Raw data (`status.raw_data_length` bytes), which this crate places right after the
+    /// entries.
+    #[serde(serialize_with = "hex_bytes")]
+    pub raw_data: Vec<u8>,
+}
+
+impl Record {
+    const DATA: &'static str = "Generic Error Status Block data";
+    const RAW: &'static str = "Generic Error Status Block raw data";
+
+    /// A record with these entries, no raw data, and Data Length computed.
+    pub fn new(block_status: BlockStatus, error_severity: Severity, entries: Vec<Entry>) -> Self {
+        let data_length: usize = entries.iter().map(Entry::encoded_len).sum();
+        Self {
+            status: ErrorStatusBlock {
+                block_status,
+                raw_data_offset: 0,
+                raw_data_length: 0,
+                data_length: u32::try_from(data_length).unwrap_or(u32::MAX),
+                error_severity,
+            },
+            entries,
+            raw_data: Vec::new(),
+        }
+    }
+
+    /// Size on the wire.
+    pub fn encoded_len(&self) -> usize {
+        STATUS_BLOCK_LEN
+            + self.entries.iter().map(Entry::encoded_len).sum::<usize>()
+            + self.raw_data.len()
+    }
+
+    /// The wire bytes: status block, each entry header and section, raw data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&self.status.encode());
+        for entry in &self.entries {
+            out.extend_from_slice(&entry.header.encode());
+            out.extend_from_slice(&entry.section.encode());
+        }
+        out.extend_from_slice(&self.raw_data);
+        out
+    }
+
+    /// Decodes a record that fills `bytes` exactly.
+    ///
+    /// # Errors
+    /// Everything [`Record::decode_prefix`] reports, and [`Error::TrailingBytes`] when
+    /// bytes follow the record.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (record, used) = Self::decode_prefix(bytes)?;
+        match bytes.len() - used {
+            0 => Ok(record),
+            count => Err(Error::TrailingBytes {
+                structure: ErrorStatusBlock::NAME,
+                offset: used,
+                count,
+            }),
+        }
+    }
+
+    /// Decodes the record at the start of `bytes` (say, a whole error status block buffer
+    /// whose tail is unused) and returns it with the number of bytes it spans.
+    ///
+    /// # Errors
+    /// - [`Error::Truncated`] when the input ends before the lengths say the record does;
+    /// - [`Error::BadDataLength`] when the entries do not fill Data Length exactly, or a
+    ///   section's size disagrees with its Error Data Length;
+    /// - [`Error::BadFieldValue`] when raw data does not start right after the entries;
+    /// - the section decoders' errors, with offsets from the start of `bytes`.
+    pub fn decode_prefix(bytes: &[u8]) -> Result<(Self, usize)> {
+        let mut r = Reader::new(bytes);
+        let status = ErrorStatusBlock::read(&mut r)?;
+        let data_length = usize::try_from(status.data_length).unwrap_or(usize::MAX);
+        let data = r.bytes(Self::DATA, data_length)?;
+        let entries = decode_entries(data, &status)?;
+        let raw_data = if status.raw_data_length == 0 {
+            Vec::new()
+        } else {
+            let expected = STATUS_BLOCK_LEN + data_length;
+            if usize::try_from(status.raw_data_offset).ok() != Some(expected) {
+                return Err(Error::BadFieldValue {
+                    structure: ErrorStatusBlock::NAME,
+                    field: "raw_data_offset",
+                    offset: 4,
+                    value: status.raw_data_offset.into(),
+                    expected: expected as u64,
+                });
+            }
+            let len = usize::try_from(status.raw_data_length).unwrap_or(usize::MAX);
+            r.bytes(Self::RAW, len)?.to_vec()
+        };
+        let record = Self {
+            status,
+            entries,
+            raw_data,
+        };
+        Ok((record, r.pos()))
+    }
+}
+
+/// Walks the data region the way Linux's cper_estatus_check does, decoding as it goes.
+fn decode_entries(data: &[u8], status: &ErrorStatusBlock) -> Result<Vec<Entry>> {
+    let overrun = |needed: usize| Error::BadDataLength {
+        structure: ErrorStatusBlock::NAME,
+        field: "data_length",
+        offset: 12,
+        declared: status.data_length.into(),
+        actual: needed as u64,
+    };
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let rest = &data[at..];
+        // The revision at offset 20 of the header decides whether it is 64 or 72 bytes.
+        let needed = match rest.get(20..22) {
+            Some(&[lo, hi]) => header_len(u16::from_le_bytes([lo, hi])),
+            _ => DATA_ENTRY_LEN_OLD,
+        };
+        if rest.len() < needed {
+            return Err(overrun(at + needed));
+        }
+        let base = STATUS_BLOCK_LEN + at;
+        let mut r = Reader::with_base(rest, base);
+        let header = DataEntryHeader::read(&mut r)?;
+        let declared = usize::try_from(header.error_data_length).unwrap_or(usize::MAX);
+        let section_at = base + header.encoded_len();
+        if r.remaining() < declared {
+            return Err(overrun(at + header.encoded_len() + declared));
+        }
+        let bytes = r.bytes(DataEntryHeader::NAME, declared)?;
+        let section = match header.section_type {
+            SectionType::PlatformMemory => {
+                if declared != MEMORY_SECTION_LEN {
+                    return Err(Error::BadDataLength {
+                        structure: DataEntryHeader::NAME,
+                        field: "error_data_length",
+                        offset: base + 24,
+                        declared: header.error_data_length.into(),
+                        actual: MEMORY_SECTION_LEN as u64,
+                    });
+                }
+                let mut sr = Reader::with_base(bytes, section_at);
+                Section::PlatformMemory(MemoryErrorSection::read(&mut sr)?)
+            }
+            SectionType::ArmProcessor => {
+                Section::ArmProcessor(ArmProcessorSection::decode_at(bytes, section_at)?)
+            }
+            SectionType::Other(guid) => Section::Other {
+                section_type: guid,
+                bytes: bytes.to_vec(),
+            },
+        };
+        at += header.encoded_len() + declared;
+        entries.push(Entry { header, section });
+    }
+    Ok(entries)
+}
+
+/// Whose bytes [`memory_error_record`] writes.
+///
+/// `Qemu` is byte-identical to QEMU's hw/acpi/ghes.c `acpi_ghes_memory_errors` (QEMU
+/// 10.x, `ghes_gen_err_data_uncorrectable_recoverable` + `acpi_ghes_build_append_mem_cper`)
+/// when the severity is [`Severity::Recoverable`], the only one QEMU writes; another
+/// severity goes into both severity fields and nothing else changes.
+///
+/// `Strict` differs from `Qemu` in exactly these fields, each something the spec asks for
+/// that QEMU leaves out:
+/// 1. Block Status (ACPI 6.5 table 18.11): bits 13:4 carry the Error Data Entry Count (1);
+///    QEMU leaves it 0. The valid bit follows the severity: Uncorrectable Error Valid (bit 0)
+///    for recoverable and fatal, Correctable Error Valid (bit 1) for corrected, neither for
+///    informational (QEMU always sets bit 0). So a recoverable record is 0x11, not 0x1.
+/// 2. Data entry Flags: Primary (0x01), since the single section is the one the error is
+///    about (UEFI N.2.2 section descriptor flags); QEMU writes 0.
+/// 3. Memory section: Physical Address Mask valid (validation bit 2) with a mask of the
+///    error granule, `!0 << granule_shift` (4 KiB by default, 0xFFFFFFFFFFFFF000);
+///    QEMU writes no mask, so its validation bits are 0x4002 and Strict's 0x4006.
+///
+/// Kept the same in both: raw data offset/length 0, revision 0x300, no FRU id/text,
+/// timestamp 0 and not valid (so Linux's 10-second duplicate filter, ghes_estatus_cached,
+/// sees two errors on one page as the same record in both profiles), error status 0 and
+/// not valid, memory error type 0 "unknown" marked valid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// What QEMU writes.
+    #[default]
+    Qemu,
+    /// What the specs ask for.
+    Strict,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Qemu => "qemu",
+            Self::Strict => "strict",
+        })
+    }
+}
+
+/// Why a string names no profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown CPER profile {0:?}: expected qemu or strict")]
+pub struct ParseProfileError(pub String);
+
+impl FromStr for Profile {
+    type Err = ParseProfileError;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "qemu" => Ok(Self::Qemu),
+            "strict" => Ok(Self::Strict),
+            _ => Err(ParseProfileError(s.to_owned())),
+        }
+    }
+}
+
+/// The error granule [`memory_error_record`] assumes: a 4 KiB page, the `si_addr_lsb`
+/// KVM reports for anonymous memory on a 4K-page host (RAS-FACTS.md §1).
+pub const DEFAULT_GRANULE_SHIFT: u32 = 12;
+
+/// The record a VMM writes for a guest memory error at guest physical `address`: one
+/// Platform Memory Error section. See [`Profile`] for what each profile writes.
+///
+/// # Example
+/// ```
+/// use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
+/// let record = memory_error_record(0x4001_0000, Severity::Recoverable, Profile::Qemu);
+/// let bytes = record.encode();
+/// assert_eq!(bytes.len(), 172);
+/// assert_eq!(bytes[..4], [1, 0, 0, 0]); // block status: uncorrectable valid, count 0
+/// ```
+pub fn memory_error_record(address: u64, severity: Severity, profile: Profile) -> Record {
+    memory_error_record_with_granule(address, DEFAULT_GRANULE_SHIFT, severity, profile)
+}
+
+/// [`memory_error_record`] for an error granule of `1 << granule_shift` bytes (use the
+/// SIGBUS `si_addr_lsb`). Only [`Profile::Strict`] writes it, as the address mask.
+pub fn memory_error_record_with_granule(
+    address: u64,
+    granule_shift: u32,
+    severity: Severity,
+    profile: Profile,
+) -> Record {
+    // QEMU: acpi_ghes_build_append_mem_cper writes validation (1 << 14) | (1 << 1), error
+    // status 0, the address, 48 zero bytes (mask through target id), error type 0
+    // "Unknown error", 7 zero bytes.
+    let mut section = MemoryErrorSection::with_address(address, MemoryErrorType::Unknown);
+    let (block_status, flags) = match profile {
+        // QEMU: ACPI_GEBS_UNCORRECTABLE (1) and flags 0 in
+        // ghes_gen_err_data_uncorrectable_recoverable.
+        Profile::Qemu => (BlockStatus(BlockStatus::UNCORRECTABLE_VALID), 0),
+        Profile::Strict => {
+            section.validation_bits |= valid::PHYSICAL_ADDRESS_MASK;
+            section.physical_address_mask = u64::MAX.checked_shl(granule_shift).unwrap_or(0);
+            let valid_bit = match severity {
+                Severity::Corrected => BlockStatus::CORRECTABLE_VALID,
+                Severity::Informational => 0,
+                _ => BlockStatus::UNCORRECTABLE_VALID,
+            };
+            (BlockStatus::with_entry_count(valid_bit, 1), FLAG_PRIMARY)
+        }
+    };
+    let entry = Entry::new(Section::PlatformMemory(section), severity, flags);
+    Record::new(block_status, severity, vec![entry])
+}
