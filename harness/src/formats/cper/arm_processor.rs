@@ -437,16 +437,14 @@ pub(crate) mod tests {
         );
         let mut many = bytes;
         many[4] = 3; // three error infos announced, one present plus 27 more bytes
-        // The second one would start at 72, where the context header sits: its "length"
-        // byte (73) is 0.
+        // The second one would start at 72, where only 27 bytes of the section are left.
         assert_eq!(
             ArmProcessorSection::decode(&many),
-            Err(Error::BadFieldValue {
+            Err(Error::Truncated {
                 structure: "ARM Processor Error Information",
-                field: "length",
-                offset: 73,
-                value: 0,
-                expected: 32,
+                offset: 72,
+                needed: 32,
+                available: 27,
             })
         );
     }

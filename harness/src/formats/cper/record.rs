@@ -365,3 +365,359 @@ pub fn memory_error_record_with_granule(
     let entry = Entry::new(Section::PlatformMemory(section), severity, flags);
     Record::new(block_status, severity, vec![entry])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::cper::arm_processor::tests::{any_arm_section, cache_error_section};
+    use crate::formats::cper::data_entry::tests::any_header;
+    use crate::formats::cper::guid::{CPER_SEC_PLATFORM_MEM, CPER_SEC_PROC_ARM};
+    use crate::formats::cper::memory::tests::any_memory_section;
+    use crate::formats::cper::testing::{hex_dump, roundtrip_exact};
+    use crate::testutil::snapshot_settings;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    const ADDRESS: u64 = 0x4001_0000;
+
+    /// The 172 bytes QEMU's hw/acpi/ghes.c writes for a memory error at `address`, spelled
+    /// out field by field from acpi_ghes_memory_errors and the helpers it calls.
+    fn qemu_ghes_c_bytes(address: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        // acpi_ghes_generic_error_status(block, ACPI_GEBS_UNCORRECTABLE, 0, 0,
+        //     data_length = ACPI_GHES_DATA_LENGTH + ACPI_GHES_MEM_CPER_LENGTH,
+        //     ACPI_CPER_SEV_RECOVERABLE)
+        b.extend_from_slice(&1u32.to_le_bytes()); // block status
+        b.extend_from_slice(&0u32.to_le_bytes()); // raw data offset
+        b.extend_from_slice(&0u32.to_le_bytes()); // raw data length
+        b.extend_from_slice(&(72u32 + 80).to_le_bytes()); // data length
+        b.extend_from_slice(&0u32.to_le_bytes()); // error severity
+        // acpi_ghes_generic_error_data(block, guid, ACPI_CPER_SEV_RECOVERABLE, 0, 0,
+        //     ACPI_GHES_MEM_CPER_LENGTH, fru_id = {}, 0)
+        b.extend_from_slice(&[
+            0x14, 0x11, 0xBC, 0xA5, 0x64, 0x6F, 0xDE, 0x4E, 0xB8, 0x63, 0x3E, 0x83, 0xED, 0x7C,
+            0x83, 0xB1,
+        ]); // UUID_LE(0xA5BC1114, 0x6F64, 0x4EDE, 0xB8, 0x63, ...)
+        b.extend_from_slice(&0u32.to_le_bytes()); // error severity
+        b.extend_from_slice(&0x300u16.to_le_bytes()); // revision
+        b.push(0); // validation bits
+        b.push(0); // flags
+        b.extend_from_slice(&80u32.to_le_bytes()); // error data length
+        b.extend_from_slice(&[0; 16]); // FRU id
+        b.extend_from_slice(&[0; 20]); // FRU text
+        b.extend_from_slice(&0u64.to_le_bytes()); // timestamp
+        // acpi_ghes_build_append_mem_cper(block, address)
+        b.extend_from_slice(&((1u64 << 14) | (1 << 1)).to_le_bytes()); // validation bits
+        b.extend_from_slice(&0u64.to_le_bytes()); // error status
+        b.extend_from_slice(&address.to_le_bytes()); // physical address
+        b.extend_from_slice(&[0; 48]); // "skip all the detailed information"
+        b.push(0); // memory error type: "Unknown error"
+        b.extend_from_slice(&[0; 7]); // the rest
+        b
+    }
+
+    #[test]
+    fn qemu_record_is_what_ghes_c_writes() {
+        let bytes = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Qemu).encode();
+        assert_eq!(bytes.len(), 172);
+        assert_eq!(bytes, qemu_ghes_c_bytes(ADDRESS));
+        for address in [0, 0x1000, u64::MAX] {
+            let record = memory_error_record(address, Severity::Recoverable, Profile::Qemu);
+            assert_eq!(record.encode(), qemu_ghes_c_bytes(address));
+        }
+    }
+
+    #[test]
+    fn strict_differs_from_qemu_only_where_profile_says() {
+        let qemu = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Qemu).encode();
+        let strict = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Strict).encode();
+        assert_eq!(strict.len(), qemu.len());
+        let diff: Vec<(usize, u8, u8)> = qemu
+            .iter()
+            .zip(&strict)
+            .enumerate()
+            .filter(|(_, (q, s))| q != s)
+            .map(|(i, (q, s))| (i, *q, *s))
+            .collect();
+        assert_eq!(
+            diff,
+            vec![
+                (0, 0x01, 0x11),  // block status: entry count 1 in bits 13:4
+                (43, 0x00, 0x01), // entry flags (20 + 23): Primary
+                (92, 0x02, 0x06), // memory validation bits (20 + 72): + address mask valid
+                (117, 0x00, 0xf0), // physical address mask (92 + 24): 0xffff_ffff_ffff_f000
+                (118, 0x00, 0xff),
+                (119, 0x00, 0xff),
+                (120, 0x00, 0xff),
+                (121, 0x00, 0xff),
+                (122, 0x00, 0xff),
+                (123, 0x00, 0xff),
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_block_status_follows_severity() {
+        let status = |sev| {
+            memory_error_record(ADDRESS, sev, Profile::Strict)
+                .status
+                .block_status
+                .0
+        };
+        assert_eq!(status(Severity::Recoverable), 0x11);
+        assert_eq!(status(Severity::Fatal), 0x11);
+        assert_eq!(status(Severity::Corrected), 0x12);
+        assert_eq!(status(Severity::Informational), 0x10);
+        let qemu = memory_error_record(ADDRESS, Severity::Corrected, Profile::Qemu);
+        assert_eq!(qemu.status.block_status.0, 0x1);
+        assert_eq!(qemu.status.error_severity, Severity::Corrected);
+        assert_eq!(qemu.entries[0].header.error_severity, Severity::Corrected);
+    }
+
+    #[test]
+    fn granule_sets_the_strict_mask() {
+        let mask = |shift| match &memory_error_record_with_granule(
+            ADDRESS,
+            shift,
+            Severity::Recoverable,
+            Profile::Strict,
+        )
+        .entries[0]
+            .section
+        {
+            Section::PlatformMemory(m) => m.physical_address_mask,
+            other => panic!("not a memory section: {other:?}"),
+        };
+        assert_eq!(mask(21), 0xffff_ffff_ffe0_0000);
+        assert_eq!(mask(0), u64::MAX);
+        assert_eq!(mask(64), 0);
+    }
+
+    fn snapshot_record(name: &str, profile: Profile) {
+        let record = memory_error_record(ADDRESS, Severity::Recoverable, profile);
+        let bytes = record.encode();
+        let decoded = roundtrip_exact(&bytes, Record::decode, Record::encode);
+        assert_eq!(decoded, record);
+        let json = serde_json::to_string_pretty(&decoded).expect("records serialise");
+        let text = format!(
+            "{} bytes, memory error at {ADDRESS:#x}, profile {profile}\n\n{}\n{json}\n",
+            bytes.len(),
+            hex_dump(&bytes)
+        );
+        snapshot_settings("cper").bind(|| {
+            insta::assert_snapshot!(name, text);
+            insta::assert_binary_snapshot!(&format!("{name}_bytes.bin"), bytes);
+        });
+    }
+
+    #[test]
+    fn snapshot_qemu_record() {
+        snapshot_record("qemu_memory_error_0x40010000", Profile::Qemu);
+    }
+
+    #[test]
+    fn snapshot_strict_record() {
+        snapshot_record("strict_memory_error_0x40010000", Profile::Strict);
+    }
+
+    #[test]
+    fn json_prints_wide_values_as_hex_strings() {
+        let record = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Qemu);
+        let json = serde_json::to_value(&record).expect("records serialise");
+        let section = &json["entries"][0]["section"];
+        assert_eq!(section["kind"], "platform_memory");
+        assert_eq!(section["physical_address"], "0x0000000040010000");
+        assert_eq!(section["validation_bits"], "0x0000000000004002");
+        assert_eq!(section["error_type"], "unknown");
+        assert_eq!(json["status"]["block_status"]["raw"], "0x00000001");
+        assert_eq!(json["status"]["error_severity"], "recoverable");
+        assert_eq!(
+            json["entries"][0]["header"]["section_type"]["guid"],
+            "A5BC1114-6F64-4EDE-B863-3E83ED7C83B1"
+        );
+    }
+
+    #[test]
+    fn decode_prefix_stops_at_the_record_end() {
+        let mut block = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Qemu).encode();
+        block.resize(1024, 0); // QEMU's ACPI_GHES_MAX_RAW_DATA_LENGTH buffer
+        let (record, used) = Record::decode_prefix(&block).expect("decodes");
+        assert_eq!(used, 172);
+        assert_eq!(record.entries.len(), 1);
+        assert_eq!(
+            Record::decode(&block),
+            Err(Error::TrailingBytes {
+                structure: "Generic Error Status Block",
+                offset: 172,
+                count: 852
+            })
+        );
+    }
+
+    #[test]
+    fn decode_names_the_bad_length() {
+        let good = memory_error_record(ADDRESS, Severity::Recoverable, Profile::Qemu).encode();
+
+        // Data length one byte short of the memory section.
+        let mut short = good.clone();
+        short[12..16].copy_from_slice(&151u32.to_le_bytes());
+        assert_eq!(
+            Record::decode(&short[..171]),
+            Err(Error::BadDataLength {
+                structure: "Generic Error Status Block",
+                field: "data_length",
+                offset: 12,
+                declared: 151,
+                actual: 152,
+            })
+        );
+
+        // A 73-byte (UEFI 2.1) memory section.
+        let mut old = good.clone();
+        old[12..16].copy_from_slice(&145u32.to_le_bytes());
+        old[20 + 24..20 + 28].copy_from_slice(&73u32.to_le_bytes());
+        assert_eq!(
+            Record::decode(&old[..165]),
+            Err(Error::BadDataLength {
+                structure: "Generic Error Data Entry",
+                field: "error_data_length",
+                offset: 44,
+                declared: 73,
+                actual: 80,
+            })
+        );
+
+        // Data length past the end of the input.
+        assert_eq!(
+            Record::decode(&good[..100]),
+            Err(Error::Truncated {
+                structure: "Generic Error Status Block data",
+                offset: 20,
+                needed: 152,
+                available: 80,
+            })
+        );
+
+        // Raw data that does not start right after the entries.
+        let mut raw = good;
+        raw[4..8].copy_from_slice(&200u32.to_le_bytes());
+        raw[8..12].copy_from_slice(&4u32.to_le_bytes());
+        raw.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            Record::decode(&raw),
+            Err(Error::BadFieldValue {
+                structure: "Generic Error Status Block",
+                field: "raw_data_offset",
+                offset: 4,
+                value: 200,
+                expected: 172,
+            })
+        );
+        raw[4..8].copy_from_slice(&172u32.to_le_bytes());
+        let record = roundtrip_exact(&raw, Record::decode, Record::encode);
+        assert_eq!(record.raw_data, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn decodes_an_old_revision_entry_and_an_arm_section() {
+        let arm = Section::ArmProcessor(cache_error_section(ADDRESS));
+        let mut entry = Entry::new(arm, Severity::Recoverable, FLAG_PRIMARY);
+        entry.header.revision = 0x0201;
+        entry.header.timestamp = None;
+        let other = Entry::new(
+            Section::Other {
+                section_type: Guid::new(0x1234_5678, 1, 2, [3; 8]),
+                bytes: vec![9; 5],
+            },
+            Severity::Corrected,
+            0,
+        );
+        let record = Record::new(BlockStatus(0x21), Severity::Recoverable, vec![entry, other]);
+        assert_eq!(record.status.data_length, 64 + 99 + 72 + 5);
+        let bytes = record.encode();
+        assert_eq!(bytes[20..36], CPER_SEC_PROC_ARM.to_bytes());
+        assert_eq!(roundtrip_exact(&bytes, Record::decode, Record::encode), record);
+    }
+
+    fn any_section() -> impl Strategy<Value = Section> {
+        prop_oneof![
+            any_memory_section().prop_map(Section::PlatformMemory),
+            any_arm_section().prop_map(Section::ArmProcessor),
+            (any::<[u8; 16]>(), vec(any::<u8>(), 0..40))
+                .prop_filter_map("known section type", |(g, bytes)| {
+                    let guid = Guid::from_bytes(g);
+                    (guid != CPER_SEC_PLATFORM_MEM && guid != CPER_SEC_PROC_ARM)
+                        .then_some(Section::Other {
+                            section_type: guid,
+                            bytes,
+                        })
+                }),
+        ]
+    }
+
+    fn any_entry() -> impl Strategy<Value = Entry> {
+        (any_header(), any_section()).prop_map(|(mut header, section)| {
+            header.section_type = section.section_type();
+            header.error_data_length = u32::try_from(section.encoded_len()).unwrap_or(0);
+            Entry { header, section }
+        })
+    }
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            vec(any_entry(), 0..4),
+            vec(any::<u8>(), 0..16),
+            any::<u32>(),
+        )
+            .prop_map(|(status, sev, entries, raw, stale_offset)| {
+                let mut record = Record::new(BlockStatus(status), Severity::from(sev), entries);
+                if raw.is_empty() {
+                    // Without raw data the offset is not used and any value survives.
+                    record.status.raw_data_offset = stale_offset;
+                } else {
+                    record.status.raw_data_offset = 20 + record.status.data_length;
+                    record.status.raw_data_length = raw.len() as u32;
+                    record.raw_data = raw;
+                }
+                record
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(record in any_record()) {
+            let bytes = record.encode();
+            prop_assert_eq!(bytes.len(), record.encoded_len());
+            prop_assert_eq!(Record::decode(&bytes), Ok(record));
+        }
+
+        #[test]
+        fn decode_never_panics_on_arbitrary_bytes(bytes in vec(any::<u8>(), 0..400)) {
+            if let Ok(record) = Record::decode(&bytes) {
+                prop_assert_eq!(record.encode(), bytes);
+            }
+        }
+
+        /// Arbitrary bytes rarely get past the status block; damaging a valid record
+        /// reaches the entry and section decoders too.
+        #[test]
+        fn decode_never_panics_on_damaged_records(
+            record in any_record(),
+            edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = record.encode();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            match Record::decode(&bytes) {
+                Ok(decoded) => prop_assert_eq!(decoded.encode(), bytes),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}

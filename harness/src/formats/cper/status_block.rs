@@ -73,7 +73,6 @@ pub struct ErrorStatusBlock {
     /// Offset 0: Block Status.
     pub block_status: BlockStatus,
     /// Offset 4: Raw Data Offset, from the start of this block.
-    #[serde(serialize_with = "super::wire::hex")]
     pub raw_data_offset: u32,
     /// Offset 8: Raw Data Length.
     pub raw_data_length: u32,
