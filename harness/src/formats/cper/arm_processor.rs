@@ -407,7 +407,11 @@ pub(crate) mod tests {
         assert_eq!(bytes[64..72], 0x4001_0000u64.to_le_bytes()); // physical fault address
         assert_eq!(bytes[72..80], [0, 0, 4, 0, 16, 0, 0, 0]); // context header
         assert_eq!(bytes[96..], [1, 2, 3]); // vendor specific
-        roundtrip_exact(&bytes, ArmProcessorSection::decode, ArmProcessorSection::encode);
+        roundtrip_exact(
+            &bytes,
+            ArmProcessorSection::decode,
+            ArmProcessorSection::encode,
+        );
     }
 
     #[test]
@@ -437,7 +441,7 @@ pub(crate) mod tests {
         );
         let mut many = bytes;
         many[4] = 3; // three error infos announced, one present plus 27 more bytes
-        // The second one would start at 72, where only 27 bytes of the section are left.
+                     // The second one would start at 72, where only 27 bytes of the section are left.
         assert_eq!(
             ArmProcessorSection::decode(&many),
             Err(Error::Truncated {

@@ -160,7 +160,10 @@ impl DataEntryHeader {
         let fru_id = Guid::from_bytes(f.array());
         let fru_text = f.array();
         let timestamp = if has_timestamp(revision) {
-            Some(r.take(Self::NAME, DATA_ENTRY_LEN - DATA_ENTRY_LEN_OLD)?.u64())
+            Some(
+                r.take(Self::NAME, DATA_ENTRY_LEN - DATA_ENTRY_LEN_OLD)?
+                    .u64(),
+            )
         } else {
             None
         };
@@ -197,17 +200,19 @@ pub(crate) mod tests {
             any::<[u8; FRU_TEXT_LEN]>(),
             any::<u64>(),
         )
-            .prop_map(|(st, sev, rev, (vb, fl, len), fru, text, ts)| DataEntryHeader {
-                section_type: SectionType::from(Guid::from_bytes(st)),
-                error_severity: Severity::from(sev),
-                revision: rev,
-                validation_bits: vb,
-                flags: fl,
-                error_data_length: len,
-                fru_id: Guid::from_bytes(fru),
-                fru_text: text,
-                timestamp: has_timestamp(rev).then_some(ts),
-            })
+            .prop_map(
+                |(st, sev, rev, (vb, fl, len), fru, text, ts)| DataEntryHeader {
+                    section_type: SectionType::from(Guid::from_bytes(st)),
+                    error_severity: Severity::from(sev),
+                    revision: rev,
+                    validation_bits: vb,
+                    flags: fl,
+                    error_data_length: len,
+                    fru_id: Guid::from_bytes(fru),
+                    fru_text: text,
+                    timestamp: has_timestamp(rev).then_some(ts),
+                },
+            )
     }
 
     #[test]

@@ -203,8 +203,8 @@ mod tests {
         assert_eq!(
             CPER_SEC_PLATFORM_MEM.to_bytes(),
             [
-                0x14, 0x11, 0xBC, 0xA5, 0x64, 0x6F, 0xDE, 0x4E, 0xB8, 0x63, 0x3E, 0x83, 0xED,
-                0x7C, 0x83, 0xB1
+                0x14, 0x11, 0xBC, 0xA5, 0x64, 0x6F, 0xDE, 0x4E, 0xB8, 0x63, 0x3E, 0x83, 0xED, 0x7C,
+                0x83, 0xB1
             ]
         );
         assert_eq!(
@@ -240,7 +240,10 @@ mod tests {
             SectionType::from(CPER_SEC_PLATFORM_MEM),
             SectionType::PlatformMemory
         );
-        assert_eq!(SectionType::from(CPER_SEC_PROC_ARM), SectionType::ArmProcessor);
+        assert_eq!(
+            SectionType::from(CPER_SEC_PROC_ARM),
+            SectionType::ArmProcessor
+        );
         let other = Guid::new(1, 2, 3, [4; 8]);
         assert_eq!(SectionType::from(other), SectionType::Other(other));
         assert_eq!(SectionType::from(other).guid(), other);

@@ -222,8 +222,8 @@ pub fn linux_accepts(record: &[u8], block_len: usize) -> Result<(), Rejection> {
                 validation_bits,
             });
         }
-        let soft_offline = section_severity == Severity::Corrected
-            && flags & FLAG_ERROR_THRESHOLD_EXCEEDED != 0;
+        let soft_offline =
+            section_severity == Severity::Corrected && flags & FLAG_ERROR_THRESHOLD_EXCEEDED != 0;
         let recover =
             block_severity == Severity::Recoverable && section_severity == Severity::Recoverable;
         if !soft_offline && !recover {
@@ -236,4 +236,272 @@ pub fn linux_accepts(record: &[u8], block_len: usize) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::cper::{
+        memory_error_record, BlockStatus, Entry, Profile, Record, Section, FLAG_PRIMARY,
+    };
+    use proptest::prelude::*;
+
+    /// QEMU's error status block length (ACPI_GHES_MAX_RAW_DATA_LENGTH).
+    const BLOCK: usize = 1024;
+
+    fn qemu() -> Vec<u8> {
+        memory_error_record(0x4001_0000, Severity::Recoverable, Profile::Qemu).encode()
+    }
+
+    fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn both_profiles_are_accepted() {
+        for profile in [Profile::Qemu, Profile::Strict] {
+            let bytes = memory_error_record(0x4001_0000, Severity::Recoverable, profile).encode();
+            assert_eq!(linux_accepts(&bytes, BLOCK), Ok(()), "{profile}");
+            assert_eq!(linux_accepts(&bytes, 172), Ok(()), "{profile}: exact fit");
+        }
+    }
+
+    #[test]
+    fn incomplete() {
+        assert_eq!(
+            linux_accepts(&qemu()[..10], BLOCK),
+            Err(Rejection::Incomplete {
+                needed: 20,
+                available: 10
+            })
+        );
+        assert_eq!(
+            linux_accepts(&qemu()[..100], BLOCK),
+            Err(Rejection::Incomplete {
+                needed: 172,
+                available: 100
+            })
+        );
+    }
+
+    #[test]
+    fn zero_block_status() {
+        let mut b = qemu();
+        put_u32(&mut b, 0, 0);
+        assert_eq!(linux_accepts(&b, BLOCK), Err(Rejection::ZeroBlockStatus));
+    }
+
+    #[test]
+    fn truncated_block() {
+        // 20 + 0xffff_fff0 wraps to 4 in cper_estatus_len's u32.
+        let mut b = qemu();
+        put_u32(&mut b, 12, 0xffff_fff0);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::TruncatedBlock { len: 4 })
+        );
+    }
+
+    #[test]
+    fn block_overflow() {
+        assert_eq!(
+            linux_accepts(&qemu(), 171),
+            Err(Rejection::BlockOverflow {
+                len: 172,
+                block_len: 171
+            })
+        );
+        // With raw data the length is raw offset + raw length.
+        let mut b = qemu();
+        put_u32(&mut b, 4, 172);
+        put_u32(&mut b, 8, 900);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::BlockOverflow {
+                len: 1072,
+                block_len: BLOCK
+            })
+        );
+    }
+
+    #[test]
+    fn data_length_too_short() {
+        let mut b = qemu();
+        put_u32(&mut b, 12, 63);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::DataLengthTooShort { data_length: 63 })
+        );
+    }
+
+    #[test]
+    fn raw_data_overlaps_entries() {
+        let mut b = qemu();
+        put_u32(&mut b, 4, 171);
+        put_u32(&mut b, 8, 1);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::RawDataOverlapsEntries {
+                raw_data_offset: 171,
+                data_end: 172
+            })
+        );
+    }
+
+    #[test]
+    fn entry_header_overrun() {
+        // Data length 152 + 70: a second "entry" of 70 bytes cannot hold a 72-byte header.
+        let mut b = qemu();
+        put_u32(&mut b, 12, 152 + 70);
+        b.resize(172 + 70, 0);
+        b[172 + 20..172 + 22].copy_from_slice(&0x300u16.to_le_bytes());
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::EntryHeaderOverrun {
+                offset: 172,
+                header_len: 72,
+                remaining: 70
+            })
+        );
+    }
+
+    #[test]
+    fn entry_overrun() {
+        // Error data length 81 in a 152-byte data region: 72 + 81 > 152.
+        let mut b = qemu();
+        put_u32(&mut b, 20 + 24, 81);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::EntryOverrun {
+                offset: 20,
+                record_len: 153,
+                remaining: 152
+            })
+        );
+    }
+
+    #[test]
+    fn fatal_severity() {
+        let b = memory_error_record(0x4001_0000, Severity::Fatal, Profile::Qemu).encode();
+        assert_eq!(linux_accepts(&b, BLOCK), Err(Rejection::FatalSeverity));
+    }
+
+    #[test]
+    fn unknown_severity() {
+        let mut b = qemu();
+        put_u32(&mut b, 16, 7);
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::UnknownSeverity { value: 7 })
+        );
+    }
+
+    #[test]
+    fn no_memory_section() {
+        let other = Entry::new(
+            Section::Other {
+                section_type: Guid::new(1, 2, 3, [4; 8]),
+                bytes: vec![0; 8],
+            },
+            Severity::Recoverable,
+            FLAG_PRIMARY,
+        );
+        let b = Record::new(BlockStatus(0x11), Severity::Recoverable, vec![other]).encode();
+        assert_eq!(linux_accepts(&b, BLOCK), Err(Rejection::NoMemorySection));
+        // An empty block (data length 0) is read, and nothing is done with it either.
+        let empty = Record::new(BlockStatus(0x1), Severity::Recoverable, vec![]).encode();
+        assert_eq!(
+            linux_accepts(&empty, BLOCK),
+            Err(Rejection::NoMemorySection)
+        );
+    }
+
+    #[test]
+    fn memory_section_too_short() {
+        let short = Entry::new(
+            Section::Other {
+                section_type: CPER_SEC_PLATFORM_MEM,
+                bytes: vec![2, 0, 0, 0, 0, 0, 0, 0],
+            },
+            Severity::Recoverable,
+            0,
+        );
+        let b = Record::new(BlockStatus(0x1), Severity::Recoverable, vec![short]).encode();
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::MemorySectionTooShort {
+                entry: 0,
+                length: 8
+            })
+        );
+    }
+
+    #[test]
+    fn memory_address_not_valid() {
+        // Validation bits 0x4000: error type only, as if the VMM forgot the address bit.
+        let mut b = qemu();
+        b[20 + 72] = 0x00;
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::MemoryAddressNotValid {
+                entry: 0,
+                validation_bits: 0x4000
+            })
+        );
+    }
+
+    #[test]
+    fn memory_error_not_actionable() {
+        let b = memory_error_record(0x4001_0000, Severity::Corrected, Profile::Qemu).encode();
+        assert_eq!(
+            linux_accepts(&b, BLOCK),
+            Err(Rejection::MemoryErrorNotActionable {
+                entry: 0,
+                block_severity: Severity::Corrected,
+                section_severity: Severity::Corrected,
+                flags: 0
+            })
+        );
+        // Corrected with Error Threshold Exceeded is soft-offlined: accepted.
+        let mut soft = b;
+        soft[20 + 23] = FLAG_ERROR_THRESHOLD_EXCEEDED;
+        assert_eq!(linux_accepts(&soft, BLOCK), Ok(()));
+        // A recoverable block with an informational section is only logged.
+        let mut mixed = qemu();
+        put_u32(&mut mixed, 20 + 16, 3);
+        assert_eq!(
+            linux_accepts(&mixed, BLOCK),
+            Err(Rejection::MemoryErrorNotActionable {
+                entry: 0,
+                block_severity: Severity::Recoverable,
+                section_severity: Severity::Informational,
+                flags: 0
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400), block_len in 0usize..2048) {
+            if linux_accepts(&bytes, block_len).is_ok() {
+                // Whatever Linux accepts has a status block, a non-zero status and fits.
+                prop_assert!(bytes.len() >= 20 && bytes[..4] != [0; 4]);
+            }
+        }
+
+        /// Damaged QEMU records reach the entry walk and the memory checks.
+        #[test]
+        fn never_panics_on_damaged_records(
+            edits in proptest::collection::vec((0usize..172, any::<u8>()), 1..4),
+            block_len in 0usize..400,
+        ) {
+            let mut b = qemu();
+            for (at, value) in edits {
+                b[at] = value;
+            }
+            if linux_accepts(&b, block_len).is_ok() {
+                prop_assert!(block_len >= 20 && b[..4] != [0; 4]);
+            }
+        }
+    }
 }

@@ -114,7 +114,10 @@ impl MemoryErrorType {
         (Self::MemorySparing, "memory sparing"),
         (Self::ScrubCorrectedError, "scrub corrected error"),
         (Self::ScrubUncorrectedError, "scrub uncorrected error"),
-        (Self::PhysicalMemoryMapOutEvent, "physical memory map-out event"),
+        (
+            Self::PhysicalMemoryMapOutEvent,
+            "physical memory map-out event",
+        ),
     ];
 
     /// The wire value.
@@ -381,15 +384,23 @@ pub(crate) mod tests {
         }
         assert_eq!(s.encode().to_vec(), expected);
         assert_eq!(s.error_type, MemoryErrorType::Reserved(0x10));
-        roundtrip_exact(&expected, MemoryErrorSection::decode, |s| s.encode().to_vec());
+        roundtrip_exact(&expected, MemoryErrorSection::decode, |s| {
+            s.encode().to_vec()
+        });
     }
 
     #[test]
     fn error_type_codes() {
         assert_eq!(MemoryErrorType::from(0), MemoryErrorType::Unknown);
         assert_eq!(MemoryErrorType::from(3), MemoryErrorType::MultiBitEcc);
-        assert_eq!(MemoryErrorType::from(14), MemoryErrorType::ScrubUncorrectedError);
-        assert_eq!(MemoryErrorType::from(15), MemoryErrorType::PhysicalMemoryMapOutEvent);
+        assert_eq!(
+            MemoryErrorType::from(14),
+            MemoryErrorType::ScrubUncorrectedError
+        );
+        assert_eq!(
+            MemoryErrorType::from(15),
+            MemoryErrorType::PhysicalMemoryMapOutEvent
+        );
         assert_eq!(MemoryErrorType::from(16), MemoryErrorType::Reserved(16));
         for v in 0..=u8::MAX {
             assert_eq!(MemoryErrorType::from(v).code(), v);

@@ -33,9 +33,9 @@ mod status_block;
 mod wire;
 
 pub use arm_processor::{
-    info_flags as arm_info_flags, info_valid as arm_info_valid, valid as arm_valid,
-    ArmContextInfo, ArmErrorInfo, ArmProcessorSection, ARM_CONTEXT_HEADER_LEN,
-    ARM_ERROR_INFO_LEN, ARM_SECTION_HEADER_LEN,
+    info_flags as arm_info_flags, info_valid as arm_info_valid, valid as arm_valid, ArmContextInfo,
+    ArmErrorInfo, ArmProcessorSection, ARM_CONTEXT_HEADER_LEN, ARM_ERROR_INFO_LEN,
+    ARM_SECTION_HEADER_LEN,
 };
 pub use data_entry::{
     has_timestamp, header_len, DataEntryHeader, DATA_ENTRY_LEN, DATA_ENTRY_LEN_OLD,
@@ -70,7 +70,11 @@ pub(crate) mod testing {
         encode: impl Fn(&T) -> Vec<u8>,
     ) -> T {
         let value = decode(bytes).unwrap_or_else(|e| panic!("decode failed: {e}\n{bytes:02x?}"));
-        assert_eq!(encode(&value), bytes, "re-encoding {value:?} changed the bytes");
+        assert_eq!(
+            encode(&value),
+            bytes,
+            "re-encoding {value:?} changed the bytes"
+        );
         value
     }
 

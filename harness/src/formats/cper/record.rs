@@ -392,8 +392,8 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes()); // raw data length
         b.extend_from_slice(&(72u32 + 80).to_le_bytes()); // data length
         b.extend_from_slice(&0u32.to_le_bytes()); // error severity
-        // acpi_ghes_generic_error_data(block, guid, ACPI_CPER_SEV_RECOVERABLE, 0, 0,
-        //     ACPI_GHES_MEM_CPER_LENGTH, fru_id = {}, 0)
+                                                  // acpi_ghes_generic_error_data(block, guid, ACPI_CPER_SEV_RECOVERABLE, 0, 0,
+                                                  //     ACPI_GHES_MEM_CPER_LENGTH, fru_id = {}, 0)
         b.extend_from_slice(&[
             0x14, 0x11, 0xBC, 0xA5, 0x64, 0x6F, 0xDE, 0x4E, 0xB8, 0x63, 0x3E, 0x83, 0xED, 0x7C,
             0x83, 0xB1,
@@ -406,7 +406,7 @@ mod tests {
         b.extend_from_slice(&[0; 16]); // FRU id
         b.extend_from_slice(&[0; 20]); // FRU text
         b.extend_from_slice(&0u64.to_le_bytes()); // timestamp
-        // acpi_ghes_build_append_mem_cper(block, address)
+                                                  // acpi_ghes_build_append_mem_cper(block, address)
         b.extend_from_slice(&((1u64 << 14) | (1 << 1)).to_le_bytes()); // validation bits
         b.extend_from_slice(&0u64.to_le_bytes()); // error status
         b.extend_from_slice(&address.to_le_bytes()); // physical address
@@ -442,9 +442,9 @@ mod tests {
         assert_eq!(
             diff,
             vec![
-                (0, 0x01, 0x11),  // block status: entry count 1 in bits 13:4
-                (43, 0x00, 0x01), // entry flags (20 + 23): Primary
-                (92, 0x02, 0x06), // memory validation bits (20 + 72): + address mask valid
+                (0, 0x01, 0x11),   // block status: entry count 1 in bits 13:4
+                (43, 0x00, 0x01),  // entry flags (20 + 23): Primary
+                (92, 0x02, 0x06),  // memory validation bits (20 + 72): + address mask valid
                 (117, 0x00, 0xf0), // physical address mask (92 + 24): 0xffff_ffff_ffff_f000
                 (118, 0x00, 0xff),
                 (119, 0x00, 0xff),
@@ -636,22 +636,28 @@ mod tests {
         assert_eq!(record.status.data_length, 64 + 99 + 72 + 5);
         let bytes = record.encode();
         assert_eq!(bytes[20..36], CPER_SEC_PROC_ARM.to_bytes());
-        assert_eq!(roundtrip_exact(&bytes, Record::decode, Record::encode), record);
+        assert_eq!(
+            roundtrip_exact(&bytes, Record::decode, Record::encode),
+            record
+        );
     }
 
     fn any_section() -> impl Strategy<Value = Section> {
         prop_oneof![
             any_memory_section().prop_map(Section::PlatformMemory),
             any_arm_section().prop_map(Section::ArmProcessor),
-            (any::<[u8; 16]>(), vec(any::<u8>(), 0..40))
-                .prop_filter_map("known section type", |(g, bytes)| {
+            (any::<[u8; 16]>(), vec(any::<u8>(), 0..40)).prop_filter_map(
+                "known section type",
+                |(g, bytes)| {
                     let guid = Guid::from_bytes(g);
-                    (guid != CPER_SEC_PLATFORM_MEM && guid != CPER_SEC_PROC_ARM)
-                        .then_some(Section::Other {
+                    (guid != CPER_SEC_PLATFORM_MEM && guid != CPER_SEC_PROC_ARM).then_some(
+                        Section::Other {
                             section_type: guid,
                             bytes,
-                        })
-                }),
+                        },
+                    )
+                }
+            ),
         ]
     }
 

@@ -66,7 +66,9 @@ impl fmt::Display for Severity {
 
 /// Why a string names no severity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown severity {0:?}: expected recoverable, fatal, corrected, informational or a number")]
+#[error(
+    "unknown severity {0:?}: expected recoverable, fatal, corrected, informational or a number"
+)]
 pub struct ParseSeverityError(pub String);
 
 impl FromStr for Severity {

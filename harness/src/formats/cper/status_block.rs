@@ -52,16 +52,16 @@ impl Serialize for BlockStatus {
         use serde::ser::SerializeStruct;
         let mut s = serializer.serialize_struct("BlockStatus", 6)?;
         s.serialize_field("raw", &format!("{:#010x}", self.0))?;
-        s.serialize_field(
-            "uncorrectable_valid",
-            &self.has(Self::UNCORRECTABLE_VALID),
-        )?;
+        s.serialize_field("uncorrectable_valid", &self.has(Self::UNCORRECTABLE_VALID))?;
         s.serialize_field("correctable_valid", &self.has(Self::CORRECTABLE_VALID))?;
         s.serialize_field(
             "multiple_uncorrectable",
             &self.has(Self::MULTIPLE_UNCORRECTABLE),
         )?;
-        s.serialize_field("multiple_correctable", &self.has(Self::MULTIPLE_CORRECTABLE))?;
+        s.serialize_field(
+            "multiple_correctable",
+            &self.has(Self::MULTIPLE_CORRECTABLE),
+        )?;
         s.serialize_field("entry_count", &self.entry_count())?;
         s.end()
     }
