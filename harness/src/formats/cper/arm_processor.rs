@@ -56,9 +56,9 @@ pub mod info_flags {
 
 /// One ARM Processor Error Information structure (32 bytes).
 ///
-/// `error_type` stays a number: UEFI 2.6-2.9 define it as a value (0 cache, 1 TLB, 2 bus,
-/// 3 micro-architectural; the kernel's `CPER_ARM_*_ERROR`), later errata as a bit mask,
-/// and the harness has no reason to pick one reading.
+/// `error_type` stays a number: the kernel's `CPER_ARM_*_ERROR` (UEFI 2.6-2.9) give it
+/// values (0 cache, 1 TLB, 2 bus, 3 micro-architectural), while later UEFI errata are
+/// reported to redefine it as a bit mask (not checked against the spec text here).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 pub struct ArmErrorInfo {
     /// Offset 0: Version.
