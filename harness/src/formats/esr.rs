@@ -606,9 +606,9 @@ fn abort_fsc_name(fsc: u8) -> Option<&'static str> {
         0x0C..=0x0F => "permission fault",
         ESR_ELx_FSC_EXTABT => "synchronous external abort",
         0x11 => "tag check fault",
-        0x13 | 0x14..=0x17 => "synchronous external abort on table walk",
+        0x13..=0x17 => "synchronous external abort on table walk",
         0x18 => "synchronous parity/ECC error",
-        0x1B | 0x1C..=0x1F => "synchronous parity/ECC error on table walk",
+        0x1B..=0x1F => "synchronous parity/ECC error on table walk",
         0x21 => "alignment fault",
         0x30 => "TLB conflict abort",
         _ => return None,
@@ -789,17 +789,18 @@ mod tests {
     }
 
     fn serror() -> impl Strategy<Value = SError> {
-        let architected = (any::<bool>(), 0u8..8, any::<bool>(), 0u8..64).prop_map(
-            |(iesb, aet, ea, dfsc)| SErrorIss::Architected {
-                iesb,
-                aet: Aet::from_bits(aet),
-                ea,
-                dfsc,
-                other_iss: 0,
-            },
-        );
-        let impdef = (0u32..(1 << 24))
-            .prop_map(|syndrome| SErrorIss::ImplementationDefined { syndrome });
+        let architected =
+            (any::<bool>(), 0u8..8, any::<bool>(), 0u8..64).prop_map(|(iesb, aet, ea, dfsc)| {
+                SErrorIss::Architected {
+                    iesb,
+                    aet: Aet::from_bits(aet),
+                    ea,
+                    dfsc,
+                    other_iss: 0,
+                }
+            });
+        let impdef =
+            (0u32..(1 << 24)).prop_map(|syndrome| SErrorIss::ImplementationDefined { syndrome });
         (any::<bool>(), prop_oneof![architected, impdef]).prop_map(|(il, iss)| SError { il, iss })
     }
 
@@ -892,7 +893,10 @@ mod tests {
         assert_eq!(json["decoded"]["class"], "serror");
         assert_eq!(json["decoded"]["iss"]["ids"], "architected");
         assert_eq!(json["decoded"]["iss"]["dfsc"], "0x11");
-        assert_eq!(json["description"], "SError, IDS=0, AET=UEO, DFSC=async SError");
+        assert_eq!(
+            json["description"],
+            "SError, IDS=0, AET=UEO, DFSC=async SError"
+        );
     }
 
     /// Every encoding of RAS-FACTS §3, described. The 0x2F SErrors show why a Linux guest
