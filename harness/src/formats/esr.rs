@@ -1,8 +1,8 @@
 //! ESR_ELx, the Exception Syndrome Register: encode, decode and describe the syndromes a
 //! memory error produces (data and instruction aborts, SErrors).
 //!
-//! Layout from the Arm ARM (DDI 0487), D17.2.37 ESR_EL1: EC [31:26], IL [25], ISS [24:0],
-//! ISS2 [55:32]. The ISS layouts are those of "ISS encoding for an exception from a Data
+//! Layout from the Arm ARM (DDI 0487), D17.2.37 ESR_EL1: EC \[31:26\], IL \[25\], ISS \[24:0\],
+//! ISS2 \[55:32\]. The ISS layouts are those of "ISS encoding for an exception from a Data
 //! Abort", "... from an Instruction Abort" and "... for an SError exception".
 //!
 //! Descriptions are written for ESR_EL1, the register a guest reads: an exception "from a
@@ -62,7 +62,7 @@ const CM: u32 = 1 << 8;
 const S1PTW: u32 = 1 << 7;
 const WNR: u32 = 1 << 6;
 const FSC_MASK: u32 = 0x3F;
-/// SError ISS.IDS [24]: the rest of the ISS is IMPLEMENTATION DEFINED.
+/// SError ISS.IDS \[24\]: the rest of the ISS is IMPLEMENTATION DEFINED.
 const IDS: u32 = 1 << 24;
 const IESB: u32 = 1 << 13;
 const AET_SHIFT: u32 = 10;
@@ -97,20 +97,20 @@ impl Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Esr(u64);
 
-/// Access syndrome of a Data Abort, valid when ISS.ISV is 1 (Arm ARM D17.2.37, ISS [23:14]).
+/// Access syndrome of a Data Abort, valid when ISS.ISV is 1 (Arm ARM D17.2.37, ISS \[23:14\]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct AccessSyndrome {
-    /// SAS [23:22]: access size, log2 of bytes (0 byte .. 3 doubleword).
+    /// SAS \[23:22\]: access size, log2 of bytes (0 byte .. 3 doubleword).
     #[serde(serialize_with = "hex")]
     pub sas: u8,
-    /// SSE [21]: the load was sign-extended.
+    /// SSE \[21\]: the load was sign-extended.
     pub sse: bool,
-    /// SRT [20:16]: the transfer register number.
+    /// SRT \[20:16\]: the transfer register number.
     #[serde(serialize_with = "hex")]
     pub srt: u8,
-    /// SF [15]: the register is 64 bits wide.
+    /// SF \[15\]: the register is 64 bits wide.
     pub sf: bool,
-    /// AR [14]: acquire/release semantics.
+    /// AR \[14\]: acquire/release semantics.
     pub ar: bool,
 }
 
@@ -119,29 +119,29 @@ pub struct AccessSyndrome {
 pub struct DataAbort {
     /// Selects EC 0x24 (lower EL) or 0x25 (same EL).
     pub from: Origin,
-    /// IL [25]: 32-bit instruction (1) or 16-bit (0).
+    /// IL \[25\]: 32-bit instruction (1) or 16-bit (0).
     pub il: bool,
-    /// ISV [24] and ISS [23:14]: `Some` when the syndrome describes the access.
+    /// ISV \[24\] and ISS \[23:14\]: `Some` when the syndrome describes the access.
     pub access: Option<AccessSyndrome>,
-    /// VNCR [13]: the fault came from a VNCR_EL2 access (FEAT_NV2).
+    /// VNCR \[13\]: the fault came from a VNCR_EL2 access (FEAT_NV2).
     pub vncr: bool,
-    /// SET [12:11]: synchronous error type (FEAT_RAS), see [`set_name`].
+    /// SET \[12:11\]: synchronous error type (FEAT_RAS), see [`set_name`].
     #[serde(serialize_with = "hex")]
     pub set: u8,
-    /// FnV [10]: FAR is not valid.
+    /// FnV \[10\]: FAR is not valid.
     pub fnv: bool,
-    /// EA [9]: External abort type, IMPLEMENTATION DEFINED.
+    /// EA \[9\]: External abort type, IMPLEMENTATION DEFINED.
     pub ea: bool,
-    /// CM [8]: the fault came from a cache maintenance instruction.
+    /// CM \[8\]: the fault came from a cache maintenance instruction.
     pub cm: bool,
-    /// S1PTW [7]: the fault was on a stage 2 walk for a stage 1 translation.
+    /// S1PTW \[7\]: the fault was on a stage 2 walk for a stage 1 translation.
     pub s1ptw: bool,
-    /// WnR [6]: the access was a write.
+    /// WnR \[6\]: the access was a write.
     pub wnr: bool,
-    /// DFSC [5:0]: data fault status code, e.g. [`ESR_ELx_FSC_EXTABT`].
+    /// DFSC \[5:0\]: data fault status code, e.g. [`ESR_ELx_FSC_EXTABT`].
     #[serde(serialize_with = "hex")]
     pub dfsc: u8,
-    /// ISS bits this codec does not name (RES0, or ISS [23:14] when ISV=0), kept so that
+    /// ISS bits this codec does not name (RES0, or ISS \[23:14\] when ISV=0), kept so that
     /// decoding loses nothing.
     #[serde(serialize_with = "hex")]
     pub other_iss: u32,
@@ -152,18 +152,18 @@ pub struct DataAbort {
 pub struct InstructionAbort {
     /// Selects EC 0x20 (lower EL) or 0x21 (same EL).
     pub from: Origin,
-    /// IL [25].
+    /// IL \[25\].
     pub il: bool,
-    /// SET [12:11]: synchronous error type (FEAT_RAS).
+    /// SET \[12:11\]: synchronous error type (FEAT_RAS).
     #[serde(serialize_with = "hex")]
     pub set: u8,
-    /// FnV [10]: FAR is not valid.
+    /// FnV \[10\]: FAR is not valid.
     pub fnv: bool,
-    /// EA [9]: External abort type.
+    /// EA \[9\]: External abort type.
     pub ea: bool,
-    /// S1PTW [7].
+    /// S1PTW \[7\].
     pub s1ptw: bool,
-    /// IFSC [5:0]: instruction fault status code.
+    /// IFSC \[5:0\]: instruction fault status code.
     #[serde(serialize_with = "hex")]
     pub ifsc: u8,
     /// ISS bits this codec does not name (RES0).
@@ -171,7 +171,7 @@ pub struct InstructionAbort {
     pub other_iss: u32,
 }
 
-/// Asynchronous Error Type, SError ISS.AET [12:10] (FEAT_RAS).
+/// Asynchronous Error Type, SError ISS.AET \[12:10\] (FEAT_RAS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Aet {
     /// 0b000 Uncontainable.
@@ -233,23 +233,23 @@ impl fmt::Display for Aet {
 pub enum SErrorIss {
     /// IDS=0: the architected RAS syndrome.
     Architected {
-        /// IESB [13]: synchronized by an implicit error synchronization barrier.
+        /// IESB \[13\]: synchronized by an implicit error synchronization barrier.
         iesb: bool,
-        /// AET [12:10].
+        /// AET \[12:10\].
         aet: Aet,
-        /// EA [9].
+        /// EA \[9\].
         ea: bool,
-        /// DFSC [5:0]: [`ESR_ELx_FSC_SERROR`] or [`ESR_ELx_FSC_UNCATEGORIZED`].
+        /// DFSC \[5:0\]: [`ESR_ELx_FSC_SERROR`] or [`ESR_ELx_FSC_UNCATEGORIZED`].
         #[serde(serialize_with = "hex")]
         dfsc: u8,
-        /// RES0 bits [23:14], [8:6] as found.
+        /// RES0 bits \[23:14\], \[8:6\] as found.
         #[serde(serialize_with = "hex")]
         other_iss: u32,
     },
-    /// IDS=1: ISS [23:0] is an IMPLEMENTATION DEFINED syndrome (what KVM injects when the
+    /// IDS=1: ISS \[23:0\] is an IMPLEMENTATION DEFINED syndrome (what KVM injects when the
     /// VMM gives no ESR: 0xBF000000).
     ImplementationDefined {
-        /// ISS [23:0].
+        /// ISS \[23:0\].
         #[serde(serialize_with = "hex")]
         syndrome: u32,
     },
@@ -258,9 +258,9 @@ pub enum SErrorIss {
 /// An SError syndrome (EC 0x2F).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct SError {
-    /// IL [25]: reported as 1 by KVM and by hardware.
+    /// IL \[25\]: reported as 1 by KVM and by hardware.
     pub il: bool,
-    /// ISS [24:0].
+    /// ISS \[24:0\].
     pub iss: SErrorIss,
 }
 
@@ -300,12 +300,12 @@ pub enum Decoded {
     SError(SError),
     /// Any other exception class, undecoded.
     Other {
-        /// EC [31:26].
+        /// EC \[31:26\].
         #[serde(serialize_with = "hex")]
         ec: u8,
-        /// IL [25].
+        /// IL \[25\].
         il: bool,
-        /// ISS [24:0].
+        /// ISS \[24:0\].
         #[serde(serialize_with = "hex")]
         iss: u32,
     },
@@ -322,43 +322,43 @@ impl Esr {
         self.0
     }
 
-    /// Bits [31:0]: EC, IL and ISS, the part every kernel reports the same way.
+    /// Bits \[31:0\]: EC, IL and ISS, the part every kernel reports the same way.
     pub const fn low32(self) -> u32 {
         self.0 as u32
     }
 
-    /// Bits [63:32] (ISS2 and RES0, or the sign extension of kernel 6.1).
+    /// Bits \[63:32\] (ISS2 and RES0, or the sign extension of kernel 6.1).
     pub const fn high32(self) -> u32 {
         (self.0 >> 32) as u32
     }
 
-    /// True when bits [63:32] are a sign extension of bit 31, as Linux 6.1 reports an
+    /// True when bits \[63:32\] are a sign extension of bit 31, as Linux 6.1 reports an
     /// injected ESR (RAS-FACTS §2: 0xffffffff96000010 for 0x96000010).
     pub const fn is_sign_extended(self) -> bool {
         self.high32() == u32::MAX && self.low32() & (1 << 31) != 0
     }
 
-    /// The value with bits [63:32] cleared: compare syndromes with this.
+    /// The value with bits \[63:32\] cleared: compare syndromes with this.
     pub const fn canonical(self) -> Esr {
         Esr(self.low32() as u64)
     }
 
-    /// True when both values agree in bits [31:0], ignoring a kernel's sign extension.
+    /// True when both values agree in bits \[31:0\], ignoring a kernel's sign extension.
     pub const fn same_syndrome(self, other: Esr) -> bool {
         self.low32() == other.low32()
     }
 
-    /// EC [31:26].
+    /// EC \[31:26\].
     pub const fn ec(self) -> u8 {
         (self.low32() >> EC_SHIFT) as u8
     }
 
-    /// IL [25].
+    /// IL \[25\].
     pub const fn il(self) -> bool {
         self.low32() & IL != 0
     }
 
-    /// ISS [24:0].
+    /// ISS \[24:0\].
     pub const fn iss(self) -> u32 {
         self.low32() & ISS_MASK
     }
@@ -423,7 +423,7 @@ impl Esr {
         Esr::new(ESR_ELx_EC_SERROR, s.il, s.iss_bits())
     }
 
-    /// Decodes bits [31:0]; bits [63:32] are left to [`Esr::high32`]. Never fails: an
+    /// Decodes bits \[31:0\]; bits \[63:32\] are left to [`Esr::high32`]. Never fails: an
     /// unknown class is [`Decoded::Other`].
     pub fn decode(self) -> Decoded {
         let iss = self.iss();
@@ -543,21 +543,21 @@ impl Decoded {
 pub struct EsrReport {
     /// The value as given (64 bits).
     pub raw: Esr,
-    /// Bits [31:0].
+    /// Bits \[31:0\].
     pub low32: Esr,
-    /// Bits [63:32] are a sign extension (Linux 6.1's injected ESR).
+    /// Bits \[63:32\] are a sign extension (Linux 6.1's injected ESR).
     pub sign_extended: bool,
-    /// EC [31:26].
+    /// EC \[31:26\].
     #[serde(serialize_with = "hex")]
     pub ec: u8,
     /// The Arm ARM name of the class, when this codec knows it.
     pub ec_name: Option<&'static str>,
-    /// IL [25].
+    /// IL \[25\].
     pub il: bool,
-    /// ISS [24:0].
+    /// ISS \[24:0\].
     #[serde(serialize_with = "hex")]
     pub iss: u32,
-    /// The typed decode of bits [31:0].
+    /// The typed decode of bits \[31:0\].
     pub decoded: Decoded,
     /// The one-line description (`Display`).
     pub description: String,
@@ -624,7 +624,7 @@ fn serror_dfsc_name(dfsc: u8) -> Option<&'static str> {
     }
 }
 
-/// SET [12:11] in words (FEAT_RAS): 0b00 UER, 0b10 UC, 0b11 UEO, 0b01 reserved.
+/// SET \[12:11\] in words (FEAT_RAS): 0b00 UER, 0b10 UC, 0b11 UEO, 0b01 reserved.
 pub const fn set_name(set: u8) -> &'static str {
     match set & 3 {
         0b00 => "UER",
@@ -743,7 +743,7 @@ fn tail(f: &mut fmt::Formatter<'_>, il: bool, other_iss: u32) -> fmt::Result {
 }
 
 impl fmt::Display for Esr {
-    /// The decode of bits [31:0], then what bits [63:32] hold if anything.
+    /// The decode of bits \[31:0\], then what bits \[63:32\] hold if anything.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.decode())?;
         if self.is_sign_extended() {

@@ -32,7 +32,7 @@ const PSCI_0_2_FN64_CPU_SUSPEND: u32 = 0xC400_0001;
 const PSCI_0_2_FN_CPU_OFF: u32 = 0x8400_0002;
 const PSCI_0_2_FN64_CPU_ON: u32 = 0xC400_0003;
 const PSCI_0_2_FN64_MIGRATE: u32 = 0xC400_0005;
-/// The MPIDR_EL1 affinity fields Aff3 [39:32] and Aff2..Aff0 [23:0]: what a cpu node's
+/// The MPIDR_EL1 affinity fields Aff3 \[39:32\] and Aff2..Aff0 \[23:0\]: what a cpu node's
 /// reg holds (arm/cpus.yaml).
 const MPIDR_AFFINITY_MASK: u64 = 0xFF_00FF_FFFF;
 
@@ -92,8 +92,8 @@ impl FdtConfig {
     }
 }
 
-/// The MPIDR_EL1 KVM gives vCPU `index` at reset: Aff0 = index[3:0], Aff1 = index[11:4],
-/// Aff2 = index[19:12] (arch/arm64/kvm/sys_regs.c, reset_mpidr), plus RES1 bit 31.
+/// The MPIDR_EL1 KVM gives vCPU `index` at reset: Aff0 = index bits 3:0, Aff1 = bits 11:4,
+/// Aff2 = bits 19:12 (arch/arm64/kvm/sys_regs.c, reset_mpidr), plus RES1 bit 31.
 pub const fn kvm_mpidr(index: u32) -> u64 {
     let i = index as u64;
     (1 << 31) | (i & 0xF) | (((i >> 4) & 0xFF) << 8) | (((i >> 12) & 0xFF) << 16)
@@ -279,7 +279,7 @@ impl<'a> Be<'a> {
 }
 
 /// Prints a DTB as dts-like text: a header line, the memory reservations, then the tree
-/// with strings quoted, cells in <0x..> and other values as [bytes].
+/// with strings quoted, cells in <0x..> and other values as `[bytes]`.
 ///
 /// # Errors
 /// [`DumpError`] for a bad header or structure block; never panics.

@@ -40,15 +40,15 @@ pub const fn acknowledge(value: u64, preserve: u64, write: u64) -> u64 {
 /// A Generic Address Structure (ACPI 6.5 §5.2.3.2, Table 5.1), 12 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Gas {
-    /// Address Space ID [0]: 0 is system memory.
+    /// Address Space ID \[0\]: 0 is system memory.
     pub address_space: u8,
-    /// Register Bit Width [1].
+    /// Register Bit Width \[1\].
     pub bit_width: u8,
-    /// Register Bit Offset [2].
+    /// Register Bit Offset \[2\].
     pub bit_offset: u8,
-    /// Access Size [3]: 4 is QWORD.
+    /// Access Size \[3\]: 4 is QWORD.
     pub access_size: u8,
-    /// Address [4..12].
+    /// Address \[4..12\].
     pub address: u64,
 }
 
@@ -93,23 +93,23 @@ impl Gas {
 /// The Hardware Error Notification Structure (ACPI 6.5 Table 18.14), 28 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Notification {
-    /// Type [0]: [`NOTIFY_SEA`], [`NOTIFY_GPIO`], ...
+    /// Type \[0\]: [`NOTIFY_SEA`], [`NOTIFY_GPIO`], ...
     pub kind: u8,
-    /// Length [1]: 28.
+    /// Length \[1\]: 28.
     pub length: u8,
-    /// Configuration Write Enable [2..4].
+    /// Configuration Write Enable \[2..4\].
     pub config_write_enable: u16,
-    /// Poll Interval [4..8], ms.
+    /// Poll Interval \[4..8\], ms.
     pub poll_interval: u32,
-    /// Vector [8..12].
+    /// Vector \[8..12\].
     pub vector: u32,
-    /// Switch To Polling Threshold Value [12..16].
+    /// Switch To Polling Threshold Value \[12..16\].
     pub polling_threshold_value: u32,
-    /// Switch To Polling Threshold Window [16..20], ms.
+    /// Switch To Polling Threshold Window \[16..20\], ms.
     pub polling_threshold_window: u32,
-    /// Error Threshold Value [20..24].
+    /// Error Threshold Value \[20..24\].
     pub error_threshold_value: u32,
-    /// Error Threshold Window [24..28], ms.
+    /// Error Threshold Window \[24..28\], ms.
     pub error_threshold_window: u32,
 }
 
@@ -166,36 +166,36 @@ impl Notification {
 /// The GHESv2 Read Ack fields (ACPI 6.5 Table 18.15, offsets 64..92).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ReadAck {
-    /// Read Ack Register [64..76].
+    /// Read Ack Register \[64..76\].
     pub register: Gas,
-    /// Read Ack Preserve [76..84].
+    /// Read Ack Preserve \[76..84\].
     pub preserve: u64,
-    /// Read Ack Write [84..92].
+    /// Read Ack Write \[84..92\].
     pub write: u64,
 }
 
 /// A Generic Hardware Error Source, version 1 (type 9) or 2 (type 10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Ghes {
-    /// Source Id [2..4].
+    /// Source Id \[2..4\].
     pub source_id: u16,
-    /// Related Source Id [4..6]: 0xFFFF for none.
+    /// Related Source Id \[4..6\]: 0xFFFF for none.
     pub related_source_id: u16,
-    /// Flags [6]: reserved, 0.
+    /// Flags \[6\]: reserved, 0.
     pub flags: u8,
-    /// Enabled [7].
+    /// Enabled \[7\].
     pub enabled: u8,
-    /// Number of Records To Pre-allocate [8..12].
+    /// Number of Records To Pre-allocate \[8..12\].
     pub records_to_preallocate: u32,
-    /// Max Sections Per Record [12..16].
+    /// Max Sections Per Record \[12..16\].
     pub max_sections_per_record: u32,
-    /// Max Raw Data Length [16..20].
+    /// Max Raw Data Length \[16..20\].
     pub max_raw_data_length: u32,
-    /// Error Status Address [20..32]: the register holding the status block's address.
+    /// Error Status Address \[20..32\]: the register holding the status block's address.
     pub error_status_address: Gas,
-    /// Notification Structure [32..60].
+    /// Notification Structure \[32..60\].
     pub notification: Notification,
-    /// Error Status Block Length [60..64].
+    /// Error Status Block Length \[60..64\].
     pub error_status_block_length: u32,
     /// GHESv2 only: the Read Ack fields.
     pub read_ack: Option<ReadAck>,
@@ -283,7 +283,7 @@ pub enum ErrorSource {
     /// A fixed-length type this decoder keeps undecoded: PCIe AER root port (6, 48 bytes),
     /// endpoint (7, 44) or bridge (8, 56), or the IA-32 NMI source (2, 20).
     Other {
-        /// Type [0..2].
+        /// Type \[0..2\].
         source_type: u16,
         /// Offset of the structure in the table.
         offset: usize,
@@ -297,7 +297,7 @@ pub enum ErrorSource {
 pub struct Hest {
     /// Header, signature "HEST".
     pub header: SdtHeader,
-    /// The error sources, in table order (Error Source Count [36..40] of them).
+    /// The error sources, in table order (Error Source Count \[36..40\] of them).
     pub sources: Vec<ErrorSource>,
 }
 

@@ -10,15 +10,15 @@ pub const RSDP_LEN: usize = 36;
 /// A decoded RSDP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rsdp {
-    /// OEMID [9..15].
+    /// OEMID \[9..15\].
     pub oem_id: [u8; 6],
-    /// Revision [15]: 2 for ACPI 2.0 and later (the only kind with an XSDT).
+    /// Revision \[15\]: 2 for ACPI 2.0 and later (the only kind with an XSDT).
     pub revision: u8,
-    /// RsdtAddress [16..20]: 0 here, an arm64 guest uses the XSDT.
+    /// RsdtAddress \[16..20\]: 0 here, an arm64 guest uses the XSDT.
     pub rsdt_address: u32,
-    /// Length [20..24].
+    /// Length \[20..24\].
     pub length: u32,
-    /// XsdtAddress [24..32].
+    /// XsdtAddress \[24..32\].
     pub xsdt_address: u64,
 }
 

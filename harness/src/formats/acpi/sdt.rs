@@ -67,23 +67,23 @@ pub enum DecodeError {
 /// A System Description Table header (ACPI 6.5 Table 5.4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SdtHeader {
-    /// Signature [0..4].
+    /// Signature \[0..4\].
     pub signature: [u8; 4],
-    /// Length of the whole table [4..8].
+    /// Length of the whole table \[4..8\].
     pub length: u32,
-    /// Revision [8].
+    /// Revision \[8\].
     pub revision: u8,
-    /// Checksum [9]: the whole table sums to zero.
+    /// Checksum \[9\]: the whole table sums to zero.
     pub checksum: u8,
-    /// OEM ID [10..16].
+    /// OEM ID \[10..16\].
     pub oem_id: [u8; 6],
-    /// OEM Table ID [16..24].
+    /// OEM Table ID \[16..24\].
     pub oem_table_id: [u8; 8],
-    /// OEM Revision [24..28].
+    /// OEM Revision \[24..28\].
     pub oem_revision: u32,
-    /// Creator ID [28..32].
+    /// Creator ID \[28..32\].
     pub creator_id: [u8; 4],
-    /// Creator Revision [32..36].
+    /// Creator Revision \[32..36\].
     pub creator_revision: u32,
 }
 

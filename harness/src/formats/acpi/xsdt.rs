@@ -9,7 +9,7 @@ use super::sdt::{DecodeError, Reader, SdtHeader, SDT_HEADER_LEN};
 pub struct Xsdt {
     /// Header, signature "XSDT".
     pub header: SdtHeader,
-    /// Entry [36..]: guest physical addresses of the other tables.
+    /// Entry \[36..\]: guest physical addresses of the other tables.
     pub entries: Vec<u64>,
 }
 
