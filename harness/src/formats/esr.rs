@@ -563,6 +563,22 @@ pub struct EsrReport {
     pub description: String,
 }
 
+/// Parses "0x96000410" (hex, with or without 0x, underscores allowed) or a decimal value,
+/// for `ras-harness esr decode VALUE`.
+impl std::str::FromStr for Esr {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().replace('_', "");
+        let raw = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16)?,
+            None if s.bytes().all(|b| b.is_ascii_digit()) => s.parse()?,
+            None => u64::from_str_radix(&s, 16)?,
+        };
+        Ok(Esr(raw))
+    }
+}
+
 /// Serializes as a "0x..." string.
 impl Serialize for Esr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -873,6 +889,19 @@ mod tests {
             iss: SErrorIss::ImplementationDefined { syndrome: 0 },
         };
         assert_eq!(Esr::serror(kvm_default).raw(), 0xBF00_0000);
+    }
+
+    #[test]
+    fn parses_cli_values() {
+        assert_eq!("0x96000410".parse(), Ok(Esr::from_raw(0x9600_0410)));
+        assert_eq!(
+            "0xffff_ffff_9600_0010".parse(),
+            Ok(Esr::from_raw(0xffff_ffff_9600_0010))
+        );
+        assert_eq!("BE000811".parse(), Ok(Esr::from_raw(0xBE00_0811)));
+        assert_eq!("16".parse(), Ok(Esr::from_raw(16)));
+        assert!("0x1_0000_0000_0000_0000".parse::<Esr>().is_err());
+        assert!("zz".parse::<Esr>().is_err());
     }
 
     #[test]
