@@ -1,0 +1,120 @@
+//! The `ras-harness` codec commands as a user runs them: output, round trips, and bad input
+//! answered by one line on stderr with exit status 2.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn ras_harness(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ras-harness"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ras-harness");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+/// A bad-input run: exit status 2 and exactly one line on stderr that names the problem.
+fn assert_rejected(out: &Output, mentions: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains(mentions),
+        "stderr lacks '{mentions}': {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn qemu_record_is_172_bytes_and_decodes_to_its_address() {
+    let out = ras_harness(
+        &[
+            "cper",
+            "encode",
+            "--address",
+            "0x40010000",
+            "--profile",
+            "qemu",
+        ],
+        b"",
+    );
+    assert!(out.status.success());
+    let hex = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(hex.trim_end().len(), 2 * 172);
+
+    let decoded = json(&ras_harness(&["cper", "decode", "-"], hex.as_bytes()));
+    let section = &decoded["entries"][0]["section"];
+    assert_eq!(section["physical_address"], "0x0000000040010000");
+    assert_eq!(decoded["status"]["data_length"], 152);
+}
+
+#[test]
+fn binary_output_decodes_like_hex() {
+    let args = |format| {
+        [
+            "cper",
+            "encode",
+            "--address",
+            "4096",
+            "--profile",
+            "strict",
+            "--severity",
+            "corrected",
+            "--format",
+            format,
+        ]
+    };
+    let bin = ras_harness(&args("bin"), b"").stdout;
+    let hex = ras_harness(&args("hex"), b"").stdout;
+    assert_eq!(bin.len(), 172);
+    let from_bin = json(&ras_harness(&["cper", "decode"], &bin));
+    assert_eq!(from_bin, json(&ras_harness(&["cper", "decode"], &hex)));
+    assert_eq!(from_bin["status"]["error_severity"], "corrected");
+    assert_eq!(from_bin["status"]["block_status"]["entry_count"], 1);
+}
+
+#[test]
+fn esr_decode_describes_the_qemu_sea() {
+    let report = json(&ras_harness(&["esr", "decode", "0x96000410"], b""));
+    let description = report["description"].as_str().unwrap();
+    assert!(description.contains("DABT from EL1"), "{description}");
+    assert!(description.contains("FnV=1"), "{description}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_status_2() {
+    assert_rejected(
+        &ras_harness(&["cper", "encode", "--address", "0x4g"], b""),
+        "'0x4g' is not a number",
+    );
+    assert_rejected(
+        &ras_harness(
+            &["cper", "encode", "--address", "1", "--profile", "linux"],
+            b"",
+        ),
+        "possible values: qemu, strict",
+    );
+    assert_rejected(
+        &ras_harness(&["cper", "decode", "-"], b"0011"),
+        "standard input:",
+    );
+    assert_rejected(
+        &ras_harness(&["cper", "decode", "/nonexistent/record.bin"], b""),
+        "/nonexistent/record.bin",
+    );
+    assert_rejected(
+        &ras_harness(&["esr", "decode", "syndrome"], b""),
+        "'syndrome'",
+    );
+}
