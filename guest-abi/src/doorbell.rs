@@ -56,6 +56,8 @@ pub enum FatalReason {
     NestedException = 3,
     /// PSCI SYSTEM_OFF returned.
     SystemOffReturned = 4,
+    /// The payload panicked (a bug in the payload).
+    Panic = 5,
 }
 
 impl FatalReason {
@@ -66,6 +68,7 @@ impl FatalReason {
             2 => Self::UnexpectedException,
             3 => Self::NestedException,
             4 => Self::SystemOffReturned,
+            5 => Self::Panic,
             _ => return None,
         })
     }

@@ -44,8 +44,8 @@ impl Access {
 
 /// Bits of [`Params::flags`].
 pub mod flags {
-    /// After the steps: mask PSTATE.A, ring `ReadyForFault`, read ISR_EL1, unmask, and
-    /// take the SError if one is pending.
+    /// After the access steps, one more step (index `target_count`): mask PSTATE.A, ring
+    /// `ReadyForFault`, read ISR_EL1, unmask, and take the SError if one is pending.
     pub const SERROR_WAIT: u32 = 1 << 0;
     /// In the SError wait, execute ESB and read DISR_EL1 before unmasking (only if
     /// ID_AA64PFR0_EL1.RAS says FEAT_RAS; otherwise `SerrorObservation` says it was skipped).
