@@ -8,10 +8,16 @@
 //! The crate is a map of small modules, one concept each:
 //! - [`formats`]: byte-exact encoders and decoders (CPER, ESR, ACPI tables, FDT). Pure code,
 //!   no KVM: it builds and tests on any host.
+//! - [`payload`]: the guest payload image (built from guest-payloads/), for every host.
+//! - `kvm` (aarch64 only): the reference VMM's thin KVM layer: VM, memory, vCPU, caps,
+//!   run loop.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod formats;
+#[cfg(target_arch = "aarch64")]
+pub mod kvm;
+pub mod payload;
 
 #[cfg(test)]
 pub(crate) mod testutil;
