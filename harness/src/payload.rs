@@ -1,7 +1,7 @@
 //! The guest payload image, built from guest-payloads/ by build.rs and embedded here, so
 //! every harness binary carries the exact guest its tests ran.
 
-use ras_guest_abi::map::{IMAGE_MAX_SIZE, RAM_BASE};
+use ras_guest_abi::map::RAM_BASE;
 
 /// The flat image: copy it to [`RAM_BASE`] and start a vCPU at [`ENTRY`] with x0 = its
 /// mailbox (see `ras_guest_abi`).
@@ -28,16 +28,24 @@ const fn parse_hex(s: &str) -> u64 {
     value
 }
 
-const _: () = assert!(ENTRY == RAM_BASE, "the payload must be entered at its first byte");
+const _: () = assert!(
+    ENTRY == RAM_BASE,
+    "the payload must be entered at its first byte"
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ras_guest_abi::map::IMAGE_MAX_SIZE;
 
     #[test]
     fn image_fits_its_slot_and_starts_with_the_entry_code() {
         assert!(!IMAGE.is_empty());
-        assert!(IMAGE.len() as u64 <= IMAGE_MAX_SIZE, "{} bytes", IMAGE.len());
+        assert!(
+            IMAGE.len() as u64 <= IMAGE_MAX_SIZE,
+            "{} bytes",
+            IMAGE.len()
+        );
         assert_eq!(IMAGE.len() % 4, 0, "whole A64 instructions");
         // _start's first instruction: `msr tpidr_el1, x0` (0xd518d080), which keeps the
         // mailbox address for the exception handler.
