@@ -131,6 +131,9 @@ mod tests {
     fn unknown_codes_are_data() {
         assert_eq!(Doorbell::decode(0x77).kind(), None);
         assert_eq!(FatalReason::from_code(99), None);
-        assert_eq!(FatalReason::from_code(2), Some(FatalReason::UnexpectedException));
+        assert_eq!(
+            FatalReason::from_code(2),
+            Some(FatalReason::UnexpectedException)
+        );
     }
 }

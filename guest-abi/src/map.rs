@@ -85,7 +85,7 @@ pub const fn mailbox_base(index: usize) -> Option<u64> {
 const _: () = assert!(MAILBOX_BASE + MAX_VCPUS as u64 * MAILBOX_SIZE <= FIRMWARE_BASE);
 const _: () = assert!(FIRMWARE_BASE + FIRMWARE_SIZE <= RAM_BASE + RAM_SIZE);
 const _: () = assert!(RAM_BASE + RAM_SIZE <= TARGET_BASE);
-const _: () = assert!(TARGET_BASE % (1 << 30) == 0);
+const _: () = assert!(TARGET_BASE.is_multiple_of(1 << 30));
 const _: () = assert!(DOORBELL < RAM_BASE && DOORBELL >= GIC_REDIST_BASE + 0x2_0000 * 8);
 // The guest maps the image and the mailboxes with 4 KiB pages, all within the first
 // 2 MiB of RAM (one level-3 table); the rest of RAM with 2 MiB blocks.

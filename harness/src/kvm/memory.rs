@@ -62,7 +62,7 @@ impl Mapping {
             Backing::Hugetlb1G => 1 << 30,
             Backing::Anonymous | Backing::Memfd => 4096,
         };
-        if len == 0 || len % page != 0 {
+        if len == 0 || !len.is_multiple_of(page) {
             return Err(Error::Invalid(format!(
                 "{backing:?} mapping of {len:#x} bytes: not a multiple of {page:#x}"
             )));

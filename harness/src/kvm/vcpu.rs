@@ -41,7 +41,7 @@ pub fn core_reg(reg: CoreReg) -> Option<u64> {
         CoreReg::SpEl1 => 8 * 34,
         CoreReg::ElrEl1 => 8 * 35,
     };
-    Some(KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | offset / 4)
+    Some(KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | (offset / 4))
 }
 
 /// A system register id from its encoding (arch/arm64/include/uapi/asm/kvm.h,
