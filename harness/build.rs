@@ -11,7 +11,9 @@ const GUEST_TARGET: &str = "aarch64-unknown-none";
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("harness/ sits in the workspace root");
+    let root = manifest
+        .parent()
+        .expect("harness/ sits in the workspace root");
     let guest = root.join("guest-payloads");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     for dir in ["guest-payloads/src", "guest-abi/src"] {
@@ -52,13 +54,19 @@ fn build_guest(guest: &Path, target_dir: &Path) -> PathBuf {
         .status()
         .expect("run cargo for guest-payloads");
     assert!(status.success(), "building guest-payloads failed: {status}");
-    target_dir.join(GUEST_TARGET).join("release").join("ras-guest")
+    target_dir
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("ras-guest")
 }
 
 /// e_entry: the u64 at offset 24 of an ELF64 header (System V gABI, "ELF Header").
 fn elf_entry(elf: &Path) -> u64 {
     let bytes = std::fs::read(elf).expect("read the payload ELF");
-    assert!(bytes.len() >= 32 && bytes[..4] == *b"\x7fELF", "not an ELF file");
+    assert!(
+        bytes.len() >= 32 && bytes[..4] == *b"\x7fELF",
+        "not an ELF file"
+    );
     u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"))
 }
 
@@ -72,14 +80,26 @@ fn flatten(elf: &Path, bin: &Path) {
         .expect("run rustc --print sysroot");
     let sysroot = String::from_utf8(sysroot.stdout).expect("UTF-8 sysroot path");
     let host = env::var("HOST").expect("set by cargo");
-    let objcopy: PathBuf = [sysroot.trim(), "lib", "rustlib", &host, "bin", "llvm-objcopy"]
-        .iter()
-        .collect();
+    let objcopy: PathBuf = [
+        sysroot.trim(),
+        "lib",
+        "rustlib",
+        &host,
+        "bin",
+        "llvm-objcopy",
+    ]
+    .iter()
+    .collect();
     let status = Command::new(&objcopy)
         .args(["-O", "binary"])
         .arg(elf)
         .arg(bin)
         .status()
-        .unwrap_or_else(|e| panic!("run {} (rustup component llvm-tools): {e}", objcopy.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {} (rustup component llvm-tools): {e}",
+                objcopy.display()
+            )
+        });
     assert!(status.success(), "llvm-objcopy failed: {status}");
 }
