@@ -8,10 +8,15 @@
 //! The crate is a map of small modules, one concept each:
 //! - [`formats`]: byte-exact encoders and decoders (CPER, ESR, ACPI tables, FDT). Pure code,
 //!   no KVM: it builds and tests on any host.
+//! - [`payload`]: the guest payload image (built from guest-payloads/), for every host.
+//! - [`kvm`]: the reference VMM's thin KVM layer: VM, memory, vCPU, caps, run loop (the
+//!   ioctl parts on aarch64 only; exit handling and cap masking everywhere).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod formats;
+pub mod kvm;
+pub mod payload;
 
 #[cfg(test)]
 pub(crate) mod testutil;

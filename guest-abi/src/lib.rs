@@ -1,0 +1,45 @@
+//! The contract between the ras-harness VMM and its guest payloads.
+//!
+//! Both sides compile this crate: the harness (any host) and the bare-metal payload
+//! (`aarch64-unknown-none`). It holds no code that touches hardware, only
+//!
+//! - [`map`]: the guest physical memory map (RAM slot, per-vCPU mailboxes, firmware area,
+//!   the MMIO doorbell, the target slot that is the only memory ever poisoned);
+//! - [`mailbox`]: the `#[repr(C)]` records exchanged through a vCPU's mailbox:
+//!   [`Params`] (VMM to guest) and [`Report`] (guest to VMM), their layout pinned by
+//!   const assertions;
+//! - [`doorbell`]: the event codes a guest writes to the doorbell, one 8-byte store per
+//!   event, each store one `KVM_EXIT_MMIO`.
+//!
+//! The protocol, from a vCPU's point of view:
+//!
+//! 1. The VMM copies the payload image to [`map::RAM_BASE`], writes a [`Params`] into
+//!    the vCPU's mailbox and starts the vCPU at [`map::RAM_BASE`] with `x0` = the mailbox
+//!    address ([`map::mailbox_base`]).
+//! 2. The guest checks [`PARAMS_MAGIC`], turns the MMU on, rings [`doorbell::Event::Ready`].
+//! 3. For each target address: it rings [`doorbell::Event::ReadyForFault`] (the VMM may
+//!    poison or inject now), performs the access, records any exception
+//!    ([`doorbell::Event::ExceptionRecorded`]), optionally walks the ACPI tables, and
+//!    rings [`doorbell::Event::StepDone`]. A faulting access is never re-executed.
+//! 4. Optionally the masked SError wait, then [`doorbell::Event::Done`] and PSCI
+//!    SYSTEM_OFF. Anything unexpected ends in [`doorbell::Event::Fatal`] and SYSTEM_OFF.
+//!
+//! The guest observes and reports; the host judges.
+
+#![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod doorbell;
+pub mod mailbox;
+pub mod map;
+
+pub use mailbox::{
+    AcpiObservation, DtbObservation, ExceptionRecord, Params, Report, SerrorObservation,
+};
+
+/// First field of a valid [`Params`]: "RASPARAM" in ASCII, little-endian.
+pub const PARAMS_MAGIC: u64 = u64::from_le_bytes(*b"RASPARAM");
+/// First field of a [`Report`] the guest has started writing: "RASREPRT".
+pub const REPORT_MAGIC: u64 = u64::from_le_bytes(*b"RASREPRT");
+/// Bumped whenever a layout below changes; the guest refuses other versions.
+pub const ABI_VERSION: u32 = 1;

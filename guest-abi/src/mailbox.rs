@@ -1,0 +1,364 @@
+//! The records in a vCPU's mailbox: [`Params`] in, [`Report`] out.
+//!
+//! Every field is a fixed-width integer, every struct is `#[repr(C)]` with no padding
+//! (pinned by the const assertions), so any byte pattern is a valid value and both sides
+//! can copy them as bytes ([`Params::as_bytes`], [`Report::from_bytes`]).
+
+use core::mem::{offset_of, size_of};
+
+/// Most target addresses per vCPU (second-error scenarios need two).
+pub const MAX_TARGETS: usize = 4;
+/// Most exception records a report keeps; `Report::exception_count` keeps counting.
+pub const MAX_RECORDS: usize = 8;
+/// Most CPER bytes the guest copies out of a status block.
+pub const CPER_COPY_MAX: usize = 1024;
+/// `ExceptionRecord::step` for an exception taken outside any step.
+pub const NO_STEP: u64 = u64::MAX;
+
+/// The access a step performs on its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Access {
+    /// No access: the steps only ring the doorbells.
+    None = 0,
+    /// `ldr x, [target]`.
+    Load = 1,
+    /// `str x, [target]`.
+    Store = 2,
+    /// Branch to the target (which the guest first fills with a return sequence).
+    Ifetch = 3,
+}
+
+impl Access {
+    /// Decodes a wire code.
+    pub const fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => Self::None,
+            1 => Self::Load,
+            2 => Self::Store,
+            3 => Self::Ifetch,
+            _ => return None,
+        })
+    }
+}
+
+/// Bits of [`Params::flags`].
+pub mod flags {
+    /// After the access steps, one more step (index `target_count`): mask PSTATE.A, ring
+    /// `ReadyForFault`, read ISR_EL1, unmask, and take the SError if one is pending.
+    pub const SERROR_WAIT: u32 = 1 << 0;
+    /// In the SError wait, execute ESB and read DISR_EL1 before unmasking (only if
+    /// ID_AA64PFR0_EL1.RAS says FEAT_RAS; otherwise `SerrorObservation` says it was skipped).
+    pub const SERROR_ESB: u32 = 1 << 1;
+    /// After each step, walk RSDP -> XSDT -> HEST -> GHES and copy the record.
+    pub const WALK_ACPI: u32 = 1 << 2;
+    /// After copying a record, clear block status and write the read-ack register.
+    pub const ACK: u32 = 1 << 3;
+}
+
+/// VMM -> guest, at mailbox offset [`crate::map::mailbox_offset::PARAMS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    /// [`crate::PARAMS_MAGIC`].
+    pub magic: u64,
+    /// [`crate::ABI_VERSION`].
+    pub abi_version: u32,
+    /// An [`Access`] code.
+    pub access: u32,
+    /// Exception level of the access: 0 or 1.
+    pub el: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// How many of `targets` are used (each one is one step).
+    pub target_count: u32,
+    /// Must be zero.
+    pub reserved: u32,
+    /// Guest physical (= virtual, identity-mapped) addresses to access, one per step.
+    pub targets: [u64; MAX_TARGETS],
+    /// Where the RSDP is, or 0 for none.
+    pub rsdp_gpa: u64,
+    /// Where a flattened device tree is, or 0 for none.
+    pub dtb_gpa: u64,
+}
+
+/// One exception as the guest saw it on entry to its vector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionRecord {
+    /// Offset of the vector taken from VBAR_EL1 (0x200 current EL sync, 0x380 current EL
+    /// SError, 0x400 lower EL sync, 0x580 lower EL SError, ...).
+    pub vector_offset: u64,
+    /// ESR_EL1.
+    pub esr: u64,
+    /// FAR_EL1 (UNKNOWN unless the ESR says it is valid).
+    pub far: u64,
+    /// ELR_EL1.
+    pub elr: u64,
+    /// SPSR_EL1.
+    pub spsr: u64,
+    /// ISR_EL1 in the handler.
+    pub isr: u64,
+    /// DISR_EL1 in the handler, or 0 without FEAT_RAS.
+    pub disr: u64,
+    /// CNTVCT_EL0 in the handler.
+    pub cntvct: u64,
+    /// Step during which it was taken, or [`NO_STEP`] (unexpected).
+    pub step: u64,
+}
+
+/// What the masked SError wait saw.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SerrorObservation {
+    /// 1 when the wait ran.
+    pub ran: u32,
+    /// 1 when ESB was executed and DISR_EL1 read (needs FEAT_RAS and `SERROR_ESB`).
+    pub esb_executed: u32,
+    /// ISR_EL1 with PSTATE.A masked, after the doorbell (bit 8 = A: SError pending).
+    pub isr_masked: u64,
+    /// DISR_EL1 after ESB (bit 31 = A: a deferred SError was recorded).
+    pub disr: u64,
+}
+
+/// Bits of [`AcpiObservation::found`].
+pub mod acpi_found {
+    /// RSDP signature "RSD PTR " at `Params::rsdp_gpa`.
+    pub const RSDP: u32 = 1 << 0;
+    /// XSDT signature at the RSDP's XsdtAddress.
+    pub const XSDT: u32 = 1 << 1;
+    /// A "HEST" table listed in the XSDT.
+    pub const HEST: u32 = 1 << 2;
+    /// At least one GHES (type 9) or GHESv2 (type 10) entry.
+    pub const GHES: u32 = 1 << 3;
+    /// A GHES whose status block had non-zero block status; its record was copied.
+    pub const RECORD: u32 = 1 << 4;
+    /// Block status cleared and the read-ack register written.
+    pub const ACKED: u32 = 1 << 5;
+    /// The walk stopped at a HEST entry type it cannot size.
+    pub const UNKNOWN_ENTRY: u32 = 1 << 6;
+}
+
+/// Bits of [`AcpiObservation::checksum_errors`]: tables whose bytes do not sum to 0.
+pub mod acpi_checksum {
+    /// The first 20 bytes of the RSDP (ACPI 1.0 checksum).
+    pub const RSDP: u32 = 1 << 0;
+    /// The whole RSDP (extended checksum).
+    pub const RSDP_EXTENDED: u32 = 1 << 1;
+    /// The XSDT.
+    pub const XSDT: u32 = 1 << 2;
+    /// The HEST.
+    pub const HEST: u32 = 1 << 3;
+}
+
+/// What the ACPI walk found, the way an OS finds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcpiObservation {
+    /// Walks done (one after each step with `WALK_ACPI`).
+    pub walks: u32,
+    /// [`acpi_found`] bits of the latest walk.
+    pub found: u32,
+    /// [`acpi_checksum`] bits of the latest walk.
+    pub checksum_errors: u32,
+    /// GHES + GHESv2 entries in the HEST.
+    pub ghes_count: u32,
+    /// Source id of the GHES whose record was copied.
+    pub source_id: u32,
+    /// Its notification type (ACPI 6.5 Table 18.14: 3 SCI, 7 GPIO-Signal, 8 ARMv8 SEA,
+    /// 9 ARMv8 SEI, ...).
+    pub notification_type: u32,
+    /// Its error status address register's address (the GAS address field).
+    pub error_status_address: u64,
+    /// The status block address read from that register.
+    pub block_address: u64,
+    /// Block status read from the status block (before clearing).
+    pub block_status: u32,
+    /// 20 + the status block's data length field: the record's length.
+    pub record_len: u32,
+    /// Bytes copied into `record` (at most [`CPER_COPY_MAX`]).
+    pub copied_len: u32,
+    /// Type of the GHES entry (9 or 10).
+    pub ghes_type: u32,
+    /// Read-ack register value before the ack (GHESv2 only).
+    pub read_ack_before: u64,
+    /// Read-ack register value after the ack.
+    pub read_ack_after: u64,
+    /// The record, byte for byte, as read.
+    pub record: [u8; CPER_COPY_MAX],
+}
+
+impl Default for AcpiObservation {
+    fn default() -> Self {
+        Self {
+            walks: 0,
+            found: 0,
+            checksum_errors: 0,
+            ghes_count: 0,
+            source_id: 0,
+            notification_type: 0,
+            error_status_address: 0,
+            block_address: 0,
+            block_status: 0,
+            record_len: 0,
+            copied_len: 0,
+            ghes_type: 0,
+            read_ack_before: 0,
+            read_ack_after: 0,
+            record: [0; CPER_COPY_MAX],
+        }
+    }
+}
+
+/// What the guest found at `Params::dtb_gpa`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DtbObservation {
+    /// 1 when the FDT magic 0xd00dfeed (big-endian, Devicetree spec 5.2) was there.
+    pub recognised: u32,
+    /// The FDT header's totalsize (big-endian u32 at offset 4), if recognised.
+    pub total_size: u32,
+}
+
+/// Guest progress, [`Report::state`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum State {
+    /// Nothing written yet (the VMM zeroes the report).
+    NotStarted = 0,
+    /// Params accepted, MMU on.
+    Running = 1,
+    /// All steps done.
+    Done = 2,
+    /// Stopped on a fatal condition (see the doorbell's reason).
+    Fatal = 3,
+}
+
+impl State {
+    /// Decodes a wire code.
+    pub const fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => Self::NotStarted,
+            1 => Self::Running,
+            2 => Self::Done,
+            3 => Self::Fatal,
+            _ => return None,
+        })
+    }
+}
+
+/// Guest -> VMM, at mailbox offset [`crate::map::mailbox_offset::REPORT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// [`crate::REPORT_MAGIC`] once the guest has initialised the report.
+    pub magic: u64,
+    /// A [`State`] code.
+    pub state: u32,
+    /// The step in progress (or the number of steps once done).
+    pub step: u32,
+    /// CNTFRQ_EL0.
+    pub cntfrq: u64,
+    /// ID_AA64PFR0_EL1 (RAS is bits 31:28).
+    pub id_aa64pfr0: u64,
+    /// CNTVCT_EL0 just before each step's access.
+    pub counter_before: [u64; MAX_TARGETS],
+    /// Exceptions taken so far (may exceed [`MAX_RECORDS`]; only that many are kept).
+    pub exception_count: u32,
+    /// Steps completed.
+    pub steps_done: u32,
+    /// The first [`MAX_RECORDS`] exceptions.
+    pub records: [ExceptionRecord; MAX_RECORDS],
+    /// The SError wait.
+    pub serror: SerrorObservation,
+    /// The ACPI walk.
+    pub acpi: AcpiObservation,
+    /// The DTB check.
+    pub dtb: DtbObservation,
+}
+
+// Layout pins: the offsets are the wire format both sides rely on.
+const _: () = assert!(size_of::<Params>() == 80);
+const _: () = assert!(offset_of!(Params, targets) == 32);
+const _: () = assert!(offset_of!(Params, rsdp_gpa) == 64);
+const _: () = assert!(size_of::<ExceptionRecord>() == 72);
+const _: () = assert!(size_of::<SerrorObservation>() == 24);
+const _: () = assert!(size_of::<AcpiObservation>() == 72 + CPER_COPY_MAX);
+const _: () = assert!(offset_of!(AcpiObservation, record) == 72);
+const _: () = assert!(size_of::<DtbObservation>() == 8);
+const _: () = assert!(offset_of!(Report, counter_before) == 32);
+const _: () = assert!(offset_of!(Report, records) == 72);
+const _: () = assert!(offset_of!(Report, serror) == 72 + 72 * MAX_RECORDS);
+const _: () = assert!(offset_of!(Report, acpi) == 72 + 72 * MAX_RECORDS + 24);
+const _: () = assert!(size_of::<Report>() == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8);
+// The mailbox gives Params one page and Report two.
+const _: () = assert!(size_of::<Params>() <= 0x1000 && size_of::<Report>() <= 0x2000);
+
+/// Byte views for the padding-free records above.
+macro_rules! plain_bytes {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The record's bytes, as they sit in guest memory.
+            pub fn as_bytes(&self) -> &[u8] {
+                // SAFETY: the type is repr(C), made only of integers and integer arrays,
+                // with no padding (its size equals the sum of its fields, asserted above),
+                // so all size_of::<Self>() bytes are initialised.
+                unsafe {
+                    core::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>())
+                }
+            }
+
+            /// Reads a record from the start of `bytes`; `None` if `bytes` is too short.
+            pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                if bytes.len() < size_of::<Self>() {
+                    return None;
+                }
+                // SAFETY: the length was checked; every bit pattern is a valid value of an
+                // all-integer repr(C) type; read_unaligned needs no alignment.
+                Some(unsafe { bytes.as_ptr().cast::<Self>().read_unaligned() })
+            }
+        }
+    )*};
+}
+plain_bytes!(Params, Report);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_bytes_round_trip_and_start_with_the_magic() {
+        let p = Params {
+            magic: crate::PARAMS_MAGIC,
+            abi_version: crate::ABI_VERSION,
+            access: Access::Store as u32,
+            el: 1,
+            target_count: 1,
+            targets: [0x8000_0000, 0, 0, 0],
+            ..Params::default()
+        };
+        let bytes = p.as_bytes();
+        assert_eq!(&bytes[..8], b"RASPARAM");
+        assert_eq!(bytes[12], 2, "access is the u32 at offset 12");
+        assert_eq!(Params::from_bytes(bytes), Some(p));
+        assert_eq!(Params::from_bytes(&bytes[..79]), None);
+    }
+
+    #[test]
+    fn report_decodes_a_record_at_its_documented_offset() {
+        let mut bytes = [0u8; size_of::<Report>()];
+        bytes[72..80].copy_from_slice(&0x200u64.to_le_bytes());
+        bytes[80..88].copy_from_slice(&0x9600_0010u64.to_le_bytes());
+        let r = Report::from_bytes(&bytes).unwrap();
+        assert_eq!(r.records[0].vector_offset, 0x200);
+        assert_eq!(r.records[0].esr, 0x9600_0010);
+    }
+
+    #[test]
+    fn codes_decode_and_unknown_codes_are_none() {
+        assert_eq!(Access::from_code(3), Some(Access::Ifetch));
+        assert_eq!(Access::from_code(4), None);
+        assert_eq!(State::from_code(3), Some(State::Fatal));
+        assert_eq!(State::from_code(7), None);
+    }
+}

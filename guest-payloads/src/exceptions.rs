@@ -1,0 +1,73 @@
+//! The exception handler: record what the vector saw, then resume after the step.
+
+use crate::entry::guard_resume;
+use crate::mailbox::Mailbox;
+use crate::platform::{fatal, park, psci_system_off, ring};
+use crate::{read_sysreg, sysreg};
+use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
+use ras_guest_abi::mailbox::{ExceptionRecord, NO_STEP};
+
+/// VBAR_EL1 offset of "Synchronous, lower EL using AArch64" (Arm ARM D1.3.1 table D1-7).
+const VECTOR_LOWER_SYNC: u64 = 0x400;
+/// ESR_EL1.EC for SVC from AArch64 (Arm ARM D19.2.37: 0b010101).
+const EC_SVC64: u64 = 0x15;
+
+/// Entered from every vector with its offset; never returns to the interrupted code.
+#[no_mangle]
+extern "C" fn handle_exception(vector_offset: u64) -> ! {
+    let mb = Mailbox::current();
+    let scratch = mb.scratch();
+    if scratch.in_handler != 0 {
+        // The handler itself faulted: touch as little as possible and stop.
+        psci_system_off();
+        park();
+    }
+    scratch.in_handler = 1;
+
+    let esr = read_sysreg!("esr_el1");
+    // An EL0 step ends with `svc #0`: that is the step returning, not an observation.
+    if vector_offset == VECTOR_LOWER_SYNC && esr >> 26 == EC_SVC64 && scratch.in_el0 != 0 {
+        resume(mb, 0);
+    }
+
+    let record = ExceptionRecord {
+        vector_offset,
+        esr,
+        far: read_sysreg!("far_el1"),
+        elr: read_sysreg!("elr_el1"),
+        spsr: read_sysreg!("spsr_el1"),
+        isr: read_sysreg!("isr_el1"),
+        disr: sysreg::read_disr(scratch.has_ras != 0),
+        cntvct: read_sysreg!("cntvct_el0"),
+        step: if scratch.armed != 0 {
+            scratch.step
+        } else {
+            NO_STEP
+        },
+    };
+    let report = mb.report();
+    let index = report.exception_count;
+    // Past MAX_RECORDS the exception is only counted.
+    if let Some(slot) = report.records.get_mut(index as usize) {
+        *slot = record;
+    }
+    report.exception_count = index.saturating_add(1);
+    let step = record.step as u16;
+    ring(Doorbell::new(Event::ExceptionRecorded, step, index));
+
+    if scratch.armed != 0 {
+        resume(mb, 1);
+    }
+    fatal(mb, step, FatalReason::UnexpectedException)
+}
+
+/// Leaves the handler and returns `value` from the step's `guard_call`.
+fn resume(mb: Mailbox, value: u64) -> ! {
+    let scratch = mb.scratch();
+    scratch.in_handler = 0;
+    scratch.in_el0 = 0;
+    scratch.armed = 0;
+    // SAFETY: `armed` (or `in_el0`, set only inside a guard) says guard_call filled the
+    // buffer and its frame is still live: the step runs below it on the same stack.
+    unsafe { guard_resume(&scratch.jmpbuf, value) }
+}

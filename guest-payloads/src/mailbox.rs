@@ -1,0 +1,87 @@
+//! This vCPU's mailbox: the VMM's params, the report, and the guest's private scratch.
+
+use core::mem::offset_of;
+use ras_guest_abi::map::mailbox_offset;
+use ras_guest_abi::{Params, Report};
+
+/// Guest-private state for exception recovery, at `mailbox_offset::SCRATCH`.
+#[repr(C)]
+pub struct Scratch {
+    /// Callee-saved registers x19-x30 and SP saved by `guard_call` (see `entry`).
+    pub jmpbuf: [u64; 13],
+    /// Non-zero while a guarded step runs: exceptions then resume after the step.
+    pub armed: u64,
+    /// The running step (the `step` of an exception record).
+    pub step: u64,
+    /// Non-zero while the exception handler runs (a second exception is fatal).
+    pub in_handler: u64,
+    /// Non-zero while EL0 code runs: its `svc #0` ends the step normally.
+    pub in_el0: u64,
+    /// FEAT_RAS present (DISR_EL1 readable).
+    pub has_ras: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Scratch>() <= 0x1000);
+
+/// Handle on the mailbox of the vCPU running this code.
+#[derive(Clone, Copy)]
+pub struct Mailbox {
+    base: u64,
+}
+
+impl Mailbox {
+    /// The mailbox at `base` (the value the VMM put in x0).
+    pub const fn at(base: u64) -> Self {
+        Self { base }
+    }
+
+    /// The mailbox `_start` stored in TPIDR_EL1.
+    pub fn current() -> Self {
+        Self::at(crate::read_sysreg!("tpidr_el1"))
+    }
+
+    /// Guest physical address of the mailbox.
+    pub const fn base(self) -> u64 {
+        self.base
+    }
+
+    /// `Params::el` read with one aligned 32-bit load: with the MMU off memory is
+    /// Device-nGnRnE, where a wider or unaligned compiler-generated copy would fault.
+    pub fn params_el_before_mmu(self) -> u32 {
+        let addr = self.base + mailbox_offset::PARAMS + offset_of!(Params, el) as u64;
+        // SAFETY: the VMM placed a Params there; the field is 4-byte aligned.
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+
+    /// A copy of the params (MMU on).
+    pub fn params(self) -> Params {
+        // SAFETY: the VMM wrote a Params at this page-aligned address before starting the
+        // vCPU; every bit pattern is a valid Params.
+        unsafe { core::ptr::read_volatile((self.base + mailbox_offset::PARAMS) as *const Params) }
+    }
+
+    /// Zeroes the report (so stale bytes never pass for observations) and the scratch.
+    pub fn init(self) {
+        // SAFETY: the report's pages and the scratch page belong to this vCPU's mailbox;
+        // all-zero is a valid Report and a valid Scratch.
+        unsafe {
+            core::ptr::write_bytes((self.base + mailbox_offset::REPORT) as *mut Report, 0, 1);
+            core::ptr::write_bytes((self.base + mailbox_offset::SCRATCH) as *mut Scratch, 0, 1);
+        }
+    }
+
+    /// The report. Callers keep the reference for a statement or a short block; only this
+    /// vCPU writes it, and the VMM reads it only while the vCPU is stopped in an exit.
+    #[allow(clippy::mut_from_ref)]
+    pub fn report(self) -> &'static mut Report {
+        // SAFETY: see above; the address is this vCPU's, aligned and mapped.
+        unsafe { &mut *((self.base + mailbox_offset::REPORT) as *mut Report) }
+    }
+
+    /// The guest-private scratch, with the same discipline as [`Mailbox::report`].
+    #[allow(clippy::mut_from_ref)]
+    pub fn scratch(self) -> &'static mut Scratch {
+        // SAFETY: the scratch page is this vCPU's, aligned and mapped; all-zero is valid.
+        unsafe { &mut *((self.base + mailbox_offset::SCRATCH) as *mut Scratch) }
+    }
+}

@@ -1,0 +1,110 @@
+//! The ras-harness guest payload: one bare-metal program, its behaviour chosen by the
+//! `Params` in its vCPU's mailbox (see the `ras_guest_abi` crate for the contract).
+//!
+//! Flow: [`entry`] (assembly) sets up the stack, FP/SIMD and VBAR_EL1 and calls
+//! [`payload_main`], which turns the MMU on ([`paging`]), runs one guarded step per target
+//! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]) and the DTB check,
+//! and ends with PSCI SYSTEM_OFF. Exceptions go to [`exceptions`], which records them in
+//! the report and resumes after the step, never re-executing the faulting access.
+
+#![no_std]
+#![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod acpi;
+mod entry;
+mod exceptions;
+mod mailbox;
+mod paging;
+mod platform;
+mod steps;
+mod sysreg;
+
+use mailbox::Mailbox;
+use platform::{fatal, ring};
+use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
+use ras_guest_abi::mailbox::{flags, Access, State};
+use ras_guest_abi::{map, ABI_VERSION, PARAMS_MAGIC, REPORT_MAGIC};
+
+/// Called by `_start` with this vCPU's mailbox address; never returns.
+#[no_mangle]
+extern "C" fn payload_main(mailbox_base: u64) -> ! {
+    let mb = Mailbox::at(mailbox_base);
+    // The page tables depend on the access EL (the target is mapped for EL0 or for EL1
+    // execution), so read that one field before the MMU is on, with one aligned load.
+    let el = mb.params_el_before_mmu();
+    paging::enable_identity_map(mb, el);
+
+    let params = mb.params();
+    mb.init();
+    let access = Access::from_code(params.access);
+    let valid = params.magic == PARAMS_MAGIC
+        && params.abi_version == ABI_VERSION
+        && params.el <= 1
+        && params.reserved == 0;
+    let Some(access) = access.filter(|_| valid) else {
+        fatal(mb, 0, FatalReason::BadParams)
+    };
+    {
+        let report = mb.report();
+        report.magic = REPORT_MAGIC;
+        report.state = State::Running as u32;
+        report.cntfrq = read_sysreg!("cntfrq_el0");
+        report.id_aa64pfr0 = read_sysreg!("id_aa64pfr0_el1");
+    }
+    mb.scratch().has_ras = u64::from(sysreg::has_feat_ras());
+    ring(Doorbell::new(Event::Ready, 0, 0));
+
+    if params.dtb_gpa != 0 {
+        acpi::check_dtb(params.dtb_gpa, &mut mb.report().dtb);
+    }
+
+    let steps = (params.target_count as usize).min(params.targets.len());
+    for (i, &target) in params.targets[..steps].iter().enumerate() {
+        let step = i as u16;
+        mb.report().step = u32::from(step);
+        mb.report().counter_before[i] = read_sysreg!("cntvct_el0");
+        steps::run_access(mb, step, &params, access, target);
+        mb.report().steps_done += 1;
+        if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
+            let ack = params.flags & flags::ACK != 0;
+            acpi::walk(params.rsdp_gpa, ack, &mut mb.report().acpi);
+        }
+        ring(Doorbell::new(
+            Event::StepDone,
+            step,
+            mb.report().exception_count,
+        ));
+    }
+
+    if params.flags & flags::SERROR_WAIT != 0 {
+        let step = steps as u16;
+        mb.report().step = u32::from(step);
+        steps::run_serror_wait(mb, step, params.flags & flags::SERROR_ESB != 0);
+        mb.report().steps_done += 1;
+        ring(Doorbell::new(
+            Event::StepDone,
+            step,
+            mb.report().exception_count,
+        ));
+    }
+
+    let report = mb.report();
+    report.step = report.steps_done;
+    report.state = State::Done as u32;
+    ring(Doorbell::new(
+        Event::Done,
+        report.steps_done as u16,
+        report.exception_count,
+    ));
+    platform::system_off(mb)
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    fatal(Mailbox::current(), 0, FatalReason::Panic)
+}
+
+// The mailbox layout the assembly and the linker script rely on.
+const _: () = assert!(map::mailbox_offset::EL1_STACK_TOP == 0x1_0000);
+const _: () = assert!(map::RAM_BASE == 0x4000_0000);

@@ -1,0 +1,69 @@
+//! The two ways out of the guest: the MMIO doorbell and PSCI.
+
+use crate::mailbox::Mailbox;
+use core::arch::asm;
+use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
+use ras_guest_abi::mailbox::State;
+use ras_guest_abi::map::DOORBELL;
+
+/// PSCI SYSTEM_OFF function id (Arm DEN0022, PSCI 0.2+, table "Function IDs": 0x8400_0008).
+const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+
+/// Rings the doorbell: one 8-byte `str` to device memory, which KVM cannot satisfy from a
+/// memslot and so reports as one KVM_EXIT_MMIO carrying `d.encode()`.
+pub fn ring(d: Doorbell) {
+    // SAFETY: DOORBELL is mapped as device memory and backed by nothing but the VMM; the
+    // store has a valid syndrome (single register, no writeback) so KVM can decode it.
+    // `dsb sy` first makes every earlier report write visible before the VMM looks.
+    unsafe {
+        asm!(
+            "dsb sy",          // complete all earlier stores (the report) first
+            "str {v}, [{a}]",  // the doorbell store itself
+            v = in(reg) d.encode(),
+            a = in(reg) DOORBELL,
+            options(nostack),
+        )
+    };
+}
+
+/// PSCI SYSTEM_OFF over HVC; if it ever returns, reports that and parks the vCPU (the
+/// VMM's watchdog then stops it).
+pub fn system_off(mb: Mailbox) -> ! {
+    psci_system_off();
+    mb.report().state = State::Fatal as u32;
+    ring(Doorbell::new(
+        Event::Fatal,
+        0,
+        FatalReason::SystemOffReturned as u32,
+    ));
+    park()
+}
+
+/// Issues SYSTEM_OFF without touching memory (usable from a nested exception).
+pub fn psci_system_off() {
+    // SAFETY: an HVC to the PSCI implementation in KVM; SYSTEM_OFF does not return on
+    // success and clobbers at most x0-x3 (SMCCC) otherwise.
+    unsafe {
+        asm!(
+            "hvc #0", // SMC Calling Convention call to the hypervisor
+            inout("x0") PSCI_SYSTEM_OFF => _,
+            out("x1") _, out("x2") _, out("x3") _,
+            options(nostack),
+        )
+    };
+}
+
+/// Waits for interrupts forever (all are masked, so this only ends with the VM).
+pub fn park() -> ! {
+    loop {
+        // SAFETY: wfi only waits.
+        unsafe { asm!("wfi", options(nomem, nostack)) };
+    }
+}
+
+/// Marks the report fatal, rings `Fatal(reason)` and powers off.
+pub fn fatal(mb: Mailbox, step: u16, reason: FatalReason) -> ! {
+    mb.report().state = State::Fatal as u32;
+    ring(Doorbell::new(Event::Fatal, step, reason as u32));
+    system_off(mb)
+}

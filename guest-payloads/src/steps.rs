@@ -1,0 +1,169 @@
+//! One step = one guarded access (or the SError wait). Any exception inside it is
+//! recorded by the handler, which then returns from the step's `guard_call` with 1: the
+//! faulting access is never re-executed.
+
+use crate::entry::{el0_load, el0_store, guard_call};
+use crate::mailbox::Mailbox;
+use crate::platform::ring;
+use crate::{read_sysreg, sysreg};
+use core::arch::asm;
+use ras_guest_abi::doorbell::{Doorbell, Event};
+use ras_guest_abi::mailbox::Access;
+use ras_guest_abi::map::mailbox_offset;
+use ras_guest_abi::Params;
+
+/// `ret` (A64 encoding 0xd65f03c0): what an EL1 instruction fetch step executes.
+const INSN_RET: u32 = 0xd65f_03c0;
+/// `svc #0` (0xd4000001): what an EL0 instruction fetch step executes to come back.
+const INSN_SVC0: u32 = 0xd400_0001;
+/// SPSR_EL1 for entering EL0: M[3:0] = 0 (EL0t), D, I, F masked, A (bit 8) unmasked so a
+/// pending SError is taken at the access.
+const SPSR_EL0T_A_UNMASKED: u64 = (1 << 9) | (1 << 7) | (1 << 6);
+
+struct AccessArgs {
+    mb: Mailbox,
+    step: u16,
+    access: Access,
+    el: u32,
+    target: u64,
+}
+
+struct SerrorArgs {
+    mb: Mailbox,
+    step: u16,
+    esb: bool,
+}
+
+/// Runs `f(arg)` as step `step`; returns true if an exception ended it.
+fn guarded(mb: Mailbox, step: u16, f: extern "C" fn(u64), arg: u64) -> bool {
+    let scratch = mb.scratch();
+    scratch.step = u64::from(step);
+    scratch.armed = 1;
+    // SAFETY: the buffer is this vCPU's scratch; `f` is an AAPCS64 function; an exception
+    // inside `f` comes back through guard_resume into this frame, which is still live.
+    let faulted = unsafe { guard_call(&mut scratch.jmpbuf, f, arg) } != 0;
+    mb.scratch().armed = 0;
+    faulted
+}
+
+/// Performs `params.access` on `target` at `params.el`, as step `step`.
+pub fn run_access(mb: Mailbox, step: u16, params: &Params, access: Access, target: u64) -> bool {
+    let args = AccessArgs {
+        mb,
+        step,
+        access,
+        el: params.el,
+        target,
+    };
+    guarded(mb, step, access_step, &args as *const AccessArgs as u64)
+}
+
+extern "C" fn access_step(arg: u64) {
+    // SAFETY: run_access passes a pointer to its live AccessArgs.
+    let a = unsafe { &*(arg as *const AccessArgs) };
+    if a.access == Access::Ifetch {
+        let insn = if a.el == 0 { INSN_SVC0 } else { INSN_RET };
+        place_instruction(a.target, insn);
+    }
+    ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
+    // SAFETY: unmasking SError (PSTATE.A) lets an SError the VMM made pending be taken at
+    // the access; the handler records it. Exception entry masks it again.
+    unsafe { asm!("msr daifclr, #4", "isb", options(nomem, nostack)) };
+    let target = a.target;
+    match (a.el, a.access) {
+        (_, Access::None) => {}
+        (0, Access::Load) => enter_el0(a.mb, el0_load as *const () as u64, target),
+        (0, Access::Store) => enter_el0(a.mb, el0_store as *const () as u64, target),
+        (0, Access::Ifetch) => enter_el0(a.mb, target, target),
+        (_, Access::Load) => {
+            // SAFETY: an 8-byte load from the identity-mapped target; any abort it raises
+            // is taken by the handler, which abandons this step.
+            unsafe { asm!("ldr {t}, [{a}]", a = in(reg) target, t = out(reg) _, options(nostack)) };
+        }
+        (_, Access::Store) => {
+            // SAFETY: an 8-byte store to the target slot, which holds no code or data of
+            // this program.
+            unsafe {
+                asm!("str {v}, [{a}]", a = in(reg) target, v = in(reg) 0x5a5au64, options(nostack))
+            };
+        }
+        (_, Access::Ifetch) => {
+            // SAFETY: place_instruction wrote `ret` at the target and synchronised the
+            // caches; the call returns at once or aborts into the handler.
+            unsafe { asm!("blr {a}", a = in(reg) target, clobber_abi("C"), options(nostack)) };
+        }
+    }
+    // SAFETY: re-masks SError outside the access.
+    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+}
+
+/// Writes one instruction at `addr` and makes it visible to instruction fetch
+/// (Arm ARM B2.2.5, "Concurrent modification and execution of instructions").
+fn place_instruction(addr: u64, insn: u32) {
+    // SAFETY: the target is mapped writable at EL1 and is this step's own memory.
+    unsafe {
+        core::ptr::write_volatile(addr as *mut u32, insn);
+        asm!(
+            "dc cvau, {a}", // clean the data cache line to the point of unification
+            "dsb ish",      // ...and wait for it
+            "ic ivau, {a}", // invalidate the instruction cache line
+            "dsb ish",      // ...and wait for it
+            "isb",          // refetch from here on
+            a = in(reg) addr,
+            options(nostack),
+        );
+    }
+}
+
+/// Erets to `pc` at EL0 with x0 = `target`; the step continues when EL0 calls `svc #0`
+/// or faults (either way through the handler).
+fn enter_el0(mb: Mailbox, pc: u64, target: u64) {
+    mb.scratch().in_el0 = 1;
+    let sp = mb.base() + mailbox_offset::EL0_STACK_TOP;
+    // SAFETY: EL0 code runs on its own stack and returns only through an exception, which
+    // resumes the guard; nothing after the eret executes.
+    unsafe {
+        asm!(
+            "msr sp_el0, {sp}",     // EL0 stack (mapped EL0-writable)
+            "msr elr_el1, {pc}",    // where EL0 starts
+            "msr spsr_el1, {spsr}", // EL0t, D/I/F masked, A unmasked
+            "eret",
+            sp = in(reg) sp,
+            pc = in(reg) pc,
+            spsr = in(reg) SPSR_EL0T_A_UNMASKED,
+            in("x0") target,
+            options(noreturn, nostack),
+        )
+    }
+}
+
+/// The masked SError wait, as step `step`: mask PSTATE.A, ring `ReadyForFault`, read
+/// ISR_EL1 (A = bit 8), optionally ESB and DISR_EL1, then unmask and take what is pending.
+pub fn run_serror_wait(mb: Mailbox, step: u16, esb: bool) -> bool {
+    let args = SerrorArgs { mb, step, esb };
+    guarded(mb, step, serror_step, &args as *const SerrorArgs as u64)
+}
+
+extern "C" fn serror_step(arg: u64) {
+    // SAFETY: run_serror_wait passes a pointer to its live SerrorArgs.
+    let a = unsafe { &*(arg as *const SerrorArgs) };
+    // SAFETY: masks SError; nothing else changes.
+    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+    ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
+    let isr = read_sysreg!("isr_el1");
+    let has_ras = a.mb.scratch().has_ras != 0;
+    let serror = &mut a.mb.report().serror;
+    serror.ran = 1;
+    serror.isr_masked = isr;
+    if a.esb && has_ras {
+        // SAFETY: ESB (hint #16, FEAT_RAS) defers a pending SError into DISR_EL1 while
+        // PSTATE.A is masked; it touches no memory.
+        unsafe { asm!("hint #16", "isb", options(nomem, nostack)) };
+        serror.disr = sysreg::read_disr(true);
+        serror.esb_executed = 1;
+    }
+    // SAFETY: unmasking takes a pending SError here, into the handler, which ends the step.
+    unsafe { asm!("msr daifclr, #4", "isb", "isb", options(nomem, nostack)) };
+    // SAFETY: nothing was pending; mask again.
+    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+}

@@ -1,0 +1,152 @@
+//! The VM: /dev/kvm, the VM fd, its memslots and the GICv3.
+
+use super::{CapSet, Error, Mapping, Result, Vcpu};
+use kvm_bindings::{
+    kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+    kvm_userspace_memory_region, KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR,
+    KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
+};
+use kvm_ioctls::{DeviceFd, Kvm, VmFd};
+
+/// One memslot: guest physical base and the mapping behind it.
+#[derive(Debug)]
+struct Slot {
+    gpa: u64,
+    mapping: Mapping,
+}
+
+/// A KVM VM. Field order matters: the VM fd closes before the mappings unmap.
+#[derive(Debug)]
+pub struct Vm {
+    fd: VmFd,
+    kvm: Kvm,
+    caps: CapSet,
+    slots: Vec<Slot>,
+}
+
+impl Vm {
+    /// Opens /dev/kvm, creates a VM (KVM_CREATE_VM, default IPA size) and probes the caps.
+    pub fn new() -> Result<Self> {
+        let kvm = Kvm::new().map_err(|e| Error::sys("open /dev/kvm", e))?;
+        let fd = kvm
+            .create_vm()
+            .map_err(|e| Error::sys("KVM_CREATE_VM", e))?;
+        let caps = CapSet::probe(&kvm);
+        Ok(Self {
+            fd,
+            kvm,
+            caps,
+            slots: Vec::new(),
+        })
+    }
+
+    /// The capabilities the VMM may use (host caps minus the mask).
+    pub fn caps(&self) -> CapSet {
+        self.caps
+    }
+
+    /// Replaces the capability set, e.g. `vm.caps().masked(&[..])`.
+    pub fn set_caps(&mut self, caps: CapSet) {
+        self.caps = caps;
+    }
+
+    /// The /dev/kvm handle.
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// The VM fd, for ioctls this layer does not wrap.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// Makes `mapping` guest memory at `gpa` (KVM_SET_USER_MEMORY_REGION, next free slot).
+    /// The VM owns the mapping from now on. Returns the slot number.
+    pub fn add_memory(&mut self, gpa: u64, mapping: Mapping) -> Result<u32> {
+        let slot = self.slots.len() as u32;
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: mapping.len() as u64,
+            userspace_addr: mapping.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping of exactly memory_size bytes, owned by this
+        // Vm, and it is unmapped only after the VM fd is closed (field order).
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(|e| Error::sys("KVM_SET_USER_MEMORY_REGION", e))?;
+        self.slots.push(Slot { gpa, mapping });
+        Ok(slot)
+    }
+
+    /// The mapping and offset that back `gpa`, if any slot does.
+    pub fn memory_at(&self, gpa: u64) -> Option<(&Mapping, usize)> {
+        self.slots.iter().find_map(|s| {
+            let offset = gpa.checked_sub(s.gpa)?;
+            (offset < s.mapping.len() as u64).then_some((&s.mapping, offset as usize))
+        })
+    }
+
+    /// Copies `bytes` into guest memory at `gpa` (within one slot).
+    pub fn write_guest(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
+        let (m, off) = self.slot_for(gpa)?;
+        m.write(off, bytes)
+    }
+
+    /// Copies guest memory at `gpa` (within one slot) into `buf`.
+    pub fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
+        let (m, off) = self.slot_for(gpa)?;
+        m.read(off, buf)
+    }
+
+    fn slot_for(&self, gpa: u64) -> Result<(&Mapping, usize)> {
+        self.memory_at(gpa)
+            .ok_or_else(|| Error::Invalid(format!("no memslot at {gpa:#x}")))
+    }
+
+    /// Creates vCPU `id` (KVM_CREATE_VCPU) and initialises it (see [`Vcpu::init`]).
+    pub fn create_vcpu(&self, id: u64) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(id)
+            .map_err(|e| Error::sys("KVM_CREATE_VCPU", e))?;
+        Vcpu::init(&self.fd, fd, id)
+    }
+
+    /// Creates a GICv3 (KVM_CREATE_DEVICE, KVM_DEV_TYPE_ARM_VGIC_V3) with its distributor
+    /// and redistributors at the given addresses, and initialises it. Call after creating
+    /// every vCPU (Documentation/virt/kvm/devices/arm-vgic-v3.rst).
+    pub fn create_gic_v3(&self, dist: u64, redist: u64) -> Result<DeviceFd> {
+        let mut device = kvm_create_device {
+            type_: kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
+            fd: 0,
+            flags: 0,
+        };
+        let gic = self
+            .fd
+            .create_device(&mut device)
+            .map_err(|e| Error::sys("KVM_CREATE_DEVICE(VGIC_V3)", e))?;
+        for (kind, addr) in [
+            (KVM_VGIC_V3_ADDR_TYPE_DIST, dist),
+            (KVM_VGIC_V3_ADDR_TYPE_REDIST, redist),
+        ] {
+            let attr = kvm_device_attr {
+                group: KVM_DEV_ARM_VGIC_GRP_ADDR,
+                attr: u64::from(kind),
+                addr: &addr as *const u64 as u64,
+                flags: 0,
+            };
+            gic.set_device_attr(&attr)
+                .map_err(|e| Error::sys("KVM_SET_DEVICE_ATTR(VGIC_GRP_ADDR)", e))?;
+        }
+        let init = kvm_device_attr {
+            group: KVM_DEV_ARM_VGIC_GRP_CTRL,
+            attr: u64::from(KVM_DEV_ARM_VGIC_CTRL_INIT),
+            addr: 0,
+            flags: 0,
+        };
+        gic.set_device_attr(&init)
+            .map_err(|e| Error::sys("KVM_SET_DEVICE_ATTR(VGIC_CTRL_INIT)", e))?;
+        Ok(gic)
+    }
+}
