@@ -221,9 +221,10 @@ mod environment {
         PAGE.store(addr, Ordering::SeqCst);
         PHASE.store(0, Ordering::SeqCst);
 
-        // SAFETY: sigaction with a zeroed struct, our handler and SA_SIGINFO; the old
-        // action is restored below.
+        // SAFETY: sigaction is plain data; all-zero is a valid (default, empty-mask) value.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; the handler and SA_SIGINFO are filled in next, and the old
+        // action is restored below.
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
         act.sa_sigaction = on_sigbus as *const () as usize;
         act.sa_flags = libc::SA_SIGINFO;
