@@ -10,18 +10,38 @@ use std::process::Command;
 const TARGET: &str = "aarch64-unknown-linux-musl";
 
 fn main() -> Result<(), String> {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("no OUT_DIR")?);
-    let workspace = manifest_dir.parent().ok_or("emuhost has no parent directory")?;
+    let workspace = manifest_dir
+        .parent()
+        .ok_or("emuhost has no parent directory")?;
     let target_dir = out_dir.join("guest-target");
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("init").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
-    println!("cargo:rerun-if-changed={}", workspace.join(".cargo/config.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("init").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(".cargo/config.toml").display()
+    );
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--release", "--bins", "-p", "emuhost-init", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--bins",
+            "-p",
+            "emuhost-init",
+            "--target",
+            TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("CARGO_BUILD_TARGET")
@@ -38,7 +58,13 @@ fn main() -> Result<(), String> {
         ));
     }
     let bin_dir = target_dir.join(TARGET).join("release");
-    println!("cargo:rustc-env=EMUHOST_INIT={}", bin_dir.join("emuhost-init").display());
-    println!("cargo:rustc-env=EMUHOST_PROBE={}", bin_dir.join("emuhost-probe").display());
+    println!(
+        "cargo:rustc-env=EMUHOST_INIT={}",
+        bin_dir.join("emuhost-init").display()
+    );
+    println!(
+        "cargo:rustc-env=EMUHOST_PROBE={}",
+        bin_dir.join("emuhost-probe").display()
+    );
     Ok(())
 }

@@ -31,7 +31,9 @@ impl Apt {
         }
         let sources = format!("deb [arch=arm64 signed-by={KEYRING}] {mirror} {suite} main\n");
         std::fs::write(dir.join("sources.list"), sources).map_err(setup_io(dir.display()))?;
-        Ok(Apt { dir: dir.to_owned() })
+        Ok(Apt {
+            dir: dir.to_owned(),
+        })
     }
 
     fn options(&self) -> Vec<OsString> {
@@ -79,13 +81,20 @@ impl Apt {
     /// Whether the lists have been fetched at least once.
     pub fn has_lists(&self) -> bool {
         std::fs::read_dir(self.dir.join("lists"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains("_Packages")))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+            })
             .unwrap_or(false)
     }
 
     /// The direct dependencies of `package`, by name.
     pub fn depends(&self, package: &str) -> Result<Vec<String>, Error> {
-        Ok(parse_depends(&self.run("apt-cache", &["depends", package], None)?))
+        Ok(parse_depends(&self.run(
+            "apt-cache",
+            &["depends", package],
+            None,
+        )?))
     }
 
     /// Whether the archive has `package`.
@@ -108,8 +117,13 @@ impl Apt {
             .collect();
         for p in packages {
             let prefix = format!("{p}_");
-            if !files.iter().any(|f| f.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix))) {
-                return Err(Error::Setup(format!("apt-get download left no .deb for {p}")));
+            if !files.iter().any(|f| {
+                f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            }) {
+                return Err(Error::Setup(format!(
+                    "apt-get download left no .deb for {p}"
+                )));
             }
         }
         Ok(files)
@@ -134,12 +148,18 @@ mod tests {
     #[test]
     fn depends_lines_are_read_and_virtuals_dropped() {
         // apt-cache depends linux-image-7.2.13+deb14-arm64 (sid), abridged.
-        let text = "linux-image-7.2.13+deb14-arm64\n  |Depends: dracut\n  |Depends: initramfs-tools\n    \
+        let text =
+            "linux-image-7.2.13+deb14-arm64\n  |Depends: dracut\n  |Depends: initramfs-tools\n    \
                     Depends: <linux-initramfs-tool>\n  Depends: linux-base-7.2.13+deb14-arm64\n  \
                     Depends: linux-binary-7.2.13+deb14-arm64\n  Recommends: apparmor\n";
         assert_eq!(
             parse_depends(text),
-            ["dracut", "initramfs-tools", "linux-base-7.2.13+deb14-arm64", "linux-binary-7.2.13+deb14-arm64"]
+            [
+                "dracut",
+                "initramfs-tools",
+                "linux-base-7.2.13+deb14-arm64",
+                "linux-binary-7.2.13+deb14-arm64"
+            ]
         );
     }
 }

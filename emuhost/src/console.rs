@@ -56,7 +56,11 @@ impl Console {
                 _ => self.line.push(b),
             }
         }
-        let out: &mut dyn Write = if self.report.is_some() { &mut sink } else { out };
+        let out: &mut dyn Write = if self.report.is_some() {
+            &mut sink
+        } else {
+            out
+        };
         if self.line.len() > self.streamed && (self.streamed > 0 || !self.may_be_marker()) {
             if self.streamed == 0 {
                 self.release_blank(out);
@@ -148,7 +152,11 @@ mod tests {
 
     #[test]
     fn marker_is_taken_out_with_its_blank_line() {
-        let (out, c) = run(&[b"hello\r\nworld\n", b"\nEMUHOST-12", b"34 exit 7\n[    3.59] reboot: Power down\n"]);
+        let (out, c) = run(&[
+            b"hello\r\nworld\n",
+            b"\nEMUHOST-12",
+            b"34 exit 7\n[    3.59] reboot: Power down\n",
+        ]);
         assert_eq!(out, "hello\nworld\n");
         assert_eq!(c.report(), Some(&Report::Exit(7)));
     }
@@ -167,9 +175,15 @@ mod tests {
 
     #[test]
     fn lookalikes_and_errors() {
-        let (out, c) = run(&[b"EMUHOST-9999 exit 0\n", b"EMUHOST-1234 error mount 9p: No such device\n"]);
+        let (out, c) = run(&[
+            b"EMUHOST-9999 exit 0\n",
+            b"EMUHOST-1234 error mount 9p: No such device\n",
+        ]);
         assert_eq!(out, "EMUHOST-9999 exit 0\n");
-        assert_eq!(c.report(), Some(&Report::InitError("mount 9p: No such device".into())));
+        assert_eq!(
+            c.report(),
+            Some(&Report::InitError("mount 9p: No such device".into()))
+        );
         let (_, c) = run(&[b"Kernel panic - not syncing: x\n", b"---[ end"]);
         assert_eq!(c.report(), None);
         assert_eq!(c.tail(), "Kernel panic - not syncing: x\n---[ end");

@@ -122,7 +122,10 @@ mod tests {
         let start_len = b.len();
         loop {
             assert_eq!(&b[..6], b"070701");
-            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
             let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
             assert_eq!(b[110 + namesize - 1], 0);
@@ -147,7 +150,16 @@ mod tests {
         a.char_dev("/dev/console", 5, 1);
         let entries = parse(&a.finish());
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["emuhost", "emuhost/modules", "emuhost/modules/01-9p.ko", "dev", "dev/console"]);
+        assert_eq!(
+            names,
+            [
+                "emuhost",
+                "emuhost/modules",
+                "emuhost/modules/01-9p.ko",
+                "dev",
+                "dev/console"
+            ]
+        );
         assert_eq!(entries[2].1, 0o100644);
         assert_eq!(entries[2].2, b"abcde");
         assert_eq!(entries[4].1, 0o020600);

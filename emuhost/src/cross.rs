@@ -66,7 +66,12 @@ impl CrossTarget {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(&self.manifest_dir)
-            .args(["build", "--message-format=json-render-diagnostics", "--target", TARGET])
+            .args([
+                "build",
+                "--message-format=json-render-diagnostics",
+                "--target",
+                TARGET,
+            ])
             .arg("--manifest-path")
             .arg(self.manifest_dir.join("Cargo.toml"))
             .arg("--target-dir")
@@ -78,14 +83,22 @@ impl CrossTarget {
         if self.release {
             cmd.arg("--release");
         }
-        for var in ["CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        for var in [
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+        ] {
             cmd.env_remove(var);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Build(format!("cannot run cargo: {e}")))?;
-        let stdout = child.stdout.take().ok_or(Error::Build("no cargo stdout".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or(Error::Build("no cargo stdout".into()))?;
         let mut executable = None;
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.map_err(|e| Error::Build(format!("reading cargo's output: {e}")))?;
@@ -95,9 +108,14 @@ impl CrossTarget {
         }
         let status = child.wait().map_err(|e| Error::Build(e.to_string()))?;
         if !status.success() {
-            return Err(Error::Build(format!("cargo build for {TARGET} failed ({status})")));
+            return Err(Error::Build(format!(
+                "cargo build for {TARGET} failed ({status})"
+            )));
         }
-        executable.ok_or(Error::Build(format!("cargo reported no executable for {}", self.name)))
+        executable.ok_or(Error::Build(format!(
+            "cargo reported no executable for {}",
+            self.name
+        )))
     }
 
     /// Builds the target and runs it in the emulated host (or natively, where that works)
@@ -130,9 +148,18 @@ mod tests {
     fn artifact_lines_are_picked_by_kind_and_name() {
         let test = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["test"]},"executable":"/t/hwpoison-1"}"#;
         let lib = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["lib"]},"executable":null}"#;
-        assert_eq!(artifact_executable(test, TargetKind::Test, "hwpoison"), Some("/t/hwpoison-1".into()));
-        assert_eq!(artifact_executable(test, TargetKind::Bench, "hwpoison"), None);
+        assert_eq!(
+            artifact_executable(test, TargetKind::Test, "hwpoison"),
+            Some("/t/hwpoison-1".into())
+        );
+        assert_eq!(
+            artifact_executable(test, TargetKind::Bench, "hwpoison"),
+            None
+        );
         assert_eq!(artifact_executable(lib, TargetKind::Test, "hwpoison"), None);
-        assert_eq!(artifact_executable("not json", TargetKind::Test, "hwpoison"), None);
+        assert_eq!(
+            artifact_executable("not json", TargetKind::Test, "hwpoison"),
+            None
+        );
     }
 }

@@ -45,9 +45,11 @@ impl fmt::Display for Error {
                 &format!("timed out after {secs} s (set RAS_EMU_TIMEOUT to change)"),
                 tail,
             ),
-            Error::NoStatus { tail } => {
-                with_tail(f, "the guest stopped without reporting an exit status", tail)
-            }
+            Error::NoStatus { tail } => with_tail(
+                f,
+                "the guest stopped without reporting an exit status",
+                tail,
+            ),
         }
     }
 }

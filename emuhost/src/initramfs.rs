@@ -92,13 +92,34 @@ mod tests {
             hugepages: 16,
         };
         let bytes = spec.encode();
-        let text: Vec<String> = bytes.split(|&b| b == 0).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+        let text: Vec<String> = bytes
+            .split(|&b| b == 0)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
         assert_eq!(
             text,
             [
-                "marker", "M", "module", "/emuhost/modules/00-9p.ko", "share", "emu0", "/work/x y", "env",
-                "RUST_LOG", "a=b c", "exe", "/work/x y/t", "arg", "it's \"quoted\"", "arg", "", "cwd",
-                "/work/x y", "hugepages", "16", ""
+                "marker",
+                "M",
+                "module",
+                "/emuhost/modules/00-9p.ko",
+                "share",
+                "emu0",
+                "/work/x y",
+                "env",
+                "RUST_LOG",
+                "a=b c",
+                "exe",
+                "/work/x y/t",
+                "arg",
+                "it's \"quoted\"",
+                "arg",
+                "",
+                "cwd",
+                "/work/x y",
+                "hugepages",
+                "16",
+                ""
             ]
         );
     }

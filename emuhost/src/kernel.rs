@@ -34,7 +34,7 @@ pub enum KernelChoice {
     Bookworm,
     /// Debian sid, the newest kernel (7.x when this was written).
     Sid,
-    /// Debian sid's 16 KiB-page flavour (slow to boot under TCG: about a minute).
+    /// Debian sid's 16 KiB-page flavour (si_addr_lsb 14, madvise ranges 16 KiB-aligned).
     Sid16k,
 }
 
@@ -117,7 +117,10 @@ pub fn ensure(choice: KernelChoice, cache: &Path, refresh: bool) -> Result<Kerne
         }
     }
     fetch(choice, cache, &dir)?;
-    load(choice, &dir).ok_or(Error::Setup(format!("{} was set up but cannot be read back", dir.display())))
+    load(choice, &dir).ok_or(Error::Setup(format!(
+        "{} was set up but cannot be read back",
+        dir.display()
+    )))
 }
 
 /// Reads kernel.txt, written last by `fetch`, so a partial set-up reads as absent. A
@@ -148,21 +151,37 @@ fn load(choice: KernelChoice, dir: &Path) -> Option<Kernel> {
     }
     let ok = wanted == wanted_modules()
         && !k.release.is_empty()
-        && [&k.image, &k.config, &k.modules_cpio].iter().all(|p| p.is_file());
+        && [&k.image, &k.config, &k.modules_cpio]
+            .iter()
+            .all(|p| p.is_file());
     ok.then_some(k)
 }
 
 fn wanted_modules() -> String {
-    format!("{} optional {}", modules::REQUIRED.join(","), modules::OPTIONAL.join(","))
+    format!(
+        "{} optional {}",
+        modules::REQUIRED.join(","),
+        modules::OPTIONAL.join(",")
+    )
 }
 
 fn fetch(choice: KernelChoice, cache: &Path, dir: &Path) -> Result<(), Error> {
     let mirror = std::env::var(MIRROR_VAR).unwrap_or_else(|_| DEFAULT_MIRROR.into());
-    let apt = Apt::new(&cache.join("apt").join(choice.suite()), &mirror, choice.suite())?;
-    progress!("fetching the arm64 package lists of Debian {} from {mirror}", choice.suite());
+    let apt = Apt::new(
+        &cache.join("apt").join(choice.suite()),
+        &mirror,
+        choice.suite(),
+    )?;
+    progress!(
+        "fetching the arm64 package lists of Debian {} from {mirror}",
+        choice.suite()
+    );
     apt.update()?;
     if !apt.has_lists() {
-        return Err(Error::Setup(format!("apt-get update fetched no package list for {}", choice.suite())));
+        return Err(Error::Setup(format!(
+            "apt-get update fetched no package list for {}",
+            choice.suite()
+        )));
     }
     let packages = resolve(&apt, choice)?;
     progress!("downloading {}", packages.join(" "));
@@ -179,7 +198,10 @@ fn fetch(choice: KernelChoice, cache: &Path, dir: &Path) -> Result<(), Error> {
             .status()
             .map_err(|e| Error::Setup(format!("cannot run dpkg-deb: {e}")))?;
         if !status.success() {
-            return Err(Error::Setup(format!("dpkg-deb -x {} failed", deb.display())));
+            return Err(Error::Setup(format!(
+                "dpkg-deb -x {} failed",
+                deb.display()
+            )));
         }
     }
     progress!("checking and packing the kernel");
@@ -237,7 +259,9 @@ fn resolve(apt: &Apt, choice: KernelChoice) -> Result<Vec<String>, Error> {
         .depends(meta)?
         .into_iter()
         .find(|d| d.starts_with("linux-image-"))
-        .ok_or(Error::Setup(format!("{meta} depends on no linux-image-* package")))?;
+        .ok_or(Error::Setup(format!(
+            "{meta} depends on no linux-image-* package"
+        )))?;
     // One-package layout (bookworm, trixie).
     let unsigned = format!("{image}-unsigned");
     if apt.exists(&unsigned) {
@@ -254,7 +278,9 @@ fn resolve(apt: &Apt, choice: KernelChoice) -> Result<Vec<String>, Error> {
         }
     }
     if packages.is_empty() {
-        return Err(Error::Setup(format!("{image}: neither {unsigned} nor split packages found")));
+        return Err(Error::Setup(format!(
+            "{image}: neither {unsigned} nor split packages found"
+        )));
     }
     Ok(packages)
 }
@@ -280,22 +306,42 @@ impl Extracted {
                 }
                 let release = e.file_name().to_string_lossy().into_owned();
                 let pick = |candidates: [PathBuf; 2]| candidates.into_iter().find(|p| p.is_file());
-                let image = pick([modules.join("vmlinuz.unsigned"), root.join(format!("boot/vmlinuz-{release}"))])
-                    .or_else(|| pick([modules.join("vmlinuz"), modules.join("Image")]));
-                let config = pick([modules.join("config"), root.join(format!("boot/config-{release}"))]);
+                let image = pick([
+                    modules.join("vmlinuz.unsigned"),
+                    root.join(format!("boot/vmlinuz-{release}")),
+                ])
+                .or_else(|| pick([modules.join("vmlinuz"), modules.join("Image")]));
+                let config = pick([
+                    modules.join("config"),
+                    root.join(format!("boot/config-{release}")),
+                ]);
                 return match (image, config) {
-                    (Some(image), Some(config)) => Ok(Extracted { release, image, config, modules }),
-                    _ => Err(Error::Setup(format!("the packages for {release} lack the Image or the config"))),
+                    (Some(image), Some(config)) => Ok(Extracted {
+                        release,
+                        image,
+                        config,
+                        modules,
+                    }),
+                    _ => Err(Error::Setup(format!(
+                        "the packages for {release} lack the Image or the config"
+                    ))),
                 };
             }
         }
-        Err(Error::Setup("the packages hold no lib/modules/RELEASE/kernel".into()))
+        Err(Error::Setup(
+            "the packages hold no lib/modules/RELEASE/kernel".into(),
+        ))
     }
 }
 
 /// The options the emulated host exists for must be built in.
 fn check_config(config: &str) -> Result<(), Error> {
-    for opt in ["CONFIG_KVM=y", "CONFIG_MEMORY_FAILURE=y", "CONFIG_DEVTMPFS=y", "CONFIG_HUGETLBFS=y"] {
+    for opt in [
+        "CONFIG_KVM=y",
+        "CONFIG_MEMORY_FAILURE=y",
+        "CONFIG_DEVTMPFS=y",
+        "CONFIG_HUGETLBFS=y",
+    ] {
         if !config.lines().any(|l| l.trim() == opt) {
             return Err(Error::Setup(format!("the kernel config lacks {opt}")));
         }
@@ -311,7 +357,9 @@ fn check_image(image: &[u8]) -> Result<(), Error> {
     if arm64 || gzip {
         Ok(())
     } else {
-        Err(Error::Setup("the kernel image is neither an arm64 Image nor gzip".into()))
+        Err(Error::Setup(
+            "the kernel image is neither an arm64 Image nor gzip".into(),
+        ))
     }
 }
 
@@ -366,7 +414,10 @@ mod tests {
         let good = "CONFIG_KVM=y\nCONFIG_MEMORY_FAILURE=y\nCONFIG_DEVTMPFS=y\nCONFIG_HUGETLBFS=y\n";
         assert!(check_config(good).is_ok());
         assert!(check_config("CONFIG_KVM=m\nCONFIG_MEMORY_FAILURE=y\n").is_err());
-        assert_eq!(page_size(&format!("{good}CONFIG_ARM64_16K_PAGES=y\n")), 16384);
+        assert_eq!(
+            page_size(&format!("{good}CONFIG_ARM64_16K_PAGES=y\n")),
+            16384
+        );
         assert_eq!(page_size(good), 4096);
         let mut image = vec![0u8; 64];
         image[56..60].copy_from_slice(b"ARM\x64");

@@ -26,7 +26,7 @@ mod qemu;
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,13 @@ const FORWARDED: &[&str] = &[
     "CARGO_BIN_NAME",
     "CARGO_PRIMARY_PACKAGE",
 ];
-const FORWARDED_PREFIXES: &[&str] = &["INSTA_", "RAS_", "CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_"];
+const FORWARDED_PREFIXES: &[&str] = &[
+    "INSTA_",
+    "RAS_",
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_BIN_EXE_",
+];
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -105,7 +111,9 @@ impl RunOptions {
                 .ok()
                 .filter(|t| t.is_finite() && *t > 0.0)
                 .map(Duration::from_secs_f64)
-                .ok_or(Error::Config(format!("{TIMEOUT_VAR}={s:?} is not a positive number of seconds")))?,
+                .ok_or(Error::Config(format!(
+                    "{TIMEOUT_VAR}={s:?} is not a positive number of seconds"
+                )))?,
             Err(_) => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         };
         let hugepages = match std::env::var(HUGEPAGES_VAR) {
@@ -116,15 +124,25 @@ impl RunOptions {
             Err(_) => DEFAULT_HUGEPAGES,
         };
         let workspace = workspace_root();
+        let mut env = forwarded_env(std::env::vars_os());
+        // The guest's console is a terminal; output going to a file or pipe here should not
+        // carry colour codes.
+        let colour_set = ["NO_COLOR", "CLICOLOR_FORCE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if !colour_set && !std::io::stdout().is_terminal() {
+            env.push(("NO_COLOR".into(), "1".into()));
+        }
         let flag = |var: &str| std::env::var_os(var).is_some_and(|v| v == "1");
         Ok(RunOptions {
             kernel: KernelChoice::from_env()?,
             timeout,
             emulate: flag(EMULATE_VAR),
             cache_dir: default_cache_dir(&workspace),
-            cwd: std::env::current_dir().map_err(|e| Error::Config(format!("no current directory: {e}")))?,
+            cwd: std::env::current_dir()
+                .map_err(|e| Error::Config(format!("no current directory: {e}")))?,
             workspace,
-            env: forwarded_env(std::env::vars_os()),
+            env,
             hugepages,
             verbose: flag(VERBOSE_VAR),
         })
@@ -142,12 +160,15 @@ fn default_cache_dir(workspace: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os(CACHE_VAR) {
         return dir.into();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
     target.join("emuhost")
 }
 
 /// The subset of `vars` the guest binary gets.
-pub fn forwarded_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
+pub fn forwarded_env(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
     vars.into_iter()
         .filter(|(k, _)| {
             let k = k.to_string_lossy();
@@ -159,7 +180,11 @@ pub fn forwarded_env(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Ve
 /// Makes sure QEMU and the kernel are there (installing and fetching on first use, or
 /// again if `refresh`); returns QEMU's path and the kernel. Concurrent callers wait for
 /// each other on a lock file in `cache_dir`.
-pub fn setup(choice: KernelChoice, cache_dir: &Path, refresh: bool) -> Result<(PathBuf, Kernel), Error> {
+pub fn setup(
+    choice: KernelChoice,
+    cache_dir: &Path,
+    refresh: bool,
+) -> Result<(PathBuf, Kernel), Error> {
     std::fs::create_dir_all(cache_dir).map_err(error::setup_io(cache_dir.display()))?;
     let lock_path = cache_dir.join("setup.lock");
     let lock = std::fs::File::create(&lock_path).map_err(error::setup_io(lock_path.display()))?;
@@ -181,7 +206,12 @@ pub fn run(exe: &Path, args: &[OsString], opts: &RunOptions) -> Result<i32, Erro
 
 /// Runs `exe` in the emulated host, the console's output (the binary's stdout and stderr,
 /// interleaved) going to `out`.
-pub fn run_emulated(exe: &Path, args: &[OsString], opts: &RunOptions, out: &mut dyn Write) -> Result<i32, Error> {
+pub fn run_emulated(
+    exe: &Path,
+    args: &[OsString],
+    opts: &RunOptions,
+    out: &mut dyn Write,
+) -> Result<i32, Error> {
     let started = Instant::now();
     let exe = exe
         .canonicalize()
@@ -190,10 +220,18 @@ pub fn run_emulated(exe: &Path, args: &[OsString], opts: &RunOptions, out: &mut 
     let set_up = started.elapsed();
 
     let cwd = opts.cwd.canonicalize().unwrap_or_else(|_| opts.cwd.clone());
-    let mut dirs = vec![opts.workspace.canonicalize().unwrap_or_else(|_| opts.workspace.clone()), cwd.clone()];
+    let mut dirs = vec![
+        opts.workspace
+            .canonicalize()
+            .unwrap_or_else(|_| opts.workspace.clone()),
+        cwd.clone(),
+    ];
     dirs.extend(exe.parent().map(Path::to_owned));
-    let shares: Vec<(String, PathBuf)> =
-        outermost(dirs).into_iter().enumerate().map(|(i, d)| (format!("emu{i}"), d)).collect();
+    let shares: Vec<(String, PathBuf)> = outermost(dirs)
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (format!("emu{i}"), d))
+        .collect();
 
     let marker = format!("EMUHOST-{:016x}", nonce());
     let spec = initramfs::RunSpec {
@@ -210,7 +248,10 @@ pub fn run_emulated(exe: &Path, args: &[OsString], opts: &RunOptions, out: &mut 
     std::fs::create_dir_all(&run_dir).map_err(error::setup_io(run_dir.display()))?;
     let initrd = run_dir.join(format!("{marker}.cpio"));
     let mut image = spec.archive();
-    image.extend(std::fs::read(&kernel.modules_cpio).map_err(error::setup_io(kernel.modules_cpio.display()))?);
+    image.extend(
+        std::fs::read(&kernel.modules_cpio)
+            .map_err(error::setup_io(kernel.modules_cpio.display()))?,
+    );
     std::fs::write(&initrd, image).map_err(error::setup_io(initrd.display()))?;
 
     let boot = qemu::Boot {
@@ -248,7 +289,11 @@ fn outermost(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
 fn nonce() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -258,15 +303,36 @@ mod tests {
 
     #[test]
     fn nested_directories_share_once() {
-        let dirs = ["/w/target/debug/deps", "/w", "/elsewhere/bin", "/w"].map(PathBuf::from).to_vec();
+        let dirs = ["/w/target/debug/deps", "/w", "/elsewhere/bin", "/w"]
+            .map(PathBuf::from)
+            .to_vec();
         assert_eq!(outermost(dirs), ["/elsewhere/bin", "/w"].map(PathBuf::from));
     }
 
     #[test]
     fn only_the_listed_variables_pass() {
-        let vars = ["RUST_BACKTRACE", "INSTA_UPDATE", "RAS_HOST_KERNEL", "HOME", "CARGO_HOME", "CARGO_MANIFEST_DIR", "PATH"]
-            .map(|k| (OsString::from(k), OsString::from("x")));
-        let kept: Vec<String> = forwarded_env(vars).into_iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
-        assert_eq!(kept, ["RUST_BACKTRACE", "INSTA_UPDATE", "RAS_HOST_KERNEL", "CARGO_MANIFEST_DIR"]);
+        let vars = [
+            "RUST_BACKTRACE",
+            "INSTA_UPDATE",
+            "RAS_HOST_KERNEL",
+            "HOME",
+            "CARGO_HOME",
+            "CARGO_MANIFEST_DIR",
+            "PATH",
+        ]
+        .map(|k| (OsString::from(k), OsString::from("x")));
+        let kept: Vec<String> = forwarded_env(vars)
+            .into_iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "RUST_BACKTRACE",
+                "INSTA_UPDATE",
+                "RAS_HOST_KERNEL",
+                "CARGO_MANIFEST_DIR"
+            ]
+        );
     }
 }

@@ -47,7 +47,9 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
             Some("--kernel") => opts.kernel = KernelChoice::parse(&value("--kernel")?)?,
             Some("--timeout") => {
                 let v = value("--timeout")?;
-                let secs = v.parse::<u64>().map_err(|_| Error::Config(format!("--timeout {v:?}")))?;
+                let secs = v
+                    .parse::<u64>()
+                    .map_err(|_| Error::Config(format!("--timeout {v:?}")))?;
                 opts.timeout = Duration::from_secs(secs);
             }
             Some("--emulate") => opts.emulate = true,
@@ -62,7 +64,9 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
                 exe = it.next();
                 break;
             }
-            Some(s) if s.starts_with('-') => return Err(Error::Config(format!("unknown option {s}\n{USAGE}"))),
+            Some(s) if s.starts_with('-') => {
+                return Err(Error::Config(format!("unknown option {s}\n{USAGE}")))
+            }
             _ => {
                 exe = Some(arg);
                 break;

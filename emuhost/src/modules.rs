@@ -37,7 +37,10 @@ pub fn index(dir: &Path) -> BTreeMap<String, PathBuf> {
             let name = e.file_name().to_string_lossy().into_owned();
             if p.is_dir() {
                 stack.push(p);
-            } else if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|s| name.ends_with(s)) {
+            } else if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
                 found.insert(name_of(&name), p);
             }
         }
@@ -56,7 +59,10 @@ pub fn depends_of(module: &[u8]) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let end = module[at..].iter().position(|&b| b == 0).map_or(module.len(), |n| at + n);
+    let end = module[at..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(module.len(), |n| at + n);
     String::from_utf8_lossy(&module[at..end])
         .split(',')
         .filter(|s| !s.is_empty())
@@ -75,8 +81,17 @@ pub fn load_order(
     read: &mut dyn FnMut(&Path) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     let builtin: BTreeSet<String> = builtin.lines().map(name_of).collect();
-    let mut walk = Walk { index, builtin: &builtin, read, seen: BTreeSet::new(), order: Vec::new() };
-    let wanted = required.iter().map(|m| (m, true)).chain(optional.iter().map(|m| (m, false)));
+    let mut walk = Walk {
+        index,
+        builtin: &builtin,
+        read,
+        seen: BTreeSet::new(),
+        order: Vec::new(),
+    };
+    let wanted = required
+        .iter()
+        .map(|m| (m, true))
+        .chain(optional.iter().map(|m| (m, false)));
     for (module, must) in wanted {
         let name = name_of(module);
         if builtin.contains(&name) {
@@ -84,7 +99,9 @@ pub fn load_order(
         }
         if !index.contains_key(&name) {
             if must {
-                return Err(format!("the kernel has module {name} neither built in nor as a file"));
+                return Err(format!(
+                    "the kernel has module {name} neither built in nor as a file"
+                ));
             }
             continue;
         }
@@ -111,10 +128,9 @@ impl Walk<'_> {
         if !self.seen.insert(name.to_owned()) || self.builtin.contains(name) {
             return Ok(());
         }
-        let path = self
-            .index
-            .get(name)
-            .ok_or(format!("a module depends on {name}, which the kernel lacks"))?;
+        let path = self.index.get(name).ok_or(format!(
+            "a module depends on {name}, which the kernel lacks"
+        ))?;
         let data = (self.read)(path)?;
         for dep in depends_of(&data) {
             self.visit(&dep, depth + 1)?;
@@ -135,7 +151,10 @@ mod tests {
         for (path, deps) in entries {
             let p = PathBuf::from(path);
             index.insert(name_of(path), p.clone());
-            files.insert(p, format!("\0license=GPL\0depends={deps}\0intree=Y\0").into_bytes());
+            files.insert(
+                p,
+                format!("\0license=GPL\0depends={deps}\0intree=Y\0").into_bytes(),
+            );
         }
         (index, files)
     }
@@ -147,7 +166,10 @@ mod tests {
         ("kernel/net/9p/9pnet.ko.xz", ""),
         ("kernel/fs/netfs/netfs.ko.xz", ""),
         ("kernel/fs/fscache/fscache.ko.xz", "netfs"),
-        ("kernel/drivers/virtio/virtio_pci.ko", "virtio_pci_legacy_dev,virtio_pci_modern_dev"),
+        (
+            "kernel/drivers/virtio/virtio_pci.ko",
+            "virtio_pci_legacy_dev,virtio_pci_modern_dev",
+        ),
         ("kernel/drivers/virtio/virtio_pci_legacy_dev.ko", ""),
         ("kernel/drivers/virtio/virtio_pci_modern_dev.ko", ""),
         ("kernel/mm/hwpoison-inject.ko.xz", ""),
@@ -181,7 +203,12 @@ mod tests {
         let mut read = |p: &Path| Ok(files[p].clone());
         let builtin = "kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/netfs/netfs.ko\n";
         let order = load_order(&index, builtin, REQUIRED, &[], &mut read).unwrap();
-        assert!(order.iter().all(|(n, _)| !n.starts_with("virtio_pci") && n != "netfs"), "{order:?}");
+        assert!(
+            order
+                .iter()
+                .all(|(n, _)| !n.starts_with("virtio_pci") && n != "netfs"),
+            "{order:?}"
+        );
         let (index, files) = fake(&[("kernel/fs/9p/9p.ko", "")]);
         let mut read = |p: &Path| Ok(files[p].clone());
         let err = load_order(&index, "", REQUIRED, &[], &mut read).unwrap_err();
@@ -190,7 +217,10 @@ mod tests {
 
     #[test]
     fn depends_string_is_found_only_at_an_entry_start() {
-        assert_eq!(depends_of(b"xx\0depends=a-b,c\0vermagic=6.1\0"), ["a_b", "c"]);
+        assert_eq!(
+            depends_of(b"xx\0depends=a-b,c\0vermagic=6.1\0"),
+            ["a_b", "c"]
+        );
         assert!(depends_of(b"\0nodepends=a\0").is_empty());
         assert!(depends_of(b"\0depends=\0").is_empty());
     }

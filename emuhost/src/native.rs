@@ -43,5 +43,8 @@ pub fn run(exe: &Path, args: &[OsString]) -> Result<i32, Error> {
         .args(args)
         .status()
         .map_err(|e| Error::Config(format!("cannot run {}: {e}", exe.display())))?;
-    Ok(status.code().or(status.signal().map(|s| 128 + s)).unwrap_or(255))
+    Ok(status
+        .code()
+        .or(status.signal().map(|s| 128 + s))
+        .unwrap_or(255))
 }

@@ -36,7 +36,13 @@ pub fn find_or_install() -> Result<PathBuf, Error> {
     progress!("installing qemu-system-arm with apt-get (once)");
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "qemu-system-arm"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "qemu-system-arm",
+            ])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdout(Stdio::null())
             .status()
@@ -44,12 +50,19 @@ pub fn find_or_install() -> Result<PathBuf, Error> {
     };
     if !install() {
         progress!("apt-get install failed; running apt-get update and trying again");
-        let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status();
         if !install() {
-            return Err(Error::Setup("apt-get install qemu-system-arm failed".into()));
+            return Err(Error::Setup(
+                "apt-get install qemu-system-arm failed".into(),
+            ));
         }
     }
-    on_path(QEMU).ok_or(Error::Setup(format!("qemu-system-arm installed but {QEMU} is not on PATH")))
+    on_path(QEMU).ok_or(Error::Setup(format!(
+        "qemu-system-arm installed but {QEMU} is not on PATH"
+    )))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -102,11 +115,14 @@ impl Boot<'_> {
             // loglevel=1: only emergencies (panics) reach the console among the output.
             .args(["-append", "console=ttyAMA0 panic=-1 quiet loglevel=1"]);
         for (i, (tag, dir)) in self.shares.iter().enumerate() {
-            let mut fsdev = std::ffi::OsString::from(format!("local,id=fs{i},security_model=none,multidevs=remap,path="));
+            let mut fsdev = std::ffi::OsString::from(format!(
+                "local,id=fs{i},security_model=none,multidevs=remap,path="
+            ));
             // QEMU's option parser reads ',' as a separator; ",," is a literal comma.
             fsdev.push(dir.to_string_lossy().replace(',', ",,"));
             cmd.arg("-fsdev").arg(fsdev);
-            cmd.arg("-device").arg(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"));
+            cmd.arg("-device")
+                .arg(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"));
         }
         cmd
     }
@@ -124,7 +140,10 @@ impl Boot<'_> {
                 tail: String::new(),
             })?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
-        let mut stdout = child.stdout.take().ok_or(Error::Setup("no QEMU stdout".into()))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or(Error::Setup("no QEMU stdout".into()))?;
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stdout.read(&mut buf) {
@@ -133,7 +152,10 @@ impl Boot<'_> {
                 }
             }
         });
-        let mut stderr = child.stderr.take().ok_or(Error::Setup("no QEMU stderr".into()))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or(Error::Setup("no QEMU stderr".into()))?;
         let errors = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
@@ -165,11 +187,17 @@ impl Boot<'_> {
         let stderr = errors.join().unwrap_or_default();
         let tail = console.tail();
         if timed_out {
-            return Err(Error::Timeout { secs: self.timeout.as_secs(), tail });
+            return Err(Error::Timeout {
+                secs: self.timeout.as_secs(),
+                tail,
+            });
         }
         match console.report() {
             Some(Report::Exit(code)) => Ok(*code),
-            Some(Report::InitError(message)) => Err(Error::Init { message: message.clone(), tail }),
+            Some(Report::InitError(message)) => Err(Error::Init {
+                message: message.clone(),
+                tail,
+            }),
             None if tail.contains("Kernel panic") => Err(Error::KernelPanic { tail }),
             None => match status {
                 Some(s) if !s.success() => Err(Error::Qemu {

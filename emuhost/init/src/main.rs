@@ -111,8 +111,15 @@ fn setup(run: &Run) -> Result<(), String> {
         load_module(module)?;
     }
     for (tag, path) in &run.shares {
-        let path = path.to_str().ok_or(format!("share path {path:?} is not UTF-8"))?;
-        mount(tag, path, "9p", "trans=virtio,version=9p2000.L,msize=512000")?;
+        let path = path
+            .to_str()
+            .ok_or(format!("share path {path:?} is not UTF-8"))?;
+        mount(
+            tag,
+            path,
+            "9p",
+            "trans=virtio,version=9p2000.L,msize=512000",
+        )?;
     }
     Ok(())
 }
@@ -149,7 +156,15 @@ fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), Str
     let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
     let (src, tgt, fs, dat) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, dat.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            0,
+            dat.as_ptr().cast(),
+        )
+    };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return Err(format!("mount {fstype} on {target}: {err}"));
