@@ -1,9 +1,7 @@
-//! The guest payload under real KVM (arm64 only: natively, or inside the emulated host
-//! through the aarch64-unknown-linux-musl cargo runner). Each test builds its own VM,
-//! reads as a story, and skips visibly when /dev/kvm is missing.
+//! The guest payload under real KVM. Each trial builds its own VM, reads as a story, and
+//! is reported as ignored, with the reason, when /dev/kvm or a capability is missing.
 
-#![cfg(target_arch = "aarch64")]
-
+use libtest_mimic::{Completion, Failed, Trial};
 use ras_guest_abi::doorbell::Event;
 use ras_guest_abi::mailbox::{Access, State};
 use ras_guest_abi::map::{self, mailbox_offset};
@@ -12,14 +10,26 @@ use ras_harness::kvm::{Backing, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm,
 use ras_harness::payload;
 use std::time::Duration;
 
+pub fn trials() -> Vec<Trial> {
+    vec![
+        Trial::ignorable_test(
+            "payload::boot_without_access_rings_doorbells_and_powers_off",
+            boot_without_access_rings_doorbells_and_powers_off,
+        ),
+        Trial::ignorable_test(
+            "payload::store_to_unbacked_gpa_takes_the_injected_external_abort",
+            store_to_unbacked_gpa_takes_the_injected_external_abort,
+        ),
+    ]
+}
+
 /// Generous: a nested KVM_RUN round trip under TCG takes about 9 ms.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A one-vCPU VM with the payload in RAM, `params` in mailbox 0, no target memslot.
-fn boot(params: Params) -> Option<(Vm, Vcpu)> {
+fn boot(params: Params) -> Result<(Vm, Vcpu), Completion> {
     if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIP: no /dev/kvm");
-        return None;
+        return Err(Completion::ignored_with("no /dev/kvm"));
     }
     let mut vm = Vm::new().expect("create VM");
     let ram = Mapping::new(Backing::Anonymous, map::RAM_SIZE as usize).expect("map RAM");
@@ -34,7 +44,7 @@ fn boot(params: Params) -> Option<(Vm, Vcpu)> {
         .expect("GICv3");
     vcpu.set_core(CoreReg::Pc, payload::ENTRY).expect("PC");
     vcpu.set_core(CoreReg::X(0), mailbox).expect("x0");
-    Some((vm, vcpu))
+    Ok((vm, vcpu))
 }
 
 fn params(access: Access, el: u32, targets: &[u64]) -> Params {
@@ -59,10 +69,10 @@ fn report(vm: &Vm) -> Report {
 
 /// Boot with access=none: the guest rings its doorbells in order, powers off, and its
 /// report says it ran (a non-zero counter frequency, no exceptions).
-#[test]
-fn boot_without_access_rings_doorbells_and_powers_off() {
-    let Some((vm, mut vcpu)) = boot(params(Access::None, 1, &[map::TARGET_BASE])) else {
-        return;
+fn boot_without_access_rings_doorbells_and_powers_off() -> Result<Completion, Failed> {
+    let (vm, mut vcpu) = match boot(params(Access::None, 1, &[map::TARGET_BASE])) {
+        Ok(booted) => booted,
+        Err(skip) => return Ok(skip),
     };
     let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
     let mut state = RunState::default();
@@ -87,20 +97,20 @@ fn boot_without_access_rings_doorbells_and_powers_off() {
     assert_ne!(r.cntfrq, 0);
     assert_eq!((r.exception_count, r.steps_done), (0, 1));
     assert_ne!(r.counter_before[0], 0);
+    Ok(Completion::Completed)
 }
 
 /// A store to an unbacked GPA exits as KVM_EXIT_MMIO; the VMM answers with
 /// ext_dabt_pending and the guest records a synchronous external abort at 0x200 (current
 /// EL, SPx) with ESR 0x96000010 (EC 0x25, IL, FSC 0x10; KVM's injection reports no WnR)
 /// and FAR = the target, then carries on to SYSTEM_OFF.
-#[test]
-fn store_to_unbacked_gpa_takes_the_injected_external_abort() {
-    let Some((vm, mut vcpu)) = boot(params(Access::Store, 1, &[map::TARGET_BASE])) else {
-        return;
+fn store_to_unbacked_gpa_takes_the_injected_external_abort() -> Result<Completion, Failed> {
+    let (vm, mut vcpu) = match boot(params(Access::Store, 1, &[map::TARGET_BASE])) {
+        Ok(booted) => booted,
+        Err(skip) => return Ok(skip),
     };
     if !vm.caps().has(Cap::ArmInjectExtDabt) {
-        eprintln!("SKIP: no KVM_CAP_ARM_INJECT_EXT_DABT");
-        return;
+        return Ok(Completion::ignored_with("no KVM_CAP_ARM_INJECT_EXT_DABT"));
     }
     let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
     let mut state = RunState::default();
@@ -145,4 +155,5 @@ fn store_to_unbacked_gpa_takes_the_injected_external_abort() {
     assert_eq!(e.far, map::TARGET_BASE, "{e:#x?}");
     assert_eq!(e.elr, store_pc, "{e:#x?}");
     assert_eq!(e.step, 0);
+    Ok(Completion::Completed)
 }

@@ -1,0 +1,47 @@
+//! End-to-end tests that need an arm64 KVM host as root (`cargo test --features hwpoison`).
+//!
+//! On an arm64 host with /dev/kvm (or inside the emulated host) the trials run here. On any
+//! other machine this binary relaunches itself: emuhost builds this same test target for
+//! aarch64-unknown-linux-musl and runs it, with the same arguments (filters, --list,
+//! --nocapture, --exact, --ignored), in the emulated arm64 KVM host; the exit status is its.
+//!
+//! The trials so far prove the environment the scenarios rely on: KVM with the RAS
+//! injection capabilities, and MADV_HWPOISON delivering an action-required SIGBUS.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    #[cfg(target_arch = "aarch64")]
+    if emuhost::kvm_available() || emuhost::in_emulated_host() {
+        let args = libtest_mimic::Arguments::from_args();
+        let mut trials = environment::trials();
+        trials.extend(payload::trials());
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+    relaunch()
+}
+
+/// Reruns this test target in the emulated arm64 KVM host and exits with its status.
+fn relaunch() -> ExitCode {
+    let target = emuhost::CrossTarget {
+        manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
+        package: env!("CARGO_PKG_NAME").into(),
+        kind: emuhost::TargetKind::Test,
+        name: "hwpoison".into(),
+        features: vec!["hwpoison".into()],
+        release: !cfg!(debug_assertions),
+    };
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    match target.relaunch(&args) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("hwpoison: cannot run in the emulated arm64 KVM host: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod environment;
+#[cfg(target_arch = "aarch64")]
+mod payload;
