@@ -8,10 +8,15 @@
 //! The crate is a map of small modules, one concept each:
 //! - [`formats`]: byte-exact encoders and decoders (CPER, ESR, ACPI tables, FDT). Pure code,
 //!   no KVM: it builds and tests on any host.
+//! - [`scenario`]: the scenario files (schema, loading, validation), the outcome of a run
+//!   and the verdict on it.
+//! - [`report`]: the run report as JSON, JUnit XML and a table.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod formats;
+pub mod report;
+pub mod scenario;
 
 #[cfg(test)]
 pub(crate) mod testutil;
