@@ -96,7 +96,10 @@ impl<'de> Deserialize<'de> for HexBytes {
         let s = String::deserialize(d)?;
         let digits = s.strip_prefix("0x").unwrap_or(&s);
         if digits.len() % 2 != 0 {
-            return Err(de::Error::invalid_length(digits.len(), &"an even number of hex digits"));
+            return Err(de::Error::invalid_length(
+                digits.len(),
+                &"an even number of hex digits",
+            ));
         }
         (0..digits.len())
             .step_by(2)

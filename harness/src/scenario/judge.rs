@@ -1,8 +1,8 @@
 //! Comparing a scenario's `expect` with an [`Outcome`]: every unmet expectation is listed,
 //! not just the first, so one run explains itself.
 
-use super::outcome::{Exit, GuestObservation, Mismatch, Outcome, Verdict};
 use super::json_name;
+use super::outcome::{Exit, GuestObservation, Mismatch, Outcome, Verdict};
 use super::spec::{ExpectedCper, ExpectedOutcome, GuestException, Scenario};
 
 /// Judges `outcome` against `scenario.expect`. Never returns Skip or Error: those come from
@@ -26,9 +26,10 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
     }
 
     for (i, want) in e.host_signals.iter().enumerate() {
-        let found = outcome.host_signals.iter().any(|s| {
-            s.code == want.code.si_code() && want.lsb.is_none_or(|lsb| lsb == s.lsb)
-        });
+        let found = outcome
+            .host_signals
+            .iter()
+            .any(|s| s.code == want.code.si_code() && want.lsb.is_none_or(|lsb| lsb == s.lsb));
         if !found {
             let expected = match want.lsb {
                 Some(lsb) => format!("{} lsb {lsb}", json_name(&want.code)),
@@ -66,7 +67,11 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
         Some(GuestException::None) if !events.is_empty() => m.push(mismatch(
             "expect.guest_exception",
             "none",
-            list(events.iter().map(|g| format!("vcpu{} {}", g.vcpu, json_name(&g.exception)))),
+            list(
+                events
+                    .iter()
+                    .map(|g| format!("vcpu{} {}", g.vcpu, json_name(&g.exception))),
+            ),
         )),
         Some(kind) => {
             let wrong: Vec<_> = events.iter().filter(|g| g.exception != kind).collect();
@@ -74,7 +79,11 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
                 m.push(mismatch(
                     "expect.guest_exception",
                     json_name(&kind),
-                    list(wrong.iter().map(|g| format!("vcpu{} {}", g.vcpu, json_name(&g.exception)))),
+                    list(
+                        wrong
+                            .iter()
+                            .map(|g| format!("vcpu{} {}", g.vcpu, json_name(&g.exception))),
+                    ),
                 ));
             }
         }
@@ -82,14 +91,27 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
     }
 
     if let Some(esr) = e.esr {
-        check_each(&mut m, "expect.esr", &events, esr.to_string(), |g| {
-            g.esr.filter(|v| v.low32() == esr.low32()).is_some()
-        }, |g| g.esr.map_or("none".to_owned(), |v| format!("{:#x}", v.low32())));
+        check_each(
+            &mut m,
+            "expect.esr",
+            &events,
+            esr.to_string(),
+            |g| g.esr.filter(|v| v.low32() == esr.low32()).is_some(),
+            |g| {
+                g.esr
+                    .map_or("none".to_owned(), |v| format!("{:#x}", v.low32()))
+            },
+        );
     }
     if let Some(offset) = e.vector_offset {
-        check_each(&mut m, "expect.vector_offset", &events, offset.to_string(), |g| {
-            g.vector_offset == Some(offset)
-        }, |g| g.vector_offset.map_or("none".to_owned(), |v| v.to_string()));
+        check_each(
+            &mut m,
+            "expect.vector_offset",
+            &events,
+            offset.to_string(),
+            |g| g.vector_offset == Some(offset),
+            |g| g.vector_offset.map_or("none".to_owned(), |v| v.to_string()),
+        );
     }
 
     if let Some(cper) = e.cper {
@@ -191,18 +213,32 @@ fn check_cper(
         }
     }
     if want == ExpectedCper::Consumed {
-        check_each(m, "expect.cper", events, "consumed: cper_seen".into(), |g| {
-            g.cper_seen
-        }, |_| "cper_seen false".to_owned());
+        check_each(
+            m,
+            "expect.cper",
+            events,
+            "consumed: cper_seen".into(),
+            |g| g.cper_seen,
+            |_| "cper_seen false".to_owned(),
+        );
         if scenario.guest.ack {
-            check_each(m, "expect.cper", events, "consumed: acked".into(), |g| g.acked, |_| {
-                "acked false".to_owned()
-            });
+            check_each(
+                m,
+                "expect.cper",
+                events,
+                "consumed: acked".into(),
+                |g| g.acked,
+                |_| "acked false".to_owned(),
+            );
         }
     }
 }
 
-fn mismatch(field: impl Into<String>, expected: impl Into<String>, observed: impl Into<String>) -> Mismatch {
+fn mismatch(
+    field: impl Into<String>,
+    expected: impl Into<String>,
+    observed: impl Into<String>,
+) -> Mismatch {
     Mismatch {
         field: field.into(),
         expected: expected.into(),
@@ -217,5 +253,184 @@ fn list(items: impl Iterator<Item = String>) -> String {
         "none".to_owned()
     } else {
         v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::formats::cper::{memory_error_record, Profile, Severity};
+    use crate::scenario::{load, CperObserved, Hex, HostSignal};
+
+    fn scenario(name: &str) -> Scenario {
+        load(&Path::new("../scenarios").join(format!("{name}.json"))).unwrap()
+    }
+
+    const GPA: u64 = 0x4010_3000;
+
+    /// What a correct reference VMM run of acpi-el1-load-emulated looks like.
+    fn emulated_el1() -> Outcome {
+        Outcome {
+            exit: Exit::Completed,
+            host_signals: vec![HostSignal {
+                code: 4,
+                lsb: 12,
+                gpa: Some(Hex(GPA)),
+                thread: "vcpu0".into(),
+            }],
+            injection: vec![],
+            cper: vec![CperObserved::from_bytes(
+                &memory_error_record(GPA, Severity::Recoverable, Profile::Qemu).encode(),
+            )],
+            guest: vec![GuestObservation {
+                vcpu: 0,
+                exception: GuestException::Sea,
+                vector_offset: Some(Hex(0x200)),
+                // As Linux 6.1 reports it, sign-extended: judged on 32 bits.
+                esr: Some(Hex(0xffff_ffff_9600_0410)),
+                far: Some(Hex(0)),
+                elr: Some(Hex(0x8_0000)),
+                isr: None,
+                disr: None,
+                cper_seen: true,
+                acked: true,
+            }],
+        }
+    }
+
+    fn reasons(v: Verdict) -> Vec<String> {
+        match v {
+            Verdict::Fail(m) => m.iter().map(Mismatch::to_string).collect(),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_matching_outcome_passes() {
+        assert_eq!(
+            judge(&scenario("acpi-el1-load-emulated"), &emulated_el1()),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn ext_dabt_syndrome_against_emulated_expectation_lists_each_field() {
+        let mut o = emulated_el1();
+        o.guest[0].esr = Some(Hex(0x9600_0010));
+        o.guest[0].vector_offset = Some(Hex(0x400));
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            [
+                "expect.esr: expected 0x96000410, observed vcpu0 0x96000010",
+                "expect.vector_offset: expected 0x200, observed vcpu0 0x400",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopped_vm_fails_a_notification_scenario_with_the_reason() {
+        let mut o = emulated_el1();
+        o.exit = Exit::VmStopped;
+        o.guest.clear();
+        o.cper.clear();
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            [
+                "expect.outcome: expected guest-notified, observed vm-stopped",
+                "expect.notifications: expected 1, observed 0",
+                "expect.cper: expected consumed, observed no record",
+            ]
+        );
+        assert_eq!(judge(&scenario("dtb-stop"), &o), Verdict::Pass);
+    }
+
+    #[test]
+    fn a_timeout_is_named() {
+        let mut o = emulated_el1();
+        o.exit = Exit::Timeout;
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            ["expect.outcome: expected guest-notified, observed timeout"]
+        );
+    }
+
+    #[test]
+    fn missing_signal_wrong_kind_and_unread_record() {
+        let mut o = emulated_el1();
+        o.host_signals[0].code = 5;
+        o.guest[0].exception = GuestException::Serror;
+        o.guest[0].cper_seen = false;
+        o.guest[0].acked = false;
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            [
+                "expect.host_signals[0]: expected ar, observed ao lsb 12 on vcpu0",
+                "expect.guest_exception: expected sea, observed vcpu0 serror",
+                "expect.cper: expected consumed: cper_seen, observed vcpu0 cper_seen false",
+                "expect.cper: expected consumed: acked, observed vcpu0 acked false",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_for_another_page_fails() {
+        let mut o = emulated_el1();
+        o.cper = vec![CperObserved::from_bytes(
+            &memory_error_record(GPA + 0x1000, Severity::Recoverable, Profile::Qemu).encode(),
+        )];
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            ["cper[0].physical_address: expected 0x40103000/12, observed 0x40104000"]
+        );
+        // The same record is inside a 2 MiB hugetlb page's extent (lsb 21).
+        o.host_signals[0].lsb = 21;
+        assert_eq!(
+            judge(&scenario("acpi-el1-load-emulated"), &o),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn garbage_in_the_status_block_is_not_a_record() {
+        let mut o = emulated_el1();
+        o.cper = vec![CperObserved::from_bytes(&[1, 2, 3])];
+        assert!(o.cper[0].decoded.get("error").is_some());
+        assert_eq!(
+            reasons(judge(&scenario("acpi-el1-load-emulated"), &o)),
+            ["cper[0].physical_address: expected a memory error section, observed none decoded"]
+        );
+    }
+
+    #[test]
+    fn a_record_on_dtb_fails_cper_none() {
+        let mut o = emulated_el1();
+        o.guest[0].cper_seen = false;
+        assert_eq!(
+            reasons(judge(&scenario("dtb-sea"), &o)),
+            ["expect.cper: expected none, observed 1 record(s)"]
+        );
+    }
+
+    /// Two vCPUs faulting at once: each must be notified, and one missing is counted.
+    #[test]
+    fn two_vcpus_each_notified() {
+        let mut s = scenario("acpi-el1-load-emulated");
+        s.guest.vcpus = 2;
+        s.faults.push(crate::scenario::Fault {
+            vcpu: 1,
+            page: 1,
+            ..s.faults[0].clone()
+        });
+        let mut o = emulated_el1();
+        assert_eq!(
+            reasons(judge(&s, &o)),
+            ["expect.notifications: expected 2, observed 1"]
+        );
+        let mut second = o.guest[0].clone();
+        second.vcpu = 1;
+        o.guest.push(second);
+        assert_eq!(judge(&s, &o), Verdict::Pass);
     }
 }

@@ -122,15 +122,21 @@ pub fn parse(path: &Path, text: &str, default_name: &str) -> Result<Scenario, Sc
 }
 
 fn parse_error(path: &Path, field: &str, inner: serde_json::Error) -> ScenarioError {
-    let field = match field {
-        "." | "" => String::from("(file)"),
-        p => p.to_owned(),
-    };
     let message = inner.to_string();
     // serde_json appends " at line L column C"; the variant carries those separately.
     let reason = match message.rsplit_once(" at line ") {
         Some((reason, _)) => reason.to_owned(),
         None => message,
+    };
+    // serde reports a missing field at its parent; name the field itself.
+    let missing = reason
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'));
+    let field = match (field, missing) {
+        ("." | "", Some(name)) => name.to_owned(),
+        ("." | "", None) => String::from("(file)"),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (path, None) => path.to_owned(),
     };
     ScenarioError::Parse {
         path: path.to_owned(),

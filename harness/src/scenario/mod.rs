@@ -22,9 +22,9 @@ pub use outcome::{
 };
 pub use requirements::{requirements, HostSupport, Requirements};
 pub use spec::{
-    Access, Backing, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome, ExpectedSignal,
-    Fault, Firmware, Guest, GuestException, KvmCap, MceKill, Method, OnAo, OnMemoryError,
-    Scenario, SeaVia, SignalCode, Vmm, When,
+    Access, Backing, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome, ExpectedSignal, Fault,
+    Firmware, Guest, GuestException, KvmCap, MceKill, Method, OnAo, OnMemoryError, Scenario,
+    SeaVia, SignalCode, Vmm, When,
 };
 pub use validate::{
     valid_name, validate, Invalid, MEMORY_MIB, RESERVED_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE,
@@ -39,3 +39,6 @@ pub(crate) fn json_name<T: serde::Serialize>(v: &T) -> String {
         Err(_) => String::from("?"),
     }
 }
+
+#[cfg(test)]
+mod tests;

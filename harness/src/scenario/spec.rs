@@ -294,7 +294,9 @@ impl TryFrom<u32> for KvmCap {
             158 => Ok(Self::ArmInjectSerrorEsr),
             178 => Ok(Self::ArmInjectExtDabt),
             245 => Ok(Self::ArmSeaToUser),
-            _ => Err(format!("unknown capability {v}, expected one of 41, 158, 178, 245")),
+            _ => Err(format!(
+                "unknown capability {v}, expected one of 41, 158, 178, 245"
+            )),
         }
     }
 }

@@ -208,7 +208,10 @@ fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
             (exception_given, "expect.guest_exception"),
             (e.esr.is_some(), "expect.esr"),
             (e.vector_offset.is_some(), "expect.vector_offset"),
-            (matches!(e.notifications, Some(n) if n > 0), "expect.notifications"),
+            (
+                matches!(e.notifications, Some(n) if n > 0),
+                "expect.notifications",
+            ),
             (e.cper == Some(ExpectedCper::Consumed), "expect.cper"),
         ] {
             if given {
@@ -249,8 +252,10 @@ fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
         check_exception_kind(s, kind, out);
     }
     check_syndrome(s, out);
-    if matches!(e.cper, Some(ExpectedCper::Recorded | ExpectedCper::Consumed))
-        && s.firmware == Firmware::Dtb
+    if matches!(
+        e.cper,
+        Some(ExpectedCper::Recorded | ExpectedCper::Consumed)
+    ) && s.firmware == Firmware::Dtb
     {
         out.push(invalid(
             "expect.cper",
