@@ -85,7 +85,7 @@ fn check_guest(s: &Scenario, out: &mut Vec<Invalid>) {
         ));
     }
     if let Some(huge) = g.backing.hugetlb_mib() {
-        if g.memory_mib % huge != 0 {
+        if !g.memory_mib.is_multiple_of(huge) {
             out.push(invalid(
                 "guest.memory_mib",
                 format!(
