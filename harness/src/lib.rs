@@ -11,12 +11,17 @@
 //! - [`payload`]: the guest payload image (built from guest-payloads/), for every host.
 //! - [`kvm`]: the reference VMM's thin KVM layer: VM, memory, vCPU, caps, run loop (the
 //!   ioctl parts on aarch64 only; exit handling and cap masking everywhere).
+//! - [`scenario`]: the scenario files (schema, loading, validation), the outcome of a run
+//!   and the verdict on it.
+//! - [`report`]: the run report as JSON, JUnit XML and a table.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod formats;
 pub mod kvm;
 pub mod payload;
+pub mod report;
+pub mod scenario;
 
 #[cfg(test)]
 pub(crate) mod testutil;

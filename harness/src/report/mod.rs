@@ -1,0 +1,100 @@
+//! The run report: what the host was, each scenario's verdict with what was observed, and
+//! a summary; written as JSON (the stable interface, DESIGN.md "Report JSON"), JUnit XML
+//! (for CI dashboards) and an aligned table (for people).
+
+mod json;
+mod junit;
+mod table;
+
+use std::time::Duration;
+
+use crate::scenario::{Outcome, Verdict, VerdictKind};
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// What the host is (kernel, page size, caps, ...), as the runner's probe reports it.
+    pub host: serde_json::Value,
+    /// One entry per scenario, in run order.
+    pub results: Vec<ScenarioResult>,
+}
+
+/// The verdict on one scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScenarioResult {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Pass, fail (with every mismatch), skip or error, with the reason.
+    pub verdict: Verdict,
+    /// What the run observed; `None` when it never ran (skip) or broke before an outcome.
+    pub observed: Option<Outcome>,
+    /// Wall-clock time of the scenario, setup and teardown included.
+    pub duration: Duration,
+}
+
+/// Verdict counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Scenarios that passed.
+    pub pass: usize,
+    /// Scenarios whose outcome did not match.
+    pub fail: usize,
+    /// Scenarios the host could not run.
+    pub skip: usize,
+    /// Scenarios the harness failed to run.
+    pub error: usize,
+}
+
+impl Summary {
+    /// The process exit status for a run: 0 when nothing failed (skips included), 1 when a
+    /// scenario failed, 2 when the harness itself erred (it says nothing about the VMM, so it
+    /// outranks a failure).
+    pub fn exit_code(&self) -> i32 {
+        if self.error > 0 {
+            2
+        } else if self.fail > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+impl Report {
+    /// Counts the verdicts.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for r in &self.results {
+            match r.verdict.kind() {
+                VerdictKind::Pass => s.pass += 1,
+                VerdictKind::Fail => s.fail += 1,
+                VerdictKind::Skip => s.skip += 1,
+                VerdictKind::Error => s.error += 1,
+            }
+        }
+        s
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        json::write(self)
+    }
+
+    /// The report as a JUnit XML document.
+    pub fn to_junit(&self) -> String {
+        junit::write(self)
+    }
+
+    /// The report as an aligned table with the reasons below it.
+    pub fn to_table(&self) -> String {
+        table::write(self)
+    }
+}
+
+/// Seconds with millisecond precision, as JUnit's `time` and the table show them.
+fn seconds(d: Duration) -> String {
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests;

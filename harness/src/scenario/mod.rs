@@ -1,0 +1,44 @@
+//! Scenarios: the conformance matrix as data. One JSON file per scenario (see
+//! scenarios/README.md), read with [`load_all`], which parses and validates every file
+//! before anything runs; [`requirements`] says what the host must offer; the runner turns a
+//! scenario into an [`Outcome`] and [`judge`] compares it with the scenario's `expect`.
+//!
+//! Nothing here touches KVM: it builds and tests on any host.
+
+mod hex;
+mod judge;
+mod load;
+mod outcome;
+mod requirements;
+mod spec;
+mod validate;
+
+pub use hex::{Hex, HexBytes};
+pub use judge::judge;
+pub use load::{load, load_all, parse, ScenarioError};
+pub use outcome::{
+    CperObserved, Exit, GuestObservation, HostSignal, Injection, InjectionKind, InjectionVia,
+    Mismatch, Outcome, Verdict, VerdictKind,
+};
+pub use requirements::{requirements, HostSupport, Requirements};
+pub use spec::{
+    Access, Backing, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome, ExpectedSignal, Fault,
+    Firmware, Guest, GuestException, KvmCap, MceKill, Method, OnAo, OnMemoryError, Scenario,
+    SeaVia, SignalCode, Vmm, When,
+};
+pub use validate::{
+    valid_name, validate, Invalid, MEMORY_MIB, RESERVED_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE,
+    VCPUS,
+};
+
+/// The JSON spelling of a unit enum value (`"kvm-ext-dabt"`), for messages.
+pub(crate) fn json_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::from("?"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,493 @@
+//! The scenario file: one row of the conformance matrix, as serde types.
+//!
+//! Every struct denies unknown fields, so a typo is an error rather than a silently
+//! ignored setting. Defaults are those of the common case (one vCPU loading from an
+//! anonymous page at EL1, the VMM delivering a QEMU-style emulated SEA); scenarios/README.md
+//! documents each field. [`super::validate`] checks what the types cannot.
+
+use serde::{Deserialize, Serialize};
+
+use super::hex::Hex;
+use crate::formats::cper::Profile;
+
+/// A whole scenario file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Unique across the files of a run; [`super::load`] fills it with the file stem when
+    /// the file leaves it out. Lower-case letters, digits, `-`, `_` and `.`, because it
+    /// names JUnit test cases and snapshot files.
+    #[serde(default)]
+    pub name: String,
+    /// One line for humans; shown nowhere the verdict depends on.
+    #[serde(default)]
+    pub description: String,
+    /// How the guest learns about its platform, and so whether a CPER record can reach it.
+    pub firmware: Firmware,
+    /// The guest: its shape and what it does.
+    #[serde(default)]
+    pub guest: Guest,
+    /// The errors to inject, in order. Empty makes a control run with no error.
+    pub faults: Vec<Fault>,
+    /// What the VMM under test is configured to do.
+    #[serde(default)]
+    pub vmm: Vmm,
+    /// What must come out.
+    pub expect: Expect,
+}
+
+/// How the guest finds its platform description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Firmware {
+    /// RSDP/XSDT/HEST with a GHESv2 source notified by SEA: CPER records reach the guest.
+    Acpi,
+    /// A device tree only: there is no upstream transport for CPER (RAS-FACTS.md §5), so
+    /// an error can only be signalled, not described.
+    Dtb,
+}
+
+/// The guest's shape and behaviour (the payload reads these from its report page).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guest {
+    /// vCPUs, 1..=8.
+    pub vcpus: u8,
+    /// Guest RAM in MiB; a multiple of the huge page size for hugetlb backings.
+    pub memory_mib: u32,
+    /// What backs guest RAM in the VMM.
+    pub backing: Backing,
+    /// Size of the target region, in 4 KiB pages: the pages faults name by index.
+    pub target_pages: u32,
+    /// false hides FEAT_RAS from the guest (ID_AA64PFR0_EL1.RAS, bits \[31:28\], set to 0).
+    pub ras: bool,
+    /// The Exception level the access runs at: 0 (under an identity map) or 1.
+    pub el: El,
+    /// What each faulting vCPU does with its fault's page.
+    pub access: Access,
+    /// Run the access with PSTATE.A set, so an SError stays pending (ISR_EL1.A).
+    pub serror_masked: bool,
+    /// Execute ESB after the access (before unmasking SErrors), deferring a pending
+    /// masked SError into DISR_EL1 when the guest has FEAT_RAS.
+    pub esb: bool,
+    /// Acknowledge a CPER record through the GHESv2 read-ack register after reading it.
+    /// Without ACPI there is nothing to acknowledge and this has no effect.
+    pub ack: bool,
+}
+
+impl Default for Guest {
+    fn default() -> Self {
+        Self {
+            vcpus: 1,
+            memory_mib: 64,
+            backing: Backing::Anon,
+            target_pages: 16,
+            ras: true,
+            el: El::El1,
+            access: Access::Load,
+            serror_masked: false,
+            esb: false,
+            ack: true,
+        }
+    }
+}
+
+/// What backs guest RAM; it decides `si_addr_lsb` and what one poisoned page takes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backing {
+    /// Anonymous private memory (`si_addr_lsb` = PAGE_SHIFT).
+    Anon,
+    /// Anonymous memory with MADV_HUGEPAGE (poison splits the huge page).
+    Thp,
+    /// hugetlbfs 2 MiB pages (`si_addr_lsb` 21 when the slot is aligned).
+    #[serde(rename = "hugetlb-2m")]
+    Hugetlb2m,
+    /// hugetlbfs 1 GiB pages (`si_addr_lsb` 30).
+    #[serde(rename = "hugetlb-1g")]
+    Hugetlb1g,
+    /// A shared memfd, as QEMU's memory-backend-memfd uses.
+    Memfd,
+}
+
+impl Backing {
+    /// The huge page size in MiB for hugetlb backings: guest RAM must be a multiple of it.
+    pub fn hugetlb_mib(self) -> Option<u32> {
+        match self {
+            Self::Hugetlb2m => Some(2),
+            Self::Hugetlb1g => Some(1024),
+            Self::Anon | Self::Thp | Self::Memfd => None,
+        }
+    }
+}
+
+/// An Exception level the guest's access runs at. JSON: the number 0 or 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum El {
+    /// EL0: an SEA is taken from a lower EL (vector +0x400, ESR EC 0x24/0x20).
+    El0,
+    /// EL1: an SEA is taken from the current EL (vector +0x200, ESR EC 0x25/0x21).
+    El1,
+}
+
+impl TryFrom<u8> for El {
+    type Error = String;
+
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(Self::El0),
+            1 => Ok(Self::El1),
+            _ => Err(format!("invalid value {v}, expected 0 or 1")),
+        }
+    }
+}
+
+impl From<El> for u8 {
+    fn from(el: El) -> u8 {
+        match el {
+            El::El0 => 0,
+            El::El1 => 1,
+        }
+    }
+}
+
+/// The guest's access to its fault's page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// A 64-bit load (LDR): a Data Abort, WnR 0.
+    Load,
+    /// A 64-bit store (STR): a Data Abort, WnR 1 when the syndrome is precise.
+    Store,
+    /// A branch into the page: an Instruction Abort.
+    Ifetch,
+    /// No access: the error is never consumed (only an AO can report it).
+    None,
+}
+
+/// One error to inject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// How the page is poisoned.
+    #[serde(default)]
+    pub method: Method,
+    /// Index of the 4 KiB page in the target region, below `guest.target_pages`.
+    #[serde(default)]
+    pub page: u32,
+    /// The vCPU that accesses the page, below `guest.vcpus`.
+    #[serde(default)]
+    pub vcpu: u8,
+    /// When the page is poisoned.
+    #[serde(default)]
+    pub when: When,
+}
+
+/// How a page is poisoned (RAS-FACTS.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// `madvise(MADV_HWPOISON)` (100) on the VMM's mapping.
+    #[default]
+    MadviseHwpoison,
+    /// The page's PFN written to /sys/devices/system/memory/hard_offline_page.
+    HardOffline,
+    /// `madvise(MADV_SOFT_OFFLINE)` (101): the kernel migrates the data away; no signal
+    /// is expected.
+    SoftOffline,
+}
+
+/// When a fault's page is poisoned, relative to the guest and to earlier faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    /// Before the first KVM_RUN.
+    BeforeBoot,
+    /// When the fault's vCPU reports it is ready to access the page.
+    #[default]
+    AtReady,
+    /// After the VMM has notified the previous fault, before the guest acknowledges it:
+    /// the "second error before the ack" case (QEMU abort()s, RAS-FACTS.md §4).
+    BeforeAck,
+    /// After the guest has acknowledged the previous fault's record.
+    AfterAck,
+}
+
+/// The VMM's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vmm {
+    /// KVM capabilities the VMM must treat as absent, whatever the host reports.
+    pub mask_caps: Vec<KvmCap>,
+    /// PR_MCE_KILL policy of the VMM process.
+    pub mce_kill: MceKill,
+    /// What the VMM does with an action-required memory error (BUS_MCEERR_AR).
+    pub on_memory_error: OnMemoryError,
+    /// How an SEA is delivered, when `on_memory_error` is `sea`.
+    pub sea: SeaVia,
+    /// The SError syndrome (ISS, bits \[24:0\]) when `on_memory_error` is `serror`;
+    /// absent lets KVM pick its implementation-defined default (0xBF000000).
+    pub serror_esr: Option<Hex>,
+    /// How CPER records are laid out (ACPI only).
+    pub cper_profile: CperProfile,
+    /// What the VMM does with an action-optional error (BUS_MCEERR_AO).
+    pub on_ao: OnAo,
+}
+
+impl Default for Vmm {
+    fn default() -> Self {
+        Self {
+            mask_caps: Vec::new(),
+            mce_kill: MceKill::Late,
+            on_memory_error: OnMemoryError::Sea,
+            sea: SeaVia::Emulated,
+            serror_esr: None,
+            cper_profile: CperProfile::Qemu,
+            on_ao: OnAo::Ignore,
+        }
+    }
+}
+
+/// The KVM capabilities the harness can mask (include/uapi/linux/kvm.h). JSON: the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub enum KvmCap {
+    /// KVM_CAP_VCPU_EVENTS (41): KVM_SET_VCPU_EVENTS, so any SError or ext_dabt injection.
+    VcpuEvents,
+    /// KVM_CAP_ARM_INJECT_SERROR_ESR (158): an SError with a chosen ESR.
+    ArmInjectSerrorEsr,
+    /// KVM_CAP_ARM_INJECT_EXT_DABT (178): `ext_dabt_pending`.
+    ArmInjectExtDabt,
+    /// KVM_CAP_ARM_SEA_TO_USER (245): KVM_EXIT_ARM_SEA (Linux 6.19+).
+    ArmSeaToUser,
+}
+
+impl KvmCap {
+    /// The capability number.
+    pub fn number(self) -> u32 {
+        match self {
+            Self::VcpuEvents => 41,
+            Self::ArmInjectSerrorEsr => 158,
+            Self::ArmInjectExtDabt => 178,
+            Self::ArmSeaToUser => 245,
+        }
+    }
+
+    /// The uapi name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VcpuEvents => "KVM_CAP_VCPU_EVENTS",
+            Self::ArmInjectSerrorEsr => "KVM_CAP_ARM_INJECT_SERROR_ESR",
+            Self::ArmInjectExtDabt => "KVM_CAP_ARM_INJECT_EXT_DABT",
+            Self::ArmSeaToUser => "KVM_CAP_ARM_SEA_TO_USER",
+        }
+    }
+}
+
+impl TryFrom<u32> for KvmCap {
+    type Error = String;
+
+    fn try_from(v: u32) -> Result<Self, String> {
+        match v {
+            41 => Ok(Self::VcpuEvents),
+            158 => Ok(Self::ArmInjectSerrorEsr),
+            178 => Ok(Self::ArmInjectExtDabt),
+            245 => Ok(Self::ArmSeaToUser),
+            _ => Err(format!(
+                "unknown capability {v}, expected one of 41, 158, 178, 245"
+            )),
+        }
+    }
+}
+
+impl From<KvmCap> for u32 {
+    fn from(cap: KvmCap) -> u32 {
+        cap.number()
+    }
+}
+
+/// PR_MCE_KILL policy (prctl(2)): it applies to the whole VMM process, so it lives here
+/// rather than on a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MceKill {
+    /// PR_MCE_KILL_LATE: a signal (AR) only when a thread consumes the poison.
+    Late,
+    /// PR_MCE_KILL_EARLY: BUS_MCEERR_AO at poison time to every process mapping the page.
+    Early,
+}
+
+/// What the VMM does with a BUS_MCEERR_AR on guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMemoryError {
+    /// Record CPER (ACPI) and deliver a synchronous external abort, as `vmm.sea` says.
+    Sea,
+    /// Record CPER (ACPI) and deliver an SError (`vmm.serror_esr`).
+    Serror,
+    /// Stop the VM with an error, as QEMU does without GHES.
+    Stop,
+}
+
+/// How the VMM delivers an SEA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeaVia {
+    /// KVM_SET_VCPU_EVENTS with `ext_dabt_pending` (cap 178): always a Data Abort,
+    /// ESR 0x96000010 / 0x92000010, FnV 0.
+    KvmExtDabt,
+    /// The VMM writes ESR_EL1, FAR_EL1, ELR_EL1, SPSR_EL1 and PC itself, as QEMU does:
+    /// 0x96000410 / 0x92000410 for data, an Instruction Abort for a fetch.
+    Emulated,
+}
+
+/// CPER layout, mirrored from [`Profile`] so the scenario schema owns its spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CperProfile {
+    /// What QEMU writes.
+    Qemu,
+    /// What the specs ask for.
+    Strict,
+}
+
+impl From<CperProfile> for Profile {
+    fn from(p: CperProfile) -> Profile {
+        match p {
+            CperProfile::Qemu => Profile::Qemu,
+            CperProfile::Strict => Profile::Strict,
+        }
+    }
+}
+
+/// What the VMM does with a BUS_MCEERR_AO on guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAo {
+    /// Nothing, as QEMU (RAS-FACTS.md §5).
+    Ignore,
+    /// Treat it like an AR: `on_memory_error` applies at poison time.
+    Notify,
+}
+
+/// What must come out. Absent optional fields are not judged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// How the run ends.
+    pub outcome: ExpectedOutcome,
+    /// Signals that must each match one signal the VMM's threads received.
+    #[serde(default)]
+    pub host_signals: Vec<ExpectedSignal>,
+    /// The exception every notified vCPU must have taken.
+    #[serde(default)]
+    pub guest_exception: Option<GuestException>,
+    /// ESR_EL1 of every guest exception, compared on bits \[31:0\].
+    #[serde(default)]
+    pub esr: Option<Hex>,
+    /// Offset from VBAR_EL1 of the vector every guest exception went to.
+    #[serde(default)]
+    pub vector_offset: Option<Hex>,
+    /// Guest exceptions expected in all (default: one per fault when the outcome is
+    /// `guest-notified`).
+    #[serde(default)]
+    pub notifications: Option<u32>,
+    /// What happened to CPER.
+    #[serde(default)]
+    pub cper: Option<ExpectedCper>,
+}
+
+/// The ways a run ends, as far as a scenario cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectedOutcome {
+    /// The guest ran to completion and took at least one exception for the error.
+    GuestNotified,
+    /// The guest ran to completion and took no exception.
+    GuestUnaffected,
+    /// The VMM stopped the VM on purpose (QEMU's "Hardware memory error!", exit 1).
+    VmStopped,
+    /// The VMM process died: killed by the SIGBUS, or aborted.
+    VmmCrashed,
+}
+
+/// A host signal that must have been received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedSignal {
+    /// Its si_code.
+    pub code: SignalCode,
+    /// Its `si_addr_lsb`; absent matches any (it depends on the host page size).
+    #[serde(default)]
+    pub lsb: Option<u8>,
+}
+
+/// The SIGBUS si_codes of a memory error (include/uapi/asm-generic/siginfo.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignalCode {
+    /// BUS_MCEERR_AR (4): action required, the thread consumed the poison.
+    Ar,
+    /// BUS_MCEERR_AO (5): action optional, the poison was found but not consumed.
+    Ao,
+}
+
+impl SignalCode {
+    /// The si_code value.
+    pub fn si_code(self) -> i32 {
+        match self {
+            Self::Ar => 4,
+            Self::Ao => 5,
+        }
+    }
+}
+
+/// The exception a guest took, classified from its ESR_EL1 EC (Arm ARM D24.2.40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestException {
+    /// A Data Abort (EC 0x24 lower EL / 0x25 same EL).
+    Sea,
+    /// An Instruction Abort (EC 0x20 lower EL / 0x21 same EL).
+    Iabt,
+    /// An SError interrupt (EC 0x2F).
+    Serror,
+    /// No exception.
+    None,
+    /// Any other exception (a guest bug, or a VMM injecting the wrong thing).
+    Other,
+}
+
+impl GuestException {
+    /// The ESR_EL1 exception classes this kind covers, from a lower EL and from the same EL.
+    pub fn exception_classes(self) -> &'static [u8] {
+        match self {
+            Self::Sea => &[0x24, 0x25],
+            Self::Iabt => &[0x20, 0x21],
+            Self::Serror => &[0x2F],
+            Self::None | Self::Other => &[],
+        }
+    }
+
+    /// Classifies an ESR_EL1 value by its EC, bits \[31:26\].
+    pub fn from_esr(esr: u64) -> Self {
+        let ec = ((esr >> 26) & 0x3F) as u8;
+        [Self::Sea, Self::Iabt, Self::Serror]
+            .into_iter()
+            .find(|k| k.exception_classes().contains(&ec))
+            .unwrap_or(Self::Other)
+    }
+}
+
+/// What must have happened to CPER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectedCper {
+    /// No record was written.
+    None,
+    /// Each error has a record whose memory section names the faulting page.
+    Recorded,
+    /// Recorded, and every notified vCPU read it (and acknowledged it when `guest.ack`).
+    Consumed,
+}

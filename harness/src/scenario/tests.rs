@@ -1,0 +1,246 @@
+//! Loading the real scenario files and the bad ones, and the rules in between.
+
+use std::path::{Path, PathBuf};
+
+use rstest::rstest;
+
+use super::*;
+use crate::testutil::snapshot_settings;
+
+/// Every file under scenarios/ loads, validates, and is named after its file.
+#[rstest]
+fn every_scenario_file_loads(#[files("../scenarios/**/*.json")] path: PathBuf) {
+    let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        Some(s.name.as_str()),
+        path.file_stem().and_then(|n| n.to_str())
+    );
+    assert!(
+        !s.description.is_empty(),
+        "{}: say what it tests",
+        path.display()
+    );
+}
+
+/// The whole directory loads at once too: names are unique and the order is sorted.
+#[test]
+fn scenario_directory_loads_sorted() {
+    let all = load_all(&[Path::new("../scenarios")]).unwrap_or_else(|errs| {
+        panic!(
+            "{}",
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert!(all.len() >= 8);
+    let paths: Vec<&PathBuf> = all.iter().map(|(p, _)| p).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+}
+
+/// Each bad file on its own is rejected (the duplicate-name pair is only bad together).
+#[rstest]
+fn every_bad_file_is_rejected(#[files("tests/bad-scenarios/*.json")] path: PathBuf) {
+    assert!(load(&path).is_err(), "{} loaded", path.display());
+}
+
+/// The messages a user sees for each kind of mistake, all gathered by one load_all.
+#[test]
+fn bad_scenario_messages() {
+    let errors = load_all(&[Path::new("tests/bad-scenarios")]).expect_err("all bad");
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    // One error per file, plus the duplicate name; nothing stops at the first bad file.
+    let files = std::fs::read_dir("tests/bad-scenarios")
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count();
+    assert_eq!(errors.len(), files + 1, "{text:#?}");
+    snapshot_settings("scenario")
+        .bind(|| insta::assert_snapshot!("bad_scenarios", text.join("\n")));
+}
+
+#[test]
+fn a_missing_path_and_an_empty_directory_are_errors() {
+    let dir = std::env::temp_dir().join(format!("ras-harness-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let errors = load_all(&[dir.as_path(), Path::new("no/such/file.json")]).unwrap_err();
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(
+        matches!(errors[0], ScenarioError::NoScenarios { .. }),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(errors[1], ScenarioError::Read { .. }),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_file_given_twice_is_loaded_once() {
+    let f = Path::new("../scenarios/dtb-stop.json");
+    let all = load_all(&[f, f]).unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+/// The smallest valid scenario: every default, shown so a change of default is a decision.
+#[test]
+fn defaults() {
+    let s = parse(
+        Path::new("min.json"),
+        r#"{"firmware": "acpi", "faults": [{}], "expect": {"outcome": "guest-notified"}}"#,
+        "min",
+    )
+    .unwrap();
+    assert_eq!(s.name, "min");
+    assert_eq!(s.guest, Guest::default());
+    assert_eq!(s.vmm, Vmm::default());
+    assert_eq!(
+        s.faults,
+        [Fault {
+            method: Method::MadviseHwpoison,
+            page: 0,
+            vcpu: 0,
+            when: When::AtReady
+        }]
+    );
+    snapshot_settings("scenario").bind(|| {
+        insta::assert_json_snapshot!("defaults", s);
+    });
+}
+
+fn base() -> Scenario {
+    parse(
+        Path::new("base.json"),
+        r#"{"firmware": "acpi", "faults": [{}], "expect": {"outcome": "guest-notified"}}"#,
+        "base",
+    )
+    .unwrap()
+}
+
+fn fields(s: &Scenario) -> Vec<String> {
+    validate(s).into_iter().map(|i| i.field).collect()
+}
+
+#[test]
+fn two_and_four_vcpus_with_errors_on_different_vcpus_validate() {
+    for n in [2u8, 4] {
+        let mut s = base();
+        s.guest.vcpus = n;
+        s.faults = (0..n)
+            .map(|v| Fault {
+                vcpu: v,
+                page: u32::from(v),
+                ..s.faults[0].clone()
+            })
+            .collect();
+        assert_eq!(fields(&s), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn second_error_rules() {
+    let mut s = base();
+    s.faults.push(Fault {
+        when: When::BeforeAck,
+        page: 1,
+        ..s.faults[0].clone()
+    });
+    assert!(fields(&s).is_empty());
+    s.faults[0].when = When::AfterAck;
+    assert_eq!(fields(&s), ["faults[0].when"]);
+    s.faults[0].when = When::AtReady;
+    s.faults[1].when = When::AfterAck;
+    s.guest.ack = false;
+    assert_eq!(fields(&s), ["faults[1].when"]);
+}
+
+#[test]
+fn ao_notify_needs_early_kill_and_allows_no_access() {
+    let mut s = base();
+    s.guest.access = Access::None;
+    assert_eq!(fields(&s), ["expect.outcome"]);
+    s.vmm.on_ao = OnAo::Notify;
+    assert_eq!(fields(&s), ["vmm.on_ao"]);
+    s.vmm.mce_kill = MceKill::Early;
+    assert!(fields(&s).is_empty());
+}
+
+#[test]
+fn serror_esr_only_with_serror_and_a_masked_serror_may_stay_pending() {
+    let mut s = base();
+    s.vmm.serror_esr = Some(Hex(0x811));
+    assert_eq!(fields(&s), ["vmm.serror_esr"]);
+    s.vmm.on_memory_error = OnMemoryError::Serror;
+    s.expect.guest_exception = Some(GuestException::None);
+    assert_eq!(fields(&s), ["expect.guest_exception"]);
+    s.guest.serror_masked = true;
+    assert!(fields(&s).is_empty());
+}
+
+#[test]
+fn duplicate_masked_caps_and_dtb_records_are_rejected() {
+    let mut s = base();
+    s.vmm.mask_caps = vec![KvmCap::ArmInjectExtDabt, KvmCap::ArmInjectExtDabt];
+    s.firmware = Firmware::Dtb;
+    s.expect.cper = Some(ExpectedCper::Recorded);
+    assert_eq!(fields(&s), ["vmm.mask_caps[1]", "expect.cper"]);
+}
+
+#[test]
+fn requirements_follow_the_configuration() {
+    let mut s = base();
+    s.vmm.sea = SeaVia::KvmExtDabt;
+    let r = requirements(&s);
+    assert_eq!(r.caps, [KvmCap::VcpuEvents, KvmCap::ArmInjectExtDabt]);
+    assert!(r.root && r.memory_failure && !r.hard_offline_page);
+
+    // Masking 178 is what the scenario tests: it is no longer required.
+    s.vmm.mask_caps = vec![KvmCap::ArmInjectExtDabt];
+    assert_eq!(requirements(&s).caps, [KvmCap::VcpuEvents]);
+
+    s.guest.backing = Backing::Hugetlb1g;
+    s.guest.memory_mib = 2048;
+    s.guest.ras = false;
+    s.faults[0].method = Method::HardOffline;
+    let r = requirements(&s);
+    assert_eq!(r.hugetlb, Some((1024, 2)));
+    let host = HostSupport {
+        root: true,
+        memory_failure: true,
+        hugetlb_1g_free: 1,
+        caps: vec![41, 158, 178],
+        ..HostSupport::default()
+    };
+    assert_eq!(
+        r.unmet(&host),
+        [
+            "no /sys/devices/system/memory/hard_offline_page",
+            "needs 2 free 1 GiB hugetlb pages, the host has 1",
+            "KVM cannot hide FEAT_RAS (ID_AA64PFR0_EL1 is not writable)",
+        ]
+    );
+    let host = HostSupport {
+        hard_offline_page: true,
+        hugetlb_1g_free: 2,
+        writable_id_regs: true,
+        ..host
+    };
+    assert!(r.unmet(&host).is_empty());
+}
+
+#[test]
+fn serror_with_esr_needs_cap_158() {
+    let mut s = base();
+    s.vmm.on_memory_error = OnMemoryError::Serror;
+    s.vmm.serror_esr = Some(Hex(0x811));
+    let unmet = requirements(&s).unmet(&HostSupport {
+        root: true,
+        memory_failure: true,
+        caps: vec![41],
+        ..HostSupport::default()
+    });
+    assert_eq!(unmet, ["KVM lacks KVM_CAP_ARM_INJECT_SERROR_ESR (158)"]);
+}

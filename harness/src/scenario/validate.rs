@@ -1,0 +1,342 @@
+//! What a scenario cannot say even though it parses: values out of range and settings that
+//! contradict each other. Whether the *host* can run a scenario is a different question,
+//! answered at run time by [`super::requirements`].
+
+use super::json_name;
+use super::spec::{
+    Access, El, ExpectedCper, ExpectedOutcome, Firmware, GuestException, MceKill, OnAo,
+    OnMemoryError, Scenario, SeaVia, When,
+};
+
+/// Size of a target region page: the guest's identity map uses a 4 KiB granule whatever the
+/// host page size, so page indices mean the same on every host.
+pub const TARGET_PAGE_SIZE: u64 = 4096;
+/// Guest RAM the target region must leave free for the payload, ACPI tables or DTB, the
+/// report page, stacks and page tables.
+pub const RESERVED_MIB: u32 = 4;
+/// Guest RAM bounds, in MiB.
+pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 16..=16384;
+/// vCPU bounds.
+pub const VCPUS: std::ops::RangeInclusive<u8> = 1..=8;
+/// The largest SError syndrome KVM accepts: ISS is bits \[24:0\]; anything above is EINVAL
+/// (RAS-FACTS.md §2).
+pub const SERROR_ISS_MAX: u64 = 0x1FF_FFFF;
+
+/// One thing wrong with a scenario: the field, as a path like `faults[1].page`, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Dotted path of the offending field.
+    pub field: String,
+    /// What is wrong, with the allowed values.
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Every rule a scenario breaks, in field order; empty when it is valid.
+pub fn validate(s: &Scenario) -> Vec<Invalid> {
+    let mut out = Vec::new();
+    check_name(s, &mut out);
+    check_guest(s, &mut out);
+    check_faults(s, &mut out);
+    check_vmm(s, &mut out);
+    check_expect(s, &mut out);
+    out
+}
+
+/// Whether `name` is usable as a JUnit test case and snapshot file name.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+fn check_name(s: &Scenario, out: &mut Vec<Invalid>) {
+    if !valid_name(&s.name) {
+        out.push(invalid(
+            "name",
+            format!(
+                "{:?} is not a valid name: use 1 to 100 of a-z, 0-9, '-', '_', '.'",
+                s.name
+            ),
+        ));
+    }
+}
+
+fn check_guest(s: &Scenario, out: &mut Vec<Invalid>) {
+    let g = &s.guest;
+    if !VCPUS.contains(&g.vcpus) {
+        out.push(invalid(
+            "guest.vcpus",
+            format!("{} is out of range: expected 1 to 8", g.vcpus),
+        ));
+    }
+    if !MEMORY_MIB.contains(&g.memory_mib) {
+        out.push(invalid(
+            "guest.memory_mib",
+            format!("{} is out of range: expected 16 to 16384", g.memory_mib),
+        ));
+    }
+    if let Some(huge) = g.backing.hugetlb_mib() {
+        if !g.memory_mib.is_multiple_of(huge) {
+            out.push(invalid(
+                "guest.memory_mib",
+                format!(
+                    "{} MiB is not a multiple of the {huge} MiB huge page size that guest.backing asks for",
+                    g.memory_mib
+                ),
+            ));
+        }
+    }
+    let target_bytes = u64::from(g.target_pages) * TARGET_PAGE_SIZE;
+    let usable = u64::from(g.memory_mib.saturating_sub(RESERVED_MIB)) << 20;
+    if g.target_pages == 0 {
+        out.push(invalid("guest.target_pages", "must be at least 1"));
+    } else if target_bytes > usable {
+        out.push(invalid(
+            "guest.target_pages",
+            format!(
+                "{} pages of 4 KiB do not fit in guest.memory_mib {} less the {RESERVED_MIB} MiB the payload needs",
+                g.target_pages, g.memory_mib
+            ),
+        ));
+    }
+}
+
+fn check_faults(s: &Scenario, out: &mut Vec<Invalid>) {
+    for (i, f) in s.faults.iter().enumerate() {
+        let at = |field: &str| format!("faults[{i}].{field}");
+        if f.page >= s.guest.target_pages {
+            out.push(invalid(
+                at("page"),
+                format!(
+                    "page {} is beyond the target region: guest.target_pages is {}",
+                    f.page, s.guest.target_pages
+                ),
+            ));
+        }
+        if f.vcpu >= s.guest.vcpus {
+            out.push(invalid(
+                at("vcpu"),
+                format!(
+                    "vCPU {} does not exist: guest.vcpus is {}",
+                    f.vcpu, s.guest.vcpus
+                ),
+            ));
+        }
+        match f.when {
+            When::BeforeAck | When::AfterAck if i == 0 => out.push(invalid(
+                at("when"),
+                "before-ack and after-ack follow an earlier fault; the first fault cannot use them",
+            )),
+            When::BeforeAck | When::AfterAck if s.vmm.on_memory_error == OnMemoryError::Stop => {
+                out.push(invalid(
+                    at("when"),
+                    "the first error stops the VM (vmm.on_memory_error is stop): nothing follows it",
+                ))
+            }
+            When::AfterAck if s.firmware == Firmware::Dtb => out.push(invalid(
+                at("when"),
+                "after-ack needs the GHESv2 read-ack register, which only firmware acpi has",
+            )),
+            When::AfterAck if !s.guest.ack => out.push(invalid(
+                at("when"),
+                "after-ack needs a guest that acknowledges (guest.ack true)",
+            )),
+            _ => {}
+        }
+    }
+}
+
+fn check_vmm(s: &Scenario, out: &mut Vec<Invalid>) {
+    let v = &s.vmm;
+    for (i, cap) in v.mask_caps.iter().enumerate() {
+        if v.mask_caps[..i].contains(cap) {
+            out.push(invalid(
+                format!("vmm.mask_caps[{i}]"),
+                format!("capability {} is listed twice", cap.number()),
+            ));
+        }
+    }
+    if v.on_memory_error == OnMemoryError::Sea
+        && v.sea == SeaVia::KvmExtDabt
+        && s.guest.access == Access::Ifetch
+    {
+        // ext_dabt_pending always makes a Data Abort (EC 0x24/0x25); a VMM that wants an
+        // Instruction Abort must emulate the entry. Rather than a silent fallback, the
+        // scenario has to say so.
+        out.push(invalid(
+            "vmm.sea",
+            "kvm-ext-dabt injects a Data Abort and cannot express an instruction fetch abort: use emulated with guest.access ifetch",
+        ));
+    }
+    if let Some(esr) = v.serror_esr {
+        if v.on_memory_error != OnMemoryError::Serror {
+            out.push(invalid(
+                "vmm.serror_esr",
+                "only used when vmm.on_memory_error is serror",
+            ));
+        } else if esr.0 > SERROR_ISS_MAX {
+            out.push(invalid(
+                "vmm.serror_esr",
+                format!("{esr} has bits above 24: KVM takes only the ISS, 0x0 to 0x1ffffff"),
+            ));
+        }
+    }
+    if v.on_ao == OnAo::Notify && v.mce_kill != MceKill::Early {
+        out.push(invalid(
+            "vmm.on_ao",
+            "notify needs vmm.mce_kill early: with late kill no BUS_MCEERR_AO arrives",
+        ));
+    }
+}
+
+fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
+    let e = &s.expect;
+    let notified = e.outcome == ExpectedOutcome::GuestNotified;
+    let outcome = json_name(&e.outcome);
+    if !notified {
+        let exception_given = matches!(e.guest_exception, Some(k) if k != GuestException::None);
+        for (given, field) in [
+            (exception_given, "expect.guest_exception"),
+            (e.esr.is_some(), "expect.esr"),
+            (e.vector_offset.is_some(), "expect.vector_offset"),
+            (
+                matches!(e.notifications, Some(n) if n > 0),
+                "expect.notifications",
+            ),
+            (e.cper == Some(ExpectedCper::Consumed), "expect.cper"),
+        ] {
+            if given {
+                out.push(invalid(
+                    field,
+                    format!("the guest takes no exception when expect.outcome is {outcome}"),
+                ));
+            }
+        }
+        return;
+    }
+
+    if s.faults.is_empty() && s.vmm.on_ao == OnAo::Ignore {
+        out.push(invalid(
+            "expect.outcome",
+            "guest-notified needs at least one fault",
+        ));
+    }
+    if s.guest.access == Access::None && s.vmm.on_ao == OnAo::Ignore {
+        out.push(invalid(
+            "expect.outcome",
+            "guest-notified needs an access (guest.access is none) or vmm.on_ao notify",
+        ));
+    }
+    if s.vmm.on_memory_error == OnMemoryError::Stop {
+        out.push(invalid(
+            "expect.outcome",
+            "guest-notified contradicts vmm.on_memory_error stop",
+        ));
+    }
+    if e.notifications == Some(0) {
+        out.push(invalid(
+            "expect.notifications",
+            "0 contradicts expect.outcome guest-notified",
+        ));
+    }
+    if let Some(kind) = e.guest_exception {
+        check_exception_kind(s, kind, out);
+    }
+    check_syndrome(s, out);
+    if matches!(
+        e.cper,
+        Some(ExpectedCper::Recorded | ExpectedCper::Consumed)
+    ) && s.firmware == Firmware::Dtb
+    {
+        out.push(invalid(
+            "expect.cper",
+            "firmware dtb has no transport for a CPER record: expect none",
+        ));
+    }
+}
+
+/// The exception kind the VMM configuration can produce for the guest's access.
+fn check_exception_kind(s: &Scenario, kind: GuestException, out: &mut Vec<Invalid>) {
+    let producible = match s.vmm.on_memory_error {
+        OnMemoryError::Serror => vec![GuestException::Serror],
+        OnMemoryError::Sea => match s.guest.access {
+            Access::Ifetch => vec![GuestException::Iabt],
+            // With no access, only an AO notified at poison time reaches the guest.
+            Access::Load | Access::Store | Access::None => vec![GuestException::Sea],
+        },
+        OnMemoryError::Stop => vec![],
+    };
+    // A masked SError may never be taken: "none" is a valid expectation then.
+    let masked_none = kind == GuestException::None && s.guest.serror_masked;
+    if !producible.contains(&kind) && !masked_none {
+        out.push(invalid(
+            "expect.guest_exception",
+            format!(
+                "{} cannot come from vmm.on_memory_error {} with guest.access {}",
+                json_name(&kind),
+                json_name(&s.vmm.on_memory_error),
+                json_name(&s.guest.access)
+            ),
+        ));
+    }
+}
+
+/// expect.esr and expect.vector_offset must agree with the exception and the EL.
+fn check_syndrome(s: &Scenario, out: &mut Vec<Invalid>) {
+    let e = &s.expect;
+    let Some(kind) = e.guest_exception else {
+        return;
+    };
+    if let Some(esr) = e.esr {
+        let ec = (esr.low32() >> 26) & 0x3F;
+        let lower = s.guest.el == El::El0;
+        let want = match kind {
+            GuestException::Sea => Some(if lower { 0x24 } else { 0x25 }),
+            GuestException::Iabt => Some(if lower { 0x20 } else { 0x21 }),
+            GuestException::Serror => Some(0x2F),
+            GuestException::None | GuestException::Other => None,
+        };
+        if let Some(want) = want.filter(|&w| w != ec) {
+            out.push(invalid(
+                "expect.esr",
+                format!(
+                    "{esr} has EC {ec:#x}, but {} at EL{} has EC {want:#x}",
+                    json_name(&kind),
+                    u8::from(s.guest.el)
+                ),
+            ));
+        }
+    }
+    if let Some(offset) = e.vector_offset {
+        // Arm ARM D1.3.1 Table D1-5: +0x200 current EL with SPx, +0x400 lower EL AArch64;
+        // SError adds 0x180. An SError may be taken after the guest is back at EL1.
+        let allowed: &[u64] = match (kind, s.guest.el) {
+            (GuestException::Sea | GuestException::Iabt, El::El1) => &[0x200],
+            (GuestException::Sea | GuestException::Iabt, El::El0) => &[0x400],
+            (GuestException::Serror, El::El1) => &[0x380],
+            (GuestException::Serror, El::El0) => &[0x380, 0x580],
+            (GuestException::None | GuestException::Other, _) => &[],
+        };
+        if !allowed.is_empty() && !allowed.contains(&offset.0) {
+            let list: Vec<String> = allowed.iter().map(|v| format!("{v:#x}")).collect();
+            out.push(invalid(
+                "expect.vector_offset",
+                format!(
+                    "{offset} is not where {} from EL{} goes: expected {}",
+                    json_name(&kind),
+                    u8::from(s.guest.el),
+                    list.join(" or ")
+                ),
+            ));
+        }
+    }
+}
