@@ -8,9 +8,13 @@
 //! The crate is a map of small modules, one concept each:
 //! - [`formats`]: byte-exact encoders and decoders (CPER, ESR, ACPI tables, FDT). Pure code,
 //!   no KVM: it builds and tests on any host.
+//! - [`fault`] (Linux): poisoning guest pages for real, the SIGBUS that follows, and which
+//!   guest physical addresses it covers.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(target_os = "linux")]
+pub mod fault;
 pub mod formats;
 
 #[cfg(test)]
