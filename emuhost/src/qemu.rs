@@ -1,0 +1,235 @@
+//! QEMU: found or installed, and the emulated arm64 KVM host booted with it.
+//!
+//! The machine: `-M virt,virtualization=on,gic-version=3 -cpu max` (TCG, EL2 and FEAT_RAS
+//! emulated, so the guest kernel runs KVM in VHE mode), 2 vCPUs, 2 GiB, no NIC (QEMU 7.2
+//! would look for efi-virtio.rom), the shared directories as virtio-9p-pci devices.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::console::{Console, Report};
+use crate::error::Error;
+use crate::progress;
+
+/// Overrides the QEMU binary.
+pub const QEMU_VAR: &str = "RAS_EMU_QEMU";
+const QEMU: &str = "qemu-system-aarch64";
+
+/// The QEMU to use: RAS_EMU_QEMU, else qemu-system-aarch64 on PATH, else Debian's
+/// qemu-system-arm installed with apt-get (as root).
+pub fn find_or_install() -> Result<PathBuf, Error> {
+    if let Some(q) = std::env::var_os(QEMU_VAR) {
+        return Ok(q.into());
+    }
+    if let Some(q) = on_path(QEMU) {
+        return Ok(q);
+    }
+    if !crate::native::is_root() || on_path("apt-get").is_none() {
+        return Err(Error::Setup(format!(
+            "{QEMU} not found; install it (Debian: apt-get install --no-install-recommends \
+             qemu-system-arm) or point {QEMU_VAR} at it"
+        )));
+    }
+    progress!("installing qemu-system-arm with apt-get (once)");
+    let install = || {
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "qemu-system-arm",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        progress!("apt-get install failed; running apt-get update and trying again");
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status();
+        if !install() {
+            return Err(Error::Setup(
+                "apt-get install qemu-system-arm failed".into(),
+            ));
+        }
+    }
+    on_path(QEMU).ok_or(Error::Setup(format!(
+        "qemu-system-arm installed but {QEMU} is not on PATH"
+    )))
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// QEMU's (major, minor) version from `--version`.
+pub fn version(qemu: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(qemu).arg("--version").output().ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split("version ").nth(1)?.split_whitespace().next()?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// One boot.
+pub struct Boot<'a> {
+    pub qemu: &'a Path,
+    pub image: &'a Path,
+    pub initrd: &'a Path,
+    /// (mount tag, host directory).
+    pub shares: &'a [(String, PathBuf)],
+    pub marker: &'a str,
+    pub timeout: Duration,
+}
+
+impl Boot<'_> {
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(self.qemu);
+        // pauth-impdef (QEMU >= 6.0) swaps QARMA for a cheap pointer-authentication hash:
+        // about half the boot time under TCG, invisible to what the tests observe.
+        let cpu = match version(self.qemu) {
+            Some(v) if v >= (6, 0) => "max,pauth-impdef=on",
+            _ => "max",
+        };
+        cmd.args(["-M", "virt,virtualization=on,gic-version=3", "-cpu", cpu])
+            .args(["-smp", "2", "-m", "2G", "-accel", "tcg,thread=multi"])
+            .args(["-nographic", "-nic", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(self.image)
+            .arg("-initrd")
+            .arg(self.initrd)
+            // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU's exit.
+            // loglevel=1: only emergencies (panics) reach the console among the output.
+            .args(["-append", "console=ttyAMA0 panic=-1 quiet loglevel=1"]);
+        for (i, (tag, dir)) in self.shares.iter().enumerate() {
+            let mut fsdev = std::ffi::OsString::from(format!(
+                "local,id=fs{i},security_model=none,multidevs=remap,path="
+            ));
+            // QEMU's option parser reads ',' as a separator; ",," is a literal comma.
+            fsdev.push(dir.to_string_lossy().replace(',', ",,"));
+            cmd.arg("-fsdev").arg(fsdev);
+            cmd.arg("-device")
+                .arg(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"));
+        }
+        cmd
+    }
+
+    /// Boots, streams the console to `out` and returns the binary's exit status.
+    pub fn run(&self, out: &mut dyn Write) -> Result<i32, Error> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Qemu {
+                message: format!("cannot start {}: {e}", self.qemu.display()),
+                tail: String::new(),
+            })?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or(Error::Setup("no QEMU stdout".into()))?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child
+            .stderr
+            .take()
+            .ok_or(Error::Setup("no QEMU stderr".into()))?;
+        let errors = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+
+        let mut console = Console::new(self.marker);
+        let deadline = Instant::now() + self.timeout;
+        // After the report, power-off should follow promptly.
+        let mut grace: Option<Instant> = None;
+        let timed_out = loop {
+            let until = grace.unwrap_or(deadline);
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break grace.is_none();
+            };
+            match rx.recv_timeout(left) {
+                Ok(bytes) => {
+                    console.feed(&bytes, out);
+                    if console.report().is_some() && grace.is_none() {
+                        grace = Some(Instant::now() + Duration::from_secs(10));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+            }
+        };
+        let status = finish(&mut child, timed_out || grace.is_some());
+        let _ = reader.join();
+        let stderr = errors.join().unwrap_or_default();
+        let tail = console.tail();
+        if timed_out {
+            return Err(Error::Timeout {
+                secs: self.timeout.as_secs(),
+                tail,
+            });
+        }
+        match console.report() {
+            Some(Report::Exit(code)) => Ok(*code),
+            Some(Report::InitError(message)) => Err(Error::Init {
+                message: message.clone(),
+                tail,
+            }),
+            None if tail.contains("Kernel panic") => Err(Error::KernelPanic { tail }),
+            None => match status {
+                Some(s) if !s.success() => Err(Error::Qemu {
+                    message: format!("exited with {s}: {}", stderr.trim()),
+                    tail,
+                }),
+                _ => Err(Error::NoStatus { tail }),
+            },
+        }
+    }
+}
+
+/// Waits for QEMU to end, killing it first if `kill`; None if it could not be waited for.
+fn finish(child: &mut Child, kill: bool) -> Option<std::process::ExitStatus> {
+    if kill {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        let _ = child.kill();
+    }
+    child.wait().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        let text = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright";
+        assert_eq!(parse_version(text), Some((7, 2)));
+        assert_eq!(parse_version("QEMU emulator version 10.0.2"), Some((10, 0)));
+        assert_eq!(parse_version("nonsense"), None);
+    }
+}
