@@ -13,8 +13,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     #[cfg(target_arch = "aarch64")]
     if emuhost::kvm_available() || emuhost::in_emulated_host() {
-        let args = libtest_mimic::Arguments::from_args();
-        return libtest_mimic::run(&args, environment::trials()).exit_code();
+        let mut args = libtest_mimic::Arguments::from_args();
+        // The trials share the process's SIGBUS disposition: run them one at a time.
+        args.test_threads = Some(1);
+        let trials = environment::trials().into_iter().chain(fault::trials());
+        return libtest_mimic::run(&args, trials.collect()).exit_code();
     }
     relaunch()
 }
@@ -38,6 +41,10 @@ fn relaunch() -> ExitCode {
         }
     }
 }
+
+#[cfg(target_arch = "aarch64")]
+#[path = "hwpoison/fault.rs"]
+mod fault;
 
 #[cfg(target_arch = "aarch64")]
 mod environment {
