@@ -54,6 +54,9 @@ pub mod flags {
     pub const WALK_ACPI: u32 = 1 << 2;
     /// After copying a record, clear block status and write the read-ack register.
     pub const ACK: u32 = 1 << 3;
+    /// After `Ready` (and the DTB check), spin for ever without another exit: a hung guest,
+    /// to prove the VMM's watchdog.
+    pub const HANG: u32 = 1 << 4;
 }
 
 /// VMM -> guest, at mailbox offset [`crate::map::mailbox_offset::PARAMS`].
