@@ -25,7 +25,10 @@ pub enum Access {
     Load = 1,
     /// `str x, [target]`.
     Store = 2,
-    /// Branch to the target (which the guest first fills with a return sequence).
+    /// Branch to the target, which the guest first fills with one instruction: `ret` at
+    /// EL1, `svc #0` at EL0 (that write is an MMIO exit when the target is unbacked; the
+    /// VMM just resumes). KVM answers a fetch from an unbacked target itself with an
+    /// external instruction abort (arch/arm64/kvm/mmu.c), never an exit.
     Ifetch = 3,
 }
 
