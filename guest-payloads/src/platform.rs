@@ -71,7 +71,12 @@ fn psci_call(function: u64) {
 pub fn park() -> ! {
     loop {
         // SAFETY: wfi only waits.
-        unsafe { asm!("wfi", options(nomem, nostack)) };
+        unsafe {
+            asm!(
+                "wfi", // wait for an interrupt that never comes
+                options(nomem, nostack),
+            )
+        };
     }
 }
 
