@@ -60,6 +60,10 @@ pub mod flags {
     /// After `Ready` (and the DTB check), spin for ever without another exit: a hung guest,
     /// to prove the VMM's watchdog.
     pub const HANG: u32 = 1 << 4;
+    /// After `Ready` (and the DTB check), ring `ReadyForFault` for ever and do nothing else:
+    /// step = the ring count (wrapping), arg = the low 32 bits of CNTVCT_EL0 read just before
+    /// the store. Each ring is one null KVM_EXIT_MMIO round trip: the benches' floor.
+    pub const DOORBELL_LOOP: u32 = 1 << 5;
 }
 
 /// VMM -> guest, at mailbox offset [`crate::map::mailbox_offset::PARAMS`].

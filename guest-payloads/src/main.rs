@@ -64,6 +64,15 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
             core::hint::spin_loop();
         }
     }
+    if params.flags & flags::DOORBELL_LOOP != 0 {
+        // The null-exit floor: nothing between two exits but the counter read.
+        let mut count: u16 = 0;
+        loop {
+            let now = read_sysreg!("cntvct_el0");
+            ring(Doorbell::new(Event::ReadyForFault, count, now as u32));
+            count = count.wrapping_add(1);
+        }
+    }
 
     let steps = (params.target_count as usize).min(params.targets.len());
     for (i, &target) in params.targets[..steps].iter().enumerate() {

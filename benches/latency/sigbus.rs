@@ -1,0 +1,396 @@
+//! The hwpoison path, one freshly poisoned page per iteration, timed in parts.
+//!
+//! The guest loads, at EL0, from one target page per step (the payload's MAX_TARGETS per
+//! VM; a fresh VM with fresh pages when they are used up). At the step's `ReadyForFault`
+//! the VMM poisons the page (MADV_HWPOISON). The load faults; KVM sends SIGBUS
+//! (BUS_MCEERR_AR) to the vCPU thread and KVM_RUN returns EINTR. Then, on the vCPU thread:
+//!
+//! | part | from | to |
+//! |---|---|---|
+//! | `signal` | SIGBUS handler's clock read | KVM_RUN back in the VMM |
+//! | `hva_to_gpa` | | the recorder drained, si_addr translated |
+//! | `cper` | | read-ack checked, record encoded and written (ACPI only) |
+//! | `inject` | | the injection ioctl(s) returned (each one also timed) |
+//! | `reentry` | | the guest's CNTVCT_EL0 in its vector, on the host's axis |
+//!
+//! The guest's counter becomes host time through [`crate::clock`]. The guest's record is
+//! checked (vector, ESR) so that a number is never taken from a path that did not work.
+
+use crate::clock::{guest_offset, monotonic_ns, Timeline};
+use crate::guest::{params, Guest};
+use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
+use ras_guest_abi::map;
+use ras_harness::fault::sigbus::{self, SigbusCode};
+use ras_harness::fault::translate::{translate, Memslot};
+use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner};
+use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
+use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
+use ras_harness::kvm::{core_reg, sys_reg, Backing, Cap, CoreReg, Mapping, Stop, Vcpu};
+
+/// VBAR_EL1, ESR_EL1, FAR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).
+const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
+const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);
+const FAR_EL1: u64 = sys_reg(3, 0, 6, 0, 0);
+/// SPSR_EL1 is `spsr[KVM_SPSR_EL1]` of `struct kvm_regs`, after `user_pt_regs` (34 u64),
+/// `sp_el1` and `elr_el1`: byte 288 (arch/arm64/include/uapi/asm/kvm.h), a core register.
+fn spsr_el1() -> u64 {
+    core_reg(CoreReg::X(0)).unwrap_or(0) + 288 / 4
+}
+
+/// VBAR_EL1 offsets (Arm ARM D1.3.1, table D1-7): lower EL (AArch64) synchronous, SError.
+const VECTOR_LOWER_SYNC: u64 = 0x400;
+const VECTOR_LOWER_SERROR: u64 = 0x580;
+/// Data abort from EL0 (EC 0x24), IL, DFSC 0x10: KVM's ext_dabt (FnV 0) and QEMU's
+/// emulated entry (FnV, bit 10, set). RAS-FACTS.md §3.
+const ESR_DABT_LOW_SEA: u32 = 0x9200_0010;
+const ESR_DABT_LOW_SEA_FNV: u32 = 0x9200_0410;
+/// SError ISS a Linux guest survives: AET UEO (0b010 << 10), DFSC 0x11 (RAS-FACTS.md §3),
+/// and the ESR_EL1 it becomes (EC 0x2F, IL).
+const SERROR_ISS_UEO: u64 = 0x811;
+const ESR_SERROR_UEO: u32 = 0xBE00_0811;
+/// PSTATE after an exception entry to EL1h: M = 0b0101, D, A, I, F masked.
+const PSTATE_EL1H_DAIF: u64 = 0x3c5;
+
+/// How the VMM tells the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// KVM_SET_VCPU_EVENTS with ext_dabt_pending: KVM builds the abort.
+    ExtDabt,
+    /// QEMU's way: the VMM writes the exception entry with KVM_SET_ONE_REG.
+    Emulated,
+    /// KVM_SET_VCPU_EVENTS with serror_pending and an ESR (cap 158).
+    SerrorEsr,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 3] = [Delivery::ExtDabt, Delivery::Emulated, Delivery::SerrorEsr];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::ExtDabt => "ext_dabt",
+            Delivery::Emulated => "emulated",
+            Delivery::SerrorEsr => "serror_esr",
+        }
+    }
+
+    /// The vector and ESR_EL1 (32 bits: 6.1 sign-extends) the guest must record.
+    fn expected(self) -> (u64, u32) {
+        match self {
+            Delivery::ExtDabt => (VECTOR_LOWER_SYNC, ESR_DABT_LOW_SEA),
+            Delivery::Emulated => (VECTOR_LOWER_SYNC, ESR_DABT_LOW_SEA_FNV),
+            Delivery::SerrorEsr => (VECTOR_LOWER_SERROR, ESR_SERROR_UEO),
+        }
+    }
+
+    /// The capability it needs, if any.
+    pub fn cap(self) -> Option<Cap> {
+        match self {
+            Delivery::ExtDabt => Some(Cap::ArmInjectExtDabt),
+            Delivery::Emulated => None,
+            Delivery::SerrorEsr => Some(Cap::ArmInjectSerrorEsr),
+        }
+    }
+}
+
+/// What the guest boots with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU-like ACPI tables with a GHESv2 source: the VMM writes a CPER record first,
+    /// the guest walks the tables after its handler and acknowledges.
+    Acpi,
+    /// No tables: no record.
+    Dtb,
+}
+
+impl Firmware {
+    pub const ALL: [Firmware; 2] = [Firmware::Acpi, Firmware::Dtb];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Acpi => "acpi",
+            Firmware::Dtb => "dtb",
+        }
+    }
+}
+
+/// One iteration's parts, in nanoseconds (signed: the guest's part comes from another
+/// clock, and a bad fit would show as a negative value rather than be hidden).
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    pub signal: i64,
+    pub hva_to_gpa: i64,
+    pub cper: i64,
+    pub inject: i64,
+    pub reentry: i64,
+    /// Each injection ioctl, in order.
+    pub ioctls: Vec<(&'static str, i64)>,
+}
+
+impl Parts {
+    /// SIGBUS handler to the injection ioctl(s) returning.
+    pub fn to_ioctl_return(&self) -> i64 {
+        self.signal + self.hva_to_gpa + self.cper + self.inject
+    }
+
+    /// SIGBUS handler to the guest's first instruction in the vector.
+    pub fn to_vector(&self) -> i64 {
+        self.to_ioctl_return() + self.reentry
+    }
+}
+
+/// One VM's worth of target pages.
+struct PoisonVm {
+    /// Before `guest`: the registry goes before the mappings it names.
+    ranges: GuestRanges,
+    guest: Guest,
+    hvas: Vec<usize>,
+    slots: Vec<Memslot>,
+    ghes: Option<GhesSource>,
+    /// Host counter = guest counter + offset.
+    offset: u64,
+    timeline: Timeline,
+    next_step: usize,
+}
+
+impl PoisonVm {
+    fn boot(firmware: Firmware) -> Result<Self, String> {
+        let page = host_page_size();
+        let targets: Vec<u64> = (0..MAX_TARGETS)
+            .map(|i| map::TARGET_BASE + (i * page) as u64)
+            .collect();
+        let fw = map::FIRMWARE_BASE;
+        let layout = AcpiLayout::qemu_like(fw, fw + 0x1000, fw + 0x2000);
+        let (mut p, tables) = match firmware {
+            Firmware::Acpi => {
+                let tables = AcpiTables::build(&layout).map_err(|e| e.to_string())?;
+                let p = params(Access::Load, &targets, flags::WALK_ACPI | flags::ACK);
+                (p, Some(tables))
+            }
+            Firmware::Dtb => (params(Access::Load, &targets, 0), None),
+        };
+        if tables.is_some() {
+            p.rsdp_gpa = layout.rsdp;
+        }
+        let guest = Guest::boot(&p, |vm| {
+            let target = Mapping::new(Backing::Anonymous, MAX_TARGETS * page)
+                .map_err(|e| format!("target mapping: {e}"))?;
+            vm.add_memory(map::TARGET_BASE, target)
+                .map_err(|e| format!("target memslot: {e}"))?;
+            for blob in tables.iter().flat_map(|t| t.blobs()) {
+                vm.write_guest(blob.gpa, &blob.bytes)
+                    .map_err(|e| format!("{}: {e}", blob.name))?;
+            }
+            Ok(())
+        })?;
+        let slot = |gpa| {
+            guest.vm.memory_at(gpa).map(|(m, _)| Memslot {
+                gpa,
+                hva: m.as_ptr() as u64,
+                size: m.len() as u64,
+            })
+        };
+        let slots: Vec<Memslot> = [map::RAM_BASE, map::TARGET_BASE]
+            .into_iter()
+            .filter_map(slot)
+            .collect();
+        let target = slots.get(1).ok_or("no target memslot")?;
+        let mut ranges = GuestRanges::new();
+        // SAFETY: the target slot's mapping was allocated above as guest RAM and lives in
+        // `guest.vm`, which this struct drops after `ranges`.
+        unsafe { ranges.add(target.hva as usize, target.size as usize) }
+            .map_err(|e| e.to_string())?;
+        let hvas = (0..MAX_TARGETS)
+            .map(|i| target.hva as usize + i * page)
+            .collect();
+        let offset = guest_offset(&guest.vcpu).map_err(|e| e.to_string())?;
+        let ghes = match firmware {
+            Firmware::Acpi => Some(*layout.source_for(Notify::Sea).ok_or("no SEA source")?),
+            Firmware::Dtb => None,
+        };
+        Ok(Self {
+            ranges,
+            guest,
+            hvas,
+            slots,
+            ghes,
+            offset,
+            timeline: Timeline::calibrate(),
+            next_step: 0,
+        })
+    }
+}
+
+/// Runs the path for one (delivery, firmware), VM after VM.
+pub struct Path {
+    delivery: Delivery,
+    firmware: Firmware,
+    vm: Option<PoisonVm>,
+    /// Every page poisoned, for unpoisoning at the end.
+    poisoned: Vec<PoisonedPage>,
+}
+
+impl Path {
+    pub fn new(delivery: Delivery, firmware: Firmware) -> Result<Self, String> {
+        sigbus::install().map_err(|e| e.to_string())?;
+        Ok(Self {
+            delivery,
+            firmware,
+            vm: None,
+            poisoned: Vec::new(),
+        })
+    }
+
+    /// The pages poisoned so far; the VMs holding them are gone.
+    pub fn finish(mut self) -> Vec<PoisonedPage> {
+        self.vm = None;
+        std::mem::take(&mut self.poisoned)
+    }
+
+    /// One poisoned page, from the guest's load to its vector.
+    pub fn iteration(&mut self) -> Result<Parts, String> {
+        if self.vm.as_ref().is_none_or(|v| v.next_step >= MAX_TARGETS) {
+            self.vm = None;
+            let vm = PoisonVm::boot(self.firmware)?;
+            if let Some(cap) = self.delivery.cap() {
+                if !vm.guest.vm.caps().has(cap) {
+                    return Err(format!("the host has no {cap:?}"));
+                }
+            }
+            self.vm = Some(vm);
+        }
+        let vm = self.vm.as_mut().ok_or("no VM")?;
+        let step = vm.next_step;
+        vm.next_step += 1;
+
+        let page = Poisoner::new(&vm.ranges)
+            .poison(vm.hvas[step], Method::MadviseHwpoison)
+            .map_err(|e| e.to_string())?;
+        self.poisoned.push(page);
+        // Since 6.11 the poisoning thread gets its own BUS_MCEERR_AR at injection time:
+        // that one is not the guest's.
+        let _ = sigbus::take_events();
+
+        let stop = vm.guest.run()?;
+        let back = monotonic_ns();
+        if stop != Stop::Interrupted {
+            return Err(format!("step {step}: expected the SIGBUS, got {stop:?}"));
+        }
+        let me = sigbus::gettid();
+        let ev = sigbus::take_events()
+            .into_iter()
+            .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == me)
+            .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
+        let gpa =
+            translate(&vm.slots, ev.si_addr, ev.si_addr_lsb).map_err(|e| e.to_string())?[0].gpa;
+        let translated = monotonic_ns();
+        if let Some(source) = &vm.ghes {
+            write_cper(&vm.guest, source, gpa)?;
+        }
+        let recorded = monotonic_ns();
+        let mut ioctls = Vec::new();
+        inject(&vm.guest.vcpu, self.delivery, &mut ioctls).map_err(|e| e.to_string())?;
+        let injected = monotonic_ns();
+
+        let stop = vm.guest.run()?;
+        let expected_stop = if step + 1 < MAX_TARGETS {
+            Stop::ReadyForFault {
+                step: step as u16 + 1,
+            }
+        } else {
+            Stop::SystemOff
+        };
+        if stop != expected_stop {
+            return Err(format!(
+                "step {step}: expected {expected_stop:?}, got {stop:?}"
+            ));
+        }
+        let report = vm.guest.report()?;
+        let record = report
+            .records
+            .get(step)
+            .filter(|_| report.exception_count as usize == step + 1)
+            .ok_or_else(|| format!("step {step}: {} exceptions", report.exception_count))?;
+        let (vector, esr) = self.delivery.expected();
+        if (record.vector_offset, record.esr as u32) != (vector, esr) {
+            return Err(format!(
+                "step {step}: the guest took vector {:#x} ESR {:#x}, expected {vector:#x} {esr:#x}",
+                record.vector_offset, record.esr
+            ));
+        }
+        let in_vector = vm
+            .timeline
+            .counter_to_ns(record.cntvct.wrapping_add(vm.offset));
+
+        let ns = |a: u64, b: u64| b as i64 - a as i64;
+        Ok(Parts {
+            signal: ns(ev.monotonic_ns, back),
+            hva_to_gpa: ns(back, translated),
+            cper: ns(translated, recorded),
+            inject: ns(recorded, injected),
+            reentry: (in_vector - i128::from(injected)) as i64,
+            ioctls,
+        })
+    }
+}
+
+/// The GHESv2 handshake and the record (RAS-FACTS.md §4): read-ack must be non-zero (the
+/// guest acknowledged the last one), the VMM sets it to 0 and writes the status block.
+fn write_cper(guest: &Guest, source: &GhesSource, gpa: u64) -> Result<(), String> {
+    let mut ack = [0u8; 8];
+    guest
+        .vm
+        .read_guest(source.read_ack, &mut ack)
+        .map_err(|e| e.to_string())?;
+    if u64::from_le_bytes(ack) == 0 {
+        return Err("the guest has not acknowledged the previous record".into());
+    }
+    let record = memory_error_record(gpa, Severity::Recoverable, Profile::Qemu).encode();
+    guest
+        .vm
+        .write_guest(source.read_ack, &0u64.to_le_bytes())
+        .and_then(|()| guest.vm.write_guest(source.status_block, &record))
+        .map_err(|e| e.to_string())
+}
+
+/// Times `f` as the ioctl `name`.
+fn timed<T>(
+    ioctls: &mut Vec<(&'static str, i64)>,
+    name: &'static str,
+    f: impl FnOnce() -> ras_harness::kvm::Result<T>,
+) -> ras_harness::kvm::Result<T> {
+    let start = monotonic_ns();
+    let result = f();
+    ioctls.push((name, (monotonic_ns() - start) as i64));
+    result
+}
+
+/// Delivers the error to a vCPU stopped at its faulting EL0 load (KVM_RUN returned
+/// EINTR: PC is the load, nothing is pending).
+fn inject(
+    vcpu: &Vcpu,
+    delivery: Delivery,
+    ioctls: &mut Vec<(&'static str, i64)>,
+) -> ras_harness::kvm::Result<()> {
+    match delivery {
+        Delivery::ExtDabt => timed(ioctls, "set_vcpu_events", || vcpu.inject_ext_dabt()),
+        Delivery::SerrorEsr => timed(ioctls, "set_vcpu_events", || {
+            vcpu.inject_serror(Some(SERROR_ISS_UEO))
+        }),
+        Delivery::Emulated => {
+            let pc = timed(ioctls, "get pc", || vcpu.get_core(CoreReg::Pc))?;
+            let pstate = timed(ioctls, "get pstate", || vcpu.get_core(CoreReg::Pstate))?;
+            let vbar = timed(ioctls, "get vbar_el1", || vcpu.get_reg(VBAR_EL1))?;
+            let esr = u64::from(ESR_DABT_LOW_SEA_FNV);
+            timed(ioctls, "set esr_el1", || vcpu.set_reg(ESR_EL1, esr))?;
+            timed(ioctls, "set far_el1", || vcpu.set_reg(FAR_EL1, 0))?;
+            timed(ioctls, "set spsr_el1", || vcpu.set_reg(spsr_el1(), pstate))?;
+            timed(ioctls, "set elr_el1", || vcpu.set_core(CoreReg::ElrEl1, pc))?;
+            timed(ioctls, "set pstate", || {
+                vcpu.set_core(CoreReg::Pstate, PSTATE_EL1H_DAIF)
+            })?;
+            timed(ioctls, "set pc", || {
+                vcpu.set_core(CoreReg::Pc, vbar + VECTOR_LOWER_SYNC)
+            })
+        }
+    }
+}
