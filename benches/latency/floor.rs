@@ -8,8 +8,10 @@
 //! - [`SignalTarget`]: a thread blocked in `pause()` or spinning; tgkill(SIGBUS) to it,
 //!   timed from just before the call to the first clock read of the same SIGBUS recorder
 //!   the vCPU path uses (ras_harness::fault::sigbus).
+//! - [`ThreadHop`]: a message to a thread blocked in `recv` and its answer: what a VMM
+//!   pays when the vCPU thread hands the decision to another thread and waits for it.
 
-use crate::clock::{monotonic_ns, Timeline};
+use crate::clock::{host_counter, Timeline};
 use crate::guest::{params, Guest};
 use ras_guest_abi::mailbox::{flags, Access};
 use ras_harness::fault::sigbus;
@@ -48,9 +50,11 @@ impl NullExit {
     /// One round trip.
     pub fn round_trip(&mut self) -> Result<RoundTrip, String> {
         self.guest.state.doorbells.clear();
-        let start = monotonic_ns();
+        let start = host_counter();
         let stop = self.guest.run()?;
-        let host_ns = monotonic_ns() - start;
+        let host_ns = self
+            .timeline
+            .ticks_to_ns(host_counter().wrapping_sub(start));
         if !matches!(stop, Stop::ReadyForFault { .. }) {
             return Err(format!("doorbell loop: expected a ring, got {stop:?}"));
         }
@@ -75,6 +79,7 @@ pub enum Waiting {
 
 /// A thread that receives SIGBUS and records it, nothing else.
 pub struct SignalTarget {
+    timeline: Timeline,
     tid: i32,
     waiting: Waiting,
     stop: Arc<AtomicBool>,
@@ -115,6 +120,7 @@ impl SignalTarget {
             .map_err(|e| e.to_string())?;
         let tid = rx.recv().map_err(|e| e.to_string())?;
         Ok(Self {
+            timeline: Timeline::calibrate(),
             tid,
             waiting,
             stop,
@@ -130,7 +136,7 @@ impl SignalTarget {
             self.wait_until_sleeping()?;
         }
         let _ = sigbus::take_events();
-        let sent = monotonic_ns();
+        let sent = self.timeline.counter_to_ns(host_counter());
         self.tgkill()?;
         loop {
             if let Some(e) = sigbus::take_events()
@@ -138,7 +144,7 @@ impl SignalTarget {
                 .find(|e| e.tid == self.tid)
             {
                 self.delivered.set(self.delivered.get() + 1);
-                return Ok(e.monotonic_ns.saturating_sub(sent));
+                return Ok((i128::from(e.monotonic_ns) - sent).max(0) as u64);
             }
             std::hint::spin_loop();
         }
@@ -184,6 +190,61 @@ impl Drop for SignalTarget {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let _ = thread.join();
+        }
+    }
+}
+
+/// A thread that answers every message: the hand-over between a vCPU thread and a VMM
+/// thread, both blocked in `recv` in turn.
+pub struct ThreadHop {
+    timeline: Timeline,
+    to: Option<mpsc::Sender<()>>,
+    from: mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ThreadHop {
+    pub fn start() -> Result<Self, String> {
+        let (to, rx) = mpsc::channel::<()>();
+        let (tx, from) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hop".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            timeline: Timeline::calibrate(),
+            to: Some(to),
+            from,
+            thread: Some(thread),
+        })
+    }
+
+    /// One message there and its answer back, in nanoseconds.
+    pub fn round_trip(&self) -> Result<u64, String> {
+        let start = host_counter();
+        self.to
+            .as_ref()
+            .ok_or("stopped")?
+            .send(())
+            .map_err(|_| "the hop thread is gone")?;
+        self.from.recv().map_err(|_| "the hop thread is gone")?;
+        Ok(self
+            .timeline
+            .ticks_to_ns(host_counter().wrapping_sub(start)))
+    }
+}
+
+impl Drop for ThreadHop {
+    fn drop(&mut self) {
+        drop(self.to.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -15,7 +15,8 @@ const KEEP: usize = 200_000;
 pub struct Results {
     /// The null MMIO exit round trips.
     pub null_exit: Vec<RoundTrip>,
-    /// Signal deliveries by how the thread waited ("blocked", "spinning").
+    /// Signal deliveries by how the thread waited ("blocked", "spinning"), and the
+    /// thread hop ("thread hop").
     pub signal: BTreeMap<&'static str, Vec<i64>>,
     /// The hwpoison path by bench id ("ext_dabt/acpi", ...).
     pub paths: BTreeMap<String, Vec<Parts>>,
@@ -78,7 +79,10 @@ impl Results {
             );
         }
         for (waiting, v) in &self.signal {
-            let name = format!("signal to a {waiting} thread");
+            let name = match *waiting {
+                "thread hop" => "thread hop (message and answer)".to_owned(),
+                w => format!("signal to a {w} thread"),
+            };
             row(&mut out, &name, median(v.iter().copied()), v.len());
         }
         if self.paths.is_empty() {

@@ -1,7 +1,7 @@
 //! The bench run on an arm64 KVM host: criterion set up from the command line, the floor
 //! group, the sigbus group, the summary, then every poisoned page given back.
 
-use crate::floor::{NullExit, SignalTarget, Waiting};
+use crate::floor::{NullExit, SignalTarget, ThreadHop, Waiting};
 use crate::results::{median, Results};
 use crate::sigbus::{Delivery, Firmware, Path};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode};
@@ -55,7 +55,8 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The floor group: null exit, signal to a blocked and to a spinning thread.
+/// The floor group: null exit, signal to a blocked and to a spinning thread, the hop to
+/// another thread and back.
 fn floor(c: &mut Criterion, results: &RefCell<Results>) -> Result<(), String> {
     let mut g = c.benchmark_group("floor");
     g.sample_size(20)
@@ -95,6 +96,20 @@ fn floor(c: &mut Criterion, results: &RefCell<Results>) -> Result<(), String> {
             })
         });
     }
+    let mut hop: Option<ThreadHop> = None;
+    g.bench_function("thread_hop", |b| {
+        b.iter_custom(|iters| {
+            let h = hop.get_or_insert_with(|| ThreadHop::start().unwrap_or_else(|e| panic!("{e}")));
+            let mut total = 0;
+            for _ in 0..iters {
+                let ns = h.round_trip().unwrap_or_else(|e| panic!("{e}"));
+                total += ns;
+                results.borrow_mut().push_signal("thread hop", ns as i64);
+            }
+            Duration::from_nanos(total)
+        })
+    });
+    drop(hop);
     g.finish();
     if results.borrow().null_exit.is_empty() {
         let mut ne = NullExit::boot()?;

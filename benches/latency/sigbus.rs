@@ -16,7 +16,7 @@
 //! The guest's counter becomes host time through [`crate::clock`]. The guest's record is
 //! checked (vector, ESR) so that a number is never taken from a path that did not work.
 
-use crate::clock::{guest_offset, monotonic_ns, Timeline};
+use crate::clock::{guest_offset, host_counter, Timeline};
 use crate::guest::{params, Guest};
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
 use ras_guest_abi::map;
@@ -227,6 +227,9 @@ pub struct Path {
     vm: Option<PoisonVm>,
     /// Every page poisoned, for unpoisoning at the end.
     poisoned: Vec<PoisonedPage>,
+    /// This (the vCPU) thread's id, to pick its SIGBUS: known before the fault, so the
+    /// path makes no gettid call.
+    tid: i32,
 }
 
 impl Path {
@@ -237,6 +240,7 @@ impl Path {
             firmware,
             vm: None,
             poisoned: Vec::new(),
+            tid: sigbus::gettid(),
         })
     }
 
@@ -271,25 +275,24 @@ impl Path {
         let _ = sigbus::take_events();
 
         let stop = vm.guest.run()?;
-        let back = monotonic_ns();
+        let back = host_counter();
         if stop != Stop::Interrupted {
             return Err(format!("step {step}: expected the SIGBUS, got {stop:?}"));
         }
-        let me = sigbus::gettid();
         let ev = sigbus::take_events()
             .into_iter()
-            .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == me)
+            .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
         let gpa =
             translate(&vm.slots, ev.si_addr, ev.si_addr_lsb).map_err(|e| e.to_string())?[0].gpa;
-        let translated = monotonic_ns();
+        let translated = host_counter();
         if let Some(source) = &vm.ghes {
             write_cper(&vm.guest, source, gpa)?;
         }
-        let recorded = monotonic_ns();
+        let recorded = host_counter();
         let mut ioctls = Vec::new();
         inject(&vm.guest.vcpu, self.delivery, &mut ioctls).map_err(|e| e.to_string())?;
-        let injected = monotonic_ns();
+        let injected = host_counter();
 
         let stop = vm.guest.run()?;
         let expected_stop = if step + 1 < MAX_TARGETS {
@@ -317,18 +320,20 @@ impl Path {
                 record.vector_offset, record.esr
             ));
         }
-        let in_vector = vm
-            .timeline
-            .counter_to_ns(record.cntvct.wrapping_add(vm.offset));
+        let in_vector = record.cntvct.wrapping_add(vm.offset);
 
-        let ns = |a: u64, b: u64| b as i64 - a as i64;
+        let t = &vm.timeline;
+        let ticks = |a: u64, b: u64| t.ticks_to_ns(b.wrapping_sub(a)) as i64;
         Ok(Parts {
-            signal: ns(ev.monotonic_ns, back),
-            hva_to_gpa: ns(back, translated),
-            cper: ns(translated, recorded),
-            inject: ns(recorded, injected),
-            reentry: (in_vector - i128::from(injected)) as i64,
-            ioctls,
+            signal: (t.counter_to_ns(back) - i128::from(ev.monotonic_ns)) as i64,
+            hva_to_gpa: ticks(back, translated),
+            cper: ticks(translated, recorded),
+            inject: ticks(recorded, injected),
+            reentry: (t.counter_to_ns(in_vector) - t.counter_to_ns(injected)) as i64,
+            ioctls: ioctls
+                .into_iter()
+                .map(|(name, n)| (name, t.ticks_to_ns(n) as i64))
+                .collect(),
         })
     }
 }
@@ -352,15 +357,16 @@ fn write_cper(guest: &Guest, source: &GhesSource, gpa: u64) -> Result<(), String
         .map_err(|e| e.to_string())
 }
 
-/// Times `f` as the ioctl `name`.
+/// Times `f` as the ioctl `name`, in counter ticks (a counter read costs far less than
+/// clock_gettime, which the emulated host serves by system call).
 fn timed<T>(
-    ioctls: &mut Vec<(&'static str, i64)>,
+    ioctls: &mut Vec<(&'static str, u64)>,
     name: &'static str,
     f: impl FnOnce() -> ras_harness::kvm::Result<T>,
 ) -> ras_harness::kvm::Result<T> {
-    let start = monotonic_ns();
+    let start = host_counter();
     let result = f();
-    ioctls.push((name, (monotonic_ns() - start) as i64));
+    ioctls.push((name, host_counter().wrapping_sub(start)));
     result
 }
 
@@ -369,7 +375,7 @@ fn timed<T>(
 fn inject(
     vcpu: &Vcpu,
     delivery: Delivery,
-    ioctls: &mut Vec<(&'static str, i64)>,
+    ioctls: &mut Vec<(&'static str, u64)>,
 ) -> ras_harness::kvm::Result<()> {
     match delivery {
         Delivery::ExtDabt => timed(ioctls, "set_vcpu_events", || vcpu.inject_ext_dabt()),
