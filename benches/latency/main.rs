@@ -47,7 +47,6 @@ fn relaunch() -> ExitCode {
         // Read by emuhost's RunOptions::from_env below, which forwards RAS_* variables.
         std::env::set_var(OUTPUT_VAR, dir);
     }
-    cross_c_compiler();
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
         package: env!("CARGO_PKG_NAME").into(),
@@ -62,39 +61,6 @@ fn relaunch() -> ExitCode {
         Err(e) => {
             eprintln!("latency: cannot run in the emulated arm64 KVM host: {e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// criterion 0.8 depends on the `alloca` crate, whose build script compiles C (cc-rs) for
-/// the target: the aarch64 build needs a C cross compiler, which cc-rs looks for as
-/// `aarch64-linux-musl-gcc`. Unless the user chose one (CC_/AR_ for the target), use the
-/// first of these found on PATH (Debian's gcc-aarch64-linux-gnu is the second), compiling
-/// freestanding: alloca.c needs only stddef.h and stdint.h, which the compiler itself has
-/// then, and no libc headers.
-fn cross_c_compiler() {
-    const CC_VAR: &str = "CC_aarch64_unknown_linux_musl";
-    const AR_VAR: &str = "AR_aarch64_unknown_linux_musl";
-    const CFLAGS_VAR: &str = "CFLAGS_aarch64_unknown_linux_musl";
-    const CANDIDATES: [(&str, &str); 2] = [
-        ("aarch64-linux-musl-gcc", "aarch64-linux-musl-ar"),
-        ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-ar"),
-    ];
-    if std::env::var_os(CC_VAR).is_some() {
-        return;
-    }
-    let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-    };
-    if let Some((cc, ar)) = CANDIDATES.into_iter().find(|(cc, _)| on_path(cc)) {
-        // Read by the nested cargo that emuhost runs, which inherits this environment.
-        std::env::set_var(CC_VAR, cc);
-        if std::env::var_os(CFLAGS_VAR).is_none() {
-            std::env::set_var(CFLAGS_VAR, "-ffreestanding");
-        }
-        if std::env::var_os(AR_VAR).is_none() && on_path(ar) {
-            std::env::set_var(AR_VAR, ar);
         }
     }
 }
