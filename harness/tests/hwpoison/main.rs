@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         let args = libtest_mimic::Arguments::from_args();
         let mut trials = environment::trials();
         trials.extend(payload::trials());
+        trials.extend(scenarios::trials());
         return libtest_mimic::run(&args, trials).exit_code();
     }
     relaunch()
@@ -45,3 +46,5 @@ fn relaunch() -> ExitCode {
 mod environment;
 #[cfg(target_arch = "aarch64")]
 mod payload;
+#[cfg(target_arch = "aarch64")]
+mod scenarios;
