@@ -200,7 +200,8 @@ impl Machine {
         })
     }
 
-    /// Poisons the page of fault `index`; returns the host signals it brought.
+    /// Poisons the host page holding fault `index`'s target page, through the guarded
+    /// poisoner (it refuses any address outside the registered target slot).
     fn poison(&mut self, s: &Scenario, index: usize) -> Result<(), ExecError> {
         let f = &s.faults[index];
         let method = match f.method {
@@ -256,8 +257,8 @@ impl Machine {
             let result = ctl.drive(self, s, &msg_rx, &commands, deadline);
             // Dropping the senders lets every waiting vCPU thread end.
             drop(commands);
-            // Drain so that no vCPU thread blocks on a full channel (it is unbounded, but
-            // the Exited messages tell us they are gone).
+            // Wait for every vCPU thread to end: the iterator stops when the last one drops
+            // its sender.
             for _ in msg_rx.iter() {}
             result
         })?;
@@ -395,7 +396,7 @@ fn vcpu_thread(
         vcpu: id,
         tid: sigbus::gettid(),
     });
-    let how = vcpu_loop(id, &mut vcpu, timeout, tx, rx).unwrap_or_else(|e| Ended::Error(e));
+    let how = vcpu_loop(id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
     let _ = tx.send(Msg::Exited { vcpu: id, how });
 }
 

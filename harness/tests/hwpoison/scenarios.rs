@@ -142,6 +142,7 @@ fn run(path: &Path) -> Result<Completion, Failed> {
         return Err("a pass without an outcome".into());
     };
     check_poisoner_signals(&s, &mut outcome)?;
+    check_esr_widths(&mut outcome)?;
     outcome.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
     });
@@ -158,6 +159,27 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     // insta panics on a mismatch; libtest-mimic turns that into a failed trial.
     settings.bind(|| insta::assert_snapshot!(name, text));
     Ok(Completion::Completed)
+}
+
+/// Linux 6.1 sign-extends the ESR it injects for `ext_dabt_pending` (seen 0xffffffff96000010,
+/// RAS-FACTS.md §2); ESR_EL1 bits \[63:32\] are RES0 otherwise. The snapshot keeps bits
+/// \[31:0\], as the judge compares them, after checking the upper half is 0 or that
+/// extension.
+fn check_esr_widths(o: &mut Outcome) -> Result<(), Failed> {
+    for g in &mut o.guest {
+        if let Some(esr) = g.esr.as_mut() {
+            let sign_extended = esr.0 >> 32 == 0xffff_ffff && esr.0 & (1 << 31) != 0;
+            if esr.0 >> 32 != 0 && !sign_extended {
+                return Err(format!(
+                    "vcpu{} ESR_EL1 {esr}: bits [63:32] are neither 0 nor a sign extension",
+                    g.vcpu
+                )
+                .into());
+            }
+            esr.0 &= 0xffff_ffff;
+        }
+    }
+    Ok(())
 }
 
 /// Since about 6.11 the thread that calls madvise(MADV_HWPOISON) gets BUS_MCEERR_AR for its
