@@ -58,6 +58,8 @@ pub enum FatalReason {
     SystemOffReturned = 4,
     /// The payload panicked (a bug in the payload).
     Panic = 5,
+    /// PSCI CPU_OFF returned (a vCPU other than vCPU 0 could not power down).
+    CpuOffReturned = 6,
 }
 
 impl FatalReason {
@@ -69,6 +71,7 @@ impl FatalReason {
             3 => Self::NestedException,
             4 => Self::SystemOffReturned,
             5 => Self::Panic,
+            6 => Self::CpuOffReturned,
             _ => return None,
         })
     }

@@ -21,8 +21,17 @@
 //!    poison or inject now), performs the access, records any exception
 //!    ([`doorbell::Event::ExceptionRecorded`]), optionally walks the ACPI tables, and
 //!    rings [`doorbell::Event::StepDone`]. A faulting access is never re-executed.
-//! 4. Optionally the masked SError wait, then [`doorbell::Event::Done`] and PSCI
-//!    SYSTEM_OFF. Anything unexpected ends in [`doorbell::Event::Fatal`] and SYSTEM_OFF.
+//! 4. Optionally the masked SError wait, then [`doorbell::Event::Done`], then
+//!    `Report::state` = Done. Anything unexpected ends in [`doorbell::Event::Fatal`] and
+//!    PSCI SYSTEM_OFF.
+//! 5. How a vCPU ends. A SYSTEM_OFF from any vCPU stops the whole VM: KVM marks every vCPU
+//!    stopped and the others sleep inside `KVM_RUN` (arch/arm64/kvm/psci.c,
+//!    kvm_prepare_system_event). So only vCPU 0 (the one with mailbox
+//!    [`map::mailbox_base`]`(0)`) powers the VM off, and only once every other mailbox
+//!    holding valid-magic params reports Done or Fatal; the other vCPUs end with PSCI
+//!    CPU_OFF, which never exits to the VMM: their threads stay in `KVM_RUN` until the VMM
+//!    signals them (as the watchdog does). The VMM writes params only for vCPUs it runs,
+//!    or vCPU 0 waits for ever.
 //!
 //! The guest observes and reports; the host judges.
 

@@ -25,7 +25,10 @@ pub enum Access {
     Load = 1,
     /// `str x, [target]`.
     Store = 2,
-    /// Branch to the target (which the guest first fills with a return sequence).
+    /// Branch to the target, which the guest first fills with one instruction: `ret` at
+    /// EL1, `svc #0` at EL0 (that write is an MMIO exit when the target is unbacked; the
+    /// VMM just resumes). KVM answers a fetch from an unbacked target itself with an
+    /// external instruction abort (arch/arm64/kvm/mmu.c), never an exit.
     Ifetch = 3,
 }
 
@@ -54,6 +57,9 @@ pub mod flags {
     pub const WALK_ACPI: u32 = 1 << 2;
     /// After copying a record, clear block status and write the read-ack register.
     pub const ACK: u32 = 1 << 3;
+    /// After `Ready` (and the DTB check), spin for ever without another exit: a hung guest,
+    /// to prove the VMM's watchdog.
+    pub const HANG: u32 = 1 << 4;
 }
 
 /// VMM -> guest, at mailbox offset [`crate::map::mailbox_offset::PARAMS`].

@@ -1,8 +1,9 @@
 //! This vCPU's mailbox: the VMM's params, the report, and the guest's private scratch.
 
 use core::mem::offset_of;
-use ras_guest_abi::map::mailbox_offset;
-use ras_guest_abi::{Params, Report};
+use ras_guest_abi::mailbox::State;
+use ras_guest_abi::map::{mailbox_base, mailbox_offset, MAILBOX_BASE, MAX_VCPUS};
+use ras_guest_abi::{Params, Report, PARAMS_MAGIC};
 
 /// Guest-private state for exception recovery, at `mailbox_offset::SCRATCH`.
 #[repr(C)]
@@ -51,6 +52,39 @@ impl Mailbox {
         let addr = self.base + mailbox_offset::PARAMS + offset_of!(Params, el) as u64;
         // SAFETY: the VMM placed a Params there; the field is 4-byte aligned.
         unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+
+    /// Whether this is vCPU 0's mailbox: the vCPU that powers the VM off.
+    pub const fn is_first(self) -> bool {
+        self.base == MAILBOX_BASE
+    }
+
+    /// Spins until every other mailbox that holds valid-magic params reports Done or
+    /// Fatal (each of those vCPUs writes its state after its last doorbell, so nothing it
+    /// says is lost when vCPU 0 then powers the VM off).
+    pub fn wait_for_other_vcpus(self) {
+        for other in (0..MAX_VCPUS).filter_map(mailbox_base) {
+            if other == self.base {
+                continue;
+            }
+            // SAFETY: every mailbox lies in the identity-mapped RAM slot; the VMM wrote the
+            // params before starting any vCPU and zeroed the rest of RAM; aligned loads.
+            let magic =
+                unsafe { core::ptr::read_volatile((other + mailbox_offset::PARAMS) as *const u64) };
+            if magic != PARAMS_MAGIC {
+                continue;
+            }
+            let state =
+                (other + mailbox_offset::REPORT + offset_of!(Report, state) as u64) as *const u32;
+            loop {
+                // SAFETY: as above; the other vCPU writes this u32 with one aligned store.
+                let s = State::from_code(unsafe { core::ptr::read_volatile(state) });
+                if matches!(s, Some(State::Done | State::Fatal)) {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+        }
     }
 
     /// A copy of the params (MMU on).

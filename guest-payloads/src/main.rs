@@ -4,7 +4,8 @@
 //! Flow: [`entry`] (assembly) sets up the stack, FP/SIMD and VBAR_EL1 and calls
 //! [`payload_main`], which turns the MMU on ([`paging`]), runs one guarded step per target
 //! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]) and the DTB check,
-//! and ends with PSCI SYSTEM_OFF. Exceptions go to [`exceptions`], which records them in
+//! and ends with PSCI SYSTEM_OFF (vCPU 0, once the others are done) or CPU_OFF (the
+//! others). Exceptions go to [`exceptions`], which records them in
 //! the report and resumes after the step, never re-executing the faulting access.
 
 #![no_std]
@@ -58,6 +59,11 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
     if params.dtb_gpa != 0 {
         acpi::check_dtb(params.dtb_gpa, &mut mb.report().dtb);
     }
+    if params.flags & flags::HANG != 0 {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
 
     let steps = (params.target_count as usize).min(params.targets.len());
     for (i, &target) in params.targets[..steps].iter().enumerate() {
@@ -91,13 +97,19 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
 
     let report = mb.report();
     report.step = report.steps_done;
-    report.state = State::Done as u32;
     ring(Doorbell::new(
         Event::Done,
         report.steps_done as u16,
         report.exception_count,
     ));
-    platform::system_off(mb)
+    // After the doorbell: vCPU 0 waits for this state, so the doorbell is never lost.
+    mb.report().state = State::Done as u32;
+    if mb.is_first() {
+        mb.wait_for_other_vcpus();
+        platform::system_off(mb)
+    } else {
+        platform::cpu_off(mb)
+    }
 }
 
 #[panic_handler]

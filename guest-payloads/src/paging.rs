@@ -165,7 +165,11 @@ pub fn enable_identity_map(mb: Mailbox, el: u32) {
         )
     };
     write_sysreg!("sctlr_el1", SCTLR);
-    // SAFETY: makes the MMU enable take effect for the next instruction (identity map, so
-    // the PC stays valid).
-    unsafe { asm!("isb", options(nomem, nostack)) };
+    // SAFETY: the identity map keeps the PC valid across the switch.
+    unsafe {
+        asm!(
+            "isb", // the MMU enable takes effect for the next instruction
+            options(nomem, nostack),
+        )
+    };
 }

@@ -6,8 +6,10 @@ use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::State;
 use ras_guest_abi::map::DOORBELL;
 
-/// PSCI SYSTEM_OFF function id (Arm DEN0022, PSCI 0.2+, table "Function IDs": 0x8400_0008).
+/// PSCI function ids (Arm DEN0022, PSCI 0.2+, table "Function IDs"): SYSTEM_OFF and
+/// CPU_OFF, both SMC32 calls.
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
+const PSCI_CPU_OFF: u64 = 0x8400_0002;
 
 /// Rings the doorbell: one 8-byte `str` to device memory, which KVM cannot satisfy from a
 /// memslot and so reports as one KVM_EXIT_MMIO carrying `d.encode()`.
@@ -41,12 +43,24 @@ pub fn system_off(mb: Mailbox) -> ! {
 
 /// Issues SYSTEM_OFF without touching memory (usable from a nested exception).
 pub fn psci_system_off() {
-    // SAFETY: an HVC to the PSCI implementation in KVM; SYSTEM_OFF does not return on
-    // success and clobbers at most x0-x3 (SMCCC) otherwise.
+    psci_call(PSCI_SYSTEM_OFF);
+}
+
+/// PSCI CPU_OFF for a vCPU other than vCPU 0 (see `ras_guest_abi`, "How a vCPU ends"):
+/// this vCPU stops, the VM runs on. If it returns, the call was refused: fatal.
+pub fn cpu_off(mb: Mailbox) -> ! {
+    psci_call(PSCI_CPU_OFF);
+    fatal(mb, 0, FatalReason::CpuOffReturned)
+}
+
+/// One argument-less PSCI call over HVC.
+fn psci_call(function: u64) {
+    // SAFETY: an HVC to the PSCI implementation in KVM; SYSTEM_OFF and CPU_OFF do not
+    // return on success and clobber at most x0-x3 (SMCCC) otherwise.
     unsafe {
         asm!(
             "hvc #0", // SMC Calling Convention call to the hypervisor
-            inout("x0") PSCI_SYSTEM_OFF => _,
+            inout("x0") function => _,
             out("x1") _, out("x2") _, out("x3") _,
             options(nostack),
         )
@@ -57,7 +71,12 @@ pub fn psci_system_off() {
 pub fn park() -> ! {
     loop {
         // SAFETY: wfi only waits.
-        unsafe { asm!("wfi", options(nomem, nostack)) };
+        unsafe {
+            asm!(
+                "wfi", // wait for an interrupt that never comes
+                options(nomem, nostack),
+            )
+        };
     }
 }
 

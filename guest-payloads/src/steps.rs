@@ -66,9 +66,8 @@ extern "C" fn access_step(arg: u64) {
         place_instruction(a.target, insn);
     }
     ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
-    // SAFETY: unmasking SError (PSTATE.A) lets an SError the VMM made pending be taken at
-    // the access; the handler records it. Exception entry masks it again.
-    unsafe { asm!("msr daifclr, #4", "isb", options(nomem, nostack)) };
+    // An SError the VMM made pending is taken here; the handler records it.
+    sysreg::unmask_serror();
     let target = a.target;
     match (a.el, a.access) {
         (_, Access::None) => {}
@@ -78,23 +77,41 @@ extern "C" fn access_step(arg: u64) {
         (_, Access::Load) => {
             // SAFETY: an 8-byte load from the identity-mapped target; any abort it raises
             // is taken by the handler, which abandons this step.
-            unsafe { asm!("ldr {t}, [{a}]", a = in(reg) target, t = out(reg) _, options(nostack)) };
+            unsafe {
+                asm!(
+                    "ldr {t}, [{a}]", // the access: an 8-byte load from the target
+                    a = in(reg) target,
+                    t = out(reg) _,
+                    options(nostack),
+                )
+            };
         }
         (_, Access::Store) => {
             // SAFETY: an 8-byte store to the target slot, which holds no code or data of
             // this program.
             unsafe {
-                asm!("str {v}, [{a}]", a = in(reg) target, v = in(reg) 0x5a5au64, options(nostack))
+                asm!(
+                    "str {v}, [{a}]", // the access: an 8-byte store to the target
+                    a = in(reg) target,
+                    v = in(reg) 0x5a5au64,
+                    options(nostack),
+                )
             };
         }
         (_, Access::Ifetch) => {
             // SAFETY: place_instruction wrote `ret` at the target and synchronised the
             // caches; the call returns at once or aborts into the handler.
-            unsafe { asm!("blr {a}", a = in(reg) target, clobber_abi("C"), options(nostack)) };
+            unsafe {
+                asm!(
+                    "blr {a}", // the access: fetch and run the target's `ret`
+                    a = in(reg) target,
+                    clobber_abi("C"),
+                    options(nostack),
+                )
+            };
         }
     }
-    // SAFETY: re-masks SError outside the access.
-    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+    sysreg::mask_serror();
 }
 
 /// Writes one instruction at `addr` and makes it visible to instruction fetch
@@ -147,8 +164,7 @@ pub fn run_serror_wait(mb: Mailbox, step: u16, esb: bool) -> bool {
 extern "C" fn serror_step(arg: u64) {
     // SAFETY: run_serror_wait passes a pointer to its live SerrorArgs.
     let a = unsafe { &*(arg as *const SerrorArgs) };
-    // SAFETY: masks SError; nothing else changes.
-    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+    sysreg::mask_serror();
     ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
     let isr = read_sysreg!("isr_el1");
     let has_ras = a.mb.scratch().has_ras != 0;
@@ -156,14 +172,12 @@ extern "C" fn serror_step(arg: u64) {
     serror.ran = 1;
     serror.isr_masked = isr;
     if a.esb && has_ras {
-        // SAFETY: ESB (hint #16, FEAT_RAS) defers a pending SError into DISR_EL1 while
-        // PSTATE.A is masked; it touches no memory.
-        unsafe { asm!("hint #16", "isb", options(nomem, nostack)) };
+        sysreg::esb();
         serror.disr = sysreg::read_disr(true);
         serror.esb_executed = 1;
     }
-    // SAFETY: unmasking takes a pending SError here, into the handler, which ends the step.
-    unsafe { asm!("msr daifclr, #4", "isb", "isb", options(nomem, nostack)) };
-    // SAFETY: nothing was pending; mask again.
-    unsafe { asm!("msr daifset, #4", "isb", options(nomem, nostack)) };
+    // A pending SError is taken here, into the handler, which ends the step.
+    sysreg::unmask_serror();
+    // Nothing was pending: mask again.
+    sysreg::mask_serror();
 }

@@ -8,7 +8,11 @@ macro_rules! read_sysreg {
         // SAFETY: reading a system register has no side effect on memory; the registers
         // read here are all accessible at EL1.
         unsafe {
-            core::arch::asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack))
+            core::arch::asm!(
+                concat!("mrs {}, ", $name), // one system register read
+                out(reg) value,
+                options(nomem, nostack),
+            )
         };
         value
     }};
@@ -21,7 +25,13 @@ macro_rules! write_sysreg {
         let value: u64 = $value;
         // SAFETY: the caller writes registers that configure this EL1 program only
         // (translation, vectors, traps); each call site says why its value is right.
-        unsafe { core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) value, options(nostack)) };
+        unsafe {
+            core::arch::asm!(
+                concat!("msr ", $name, ", {}"), // one system register write
+                in(reg) value,
+                options(nostack),
+            )
+        };
     }};
 }
 
@@ -39,4 +49,43 @@ pub fn read_disr(has_ras: bool) -> u64 {
     } else {
         0
     }
+}
+
+/// Masks SError: sets PSTATE.A, in effect from the next instruction.
+pub fn mask_serror() {
+    // SAFETY: changes PSTATE.A only.
+    unsafe {
+        core::arch::asm!(
+            "msr daifset, #4", // DAIFSet bit 2 = A: mask SError
+            "isb",             // in effect before the next instruction
+            options(nomem, nostack),
+        )
+    };
+}
+
+/// Unmasks SError: a pending one is taken right here, into the vector table.
+pub fn unmask_serror() {
+    // SAFETY: changes PSTATE.A only; an SError taken here goes to the handler, which
+    // records it and resumes the guarded step's caller (never this code).
+    unsafe {
+        core::arch::asm!(
+            "msr daifclr, #4", // DAIFClr bit 2 = A: unmask SError
+            "isb",             // a pending SError is taken at this synchronisation
+            options(nomem, nostack),
+        )
+    };
+}
+
+/// ESB (FEAT_RAS): with PSTATE.A masked, a pending SError is deferred into DISR_EL1 instead
+/// of being taken (Arm ARM D1.16 "Error synchronization barrier").
+pub fn esb() {
+    // SAFETY: a barrier; touches no memory. Only called when has_feat_ras() (elsewhere the
+    // hint space encoding is a NOP anyway).
+    unsafe {
+        core::arch::asm!(
+            "hint #16", // ESB, in the hint space so any assembler accepts it
+            "isb",      // the DISR_EL1 read that follows sees the deferral
+            options(nomem, nostack),
+        )
+    };
 }

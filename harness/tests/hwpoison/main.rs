@@ -13,8 +13,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     #[cfg(target_arch = "aarch64")]
     if emuhost::kvm_available() || emuhost::in_emulated_host() {
-        let args = libtest_mimic::Arguments::from_args();
+        let mut args = libtest_mimic::Arguments::from_args();
+        // The trials share the process's SIGBUS disposition: run them one at a time.
+        args.test_threads = Some(1);
         let mut trials = environment::trials();
+        trials.extend(fault::trials());
         trials.extend(payload::trials());
         trials.extend(scenarios::trials());
         return libtest_mimic::run(&args, trials).exit_code();
@@ -44,6 +47,8 @@ fn relaunch() -> ExitCode {
 
 #[cfg(target_arch = "aarch64")]
 mod environment;
+#[cfg(target_arch = "aarch64")]
+mod fault;
 #[cfg(target_arch = "aarch64")]
 mod payload;
 #[cfg(target_arch = "aarch64")]
