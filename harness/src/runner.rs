@@ -169,10 +169,16 @@ pub fn interpret(s: &Scenario, end: &ChildEnd) -> (Verdict, Option<Outcome>) {
         let cut = (cut..=e.len())
             .find(|&i| e.is_char_boundary(i))
             .unwrap_or(e.len());
-        if e.is_empty() {
-            String::from("(no stderr)")
-        } else {
-            format!("stderr: {}", &e[cut..])
+        // A panic's message is at the top, a backtrace may follow: keep both ends.
+        let panic = e
+            .lines()
+            .position(|l| l.contains("panicked at"))
+            .filter(|_| cut > 0)
+            .map(|at| e.lines().skip(at).take(2).collect::<Vec<_>>().join(" "));
+        match panic {
+            _ if e.is_empty() => String::from("(no stderr)"),
+            Some(p) => format!("stderr: {p} ... {}", &e[cut..]),
+            None => format!("stderr: {}", &e[cut..]),
         }
     };
     if let Some(t) = end.timed_out {
@@ -260,6 +266,17 @@ mod tests {
         assert!(o.is_none());
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("no result line") && r.contains("the last words")),
+            "{v:?}"
+        );
+        let mut panicked = end("");
+        panicked.code = Some(101);
+        panicked.stderr = format!(
+            "thread 'main' panicked at src/x.rs:1:1:\nattempt to subtract with overflow\n{}",
+            "  frame\n".repeat(1000)
+        );
+        let (v, _) = interpret(&scenario(), &panicked);
+        assert!(
+            matches!(&v, Verdict::Error(r) if r.contains("panicked at src/x.rs:1:1: attempt to subtract")),
             "{v:?}"
         );
         let mut killed = end("");

@@ -15,10 +15,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{
-    kvm_mp_state, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_STOPPED, KVM_REG_ARM64, KVM_REG_ARM_CORE,
-    KVM_REG_SIZE_U64,
-};
+use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
 use ras_guest_abi::mailbox::acpi_found;
 use ras_guest_abi::map::{self, mailbox_offset, RAM_BASE, TARGET_BASE};
 use ras_guest_abi::Report;
@@ -329,20 +326,15 @@ enum Msg {
     Started {
         vcpu: u8,
         tid: i32,
+        /// Its pthread_t, as an integer (a pointer on musl, which is not Send).
+        thread: usize,
     },
     /// Stopped and waiting for a [`Command`].
-    Stopped {
-        vcpu: u8,
-        why: Why,
-        cpu: CpuState,
-    },
+    Stopped { vcpu: u8, why: Why, cpu: CpuState },
     /// An injection was done; waiting for a [`Command`].
     Injected(Injection),
     /// The thread ends.
-    Exited {
-        vcpu: u8,
-        how: Ended,
-    },
+    Exited { vcpu: u8, how: Ended },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,6 +387,8 @@ fn vcpu_thread(
     let _ = tx.send(Msg::Started {
         vcpu: id,
         tid: sigbus::gettid(),
+        // SAFETY: pthread_self has no preconditions.
+        thread: unsafe { libc::pthread_self() } as usize,
     });
     let how = vcpu_loop(id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
     let _ = tx.send(Msg::Exited { vcpu: id, how });
@@ -427,10 +421,7 @@ fn vcpu_loop(
             .map_err(|_| "the VMM thread is gone".to_owned())?;
         loop {
             match rx.recv() {
-                Ok(Command::Resume) => {
-                    wake_if_stopped(vcpu).map_err(|e| e.to_string())?;
-                    break;
-                }
+                Ok(Command::Resume) => break,
                 Ok(Command::Halt) | Err(_) => return Ok(Ended::Halted),
                 Ok(Command::Inject(what)) => {
                     let done = inject(id, vcpu, what, cpu).map_err(|e| e.to_string())?;
@@ -443,24 +434,6 @@ fn vcpu_loop(
             return Ok(Ended::Timeout);
         }
     }
-}
-
-/// A PSCI SYSTEM_OFF from one vCPU stops them all (arch/arm64/kvm/psci.c,
-/// kvm_prepare_system_event: every vCPU's mp_state becomes STOPPED and sleeps at its next
-/// KVM_RUN). The payload's vCPUs end independently, so the VMM takes SYSTEM_OFF as the end of
-/// the calling vCPU only, and wakes a vCPU it was holding when another one powered off.
-fn wake_if_stopped(vcpu: &Vcpu) -> kvm::Result<()> {
-    let fd = vcpu.fd();
-    let state = fd
-        .get_mp_state()
-        .map_err(|e| kvm::Error::Invalid(format!("KVM_GET_MP_STATE: {e}")))?;
-    if state.mp_state == KVM_MP_STATE_STOPPED {
-        fd.set_mp_state(kvm_mp_state {
-            mp_state: KVM_MP_STATE_RUNNABLE,
-        })
-        .map_err(|e| kvm::Error::Invalid(format!("KVM_SET_MP_STATE: {e}")))?;
-    }
-    Ok(())
 }
 
 fn inject(id: u8, vcpu: &Vcpu, what: Inject, cpu: CpuState) -> Result<Injection, String> {
@@ -525,8 +498,6 @@ enum Until {
     Notified(usize),
     /// Fault n has been notified and the guest acknowledged its record.
     Acked(usize),
-    /// vCPU n's thread has ended.
-    Exited(u8),
 }
 
 /// What a held vCPU does once released.
@@ -552,6 +523,10 @@ struct Controller {
     tids: HashMap<i32, String>,
     vcpu_tid: HashMap<u8, i32>,
     held: Vec<(u8, Until, Then)>,
+    /// pthread_t of each vCPU thread, to interrupt its KVM_RUN.
+    threads: HashMap<u8, usize>,
+    /// A vCPU called PSCI SYSTEM_OFF: the VM is off.
+    vm_off: bool,
     /// The GHESv2 source notified by SEA (ACPI).
     ghes: Option<crate::formats::acpi::GhesSource>,
     timed_out: bool,
@@ -573,6 +548,8 @@ impl Controller {
             tids: HashMap::new(),
             vcpu_tid: HashMap::new(),
             held: Vec::new(),
+            threads: HashMap::new(),
+            vm_off: false,
             ghes: plan.ghes,
             timed_out: false,
             current: HashMap::new(),
@@ -643,14 +620,16 @@ impl Controller {
             };
             match msg {
                 None => {}
-                Some(Msg::Started { vcpu, tid }) => {
+                Some(Msg::Started { vcpu, tid, thread }) => {
                     self.tids.insert(tid, format!("vcpu{vcpu}"));
                     self.vcpu_tid.insert(vcpu, tid);
+                    self.threads.insert(vcpu, thread);
                 }
                 Some(Msg::Exited { vcpu, how }) => {
                     if let Ended::Error(e) = &how {
                         return Err(ExecError::Failed(e.clone()));
                     }
+                    self.vm_off |= how == Ended::SystemOff;
                     self.exited.insert(vcpu, how);
                 }
                 Some(Msg::Injected(inj)) => {
@@ -663,7 +642,7 @@ impl Controller {
                     }
                 }
                 Some(Msg::Stopped { vcpu, why, cpu }) => {
-                    if self.stopped.is_some() {
+                    if self.stopped.is_some() || self.vm_off {
                         send(vcpu, Command::Halt);
                         continue;
                     }
@@ -700,6 +679,9 @@ impl Controller {
                 }
             }
             self.release(m, s, &send)?;
+            if self.vm_off {
+                self.kick_the_rest();
+            }
             if Instant::now() > deadline {
                 for v in 0..commands.len() as u8 {
                     send(v, Command::Halt);
@@ -712,11 +694,27 @@ impl Controller {
         Ok(())
     }
 
+    /// After SYSTEM_OFF the payload's other vCPUs have ended with PSCI CPU_OFF, which does
+    /// not exit: their threads sleep in KVM_RUN. SIGRTMIN (the watchdog's empty handler)
+    /// makes KVM_RUN return EINTR; the vCPU then reports and is told to halt. Repeated each
+    /// tick, in case a signal lands between two KVM_RUNs.
+    fn kick_the_rest(&self) {
+        for (v, &thread) in &self.threads {
+            if !self.exited.contains_key(v) {
+                // SAFETY: the thread is a scoped vCPU thread that is joined only after this
+                // controller returns, so its pthread_t is valid; SIGRTMIN has a handler
+                // (installed by Watchdog::start before the thread's first KVM_RUN).
+                unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGRTMIN()) };
+            }
+        }
+    }
+
     /// After vCPU `v` was notified: hold it while a later fault must arrive before the
     /// guest can acknowledge ("before-ack"), so the order is the scenario's, not the
     /// scheduler's.
-    /// The vCPU notified of the later fault then waits until the first one's vCPU has
-    /// finished, so which of them reads the status block first is fixed too.
+    /// The vCPU notified of the later fault then waits until the guest acknowledged the
+    /// first record, so which of them reads the status block first is fixed too.
+    /// (It cannot wait for the first vCPU to end: vCPU 0 powers off only after the others.)
     fn hold_after_notify(&self, s: &Scenario, v: u8) -> Option<Until> {
         let i = *self.current.get(&v)?;
         if let Some(next) = s.faults.get(i + 1) {
@@ -724,9 +722,9 @@ impl Controller {
                 return Some(Until::Notified(i + 1));
             }
         }
-        let this = &s.faults[i];
-        (this.when == When::BeforeAck && i > 0 && s.faults[i - 1].vcpu != v)
-            .then(|| Until::Exited(s.faults[i - 1].vcpu))
+        let prev = i.checked_sub(1)?;
+        (s.faults[i].when == When::BeforeAck && s.faults[prev].vcpu != v)
+            .then_some(Until::Acked(prev))
     }
 
     fn satisfied(&self, m: &Machine, until: Until) -> bool {
@@ -739,7 +737,6 @@ impl Controller {
                         .ghes
                         .is_some_and(|g| ghes::acked(&m.vm, &g).unwrap_or(false))
             }
-            Until::Exited(v) => self.exited.contains_key(&v),
         }
     }
 
