@@ -635,6 +635,9 @@ impl Controller {
                 Some(Msg::Injected(inj)) => {
                     let v = inj.vcpu;
                     self.injections.push(inj);
+                    if let Some(&i) = self.current.get(&v) {
+                        self.faults[i].notified = true;
+                    }
                     let hold = self.hold_after_notify(s, v);
                     match hold {
                         Some(until) => self.held.push((v, until, Then::Send(Command::Resume))),
@@ -869,7 +872,9 @@ impl Controller {
             }),
             Delivery::Serror { iss } => Command::Inject(Inject::Serror(iss)),
         };
-        if let Some(i) = fault {
+        // An injection counts as notified once the vCPU reports it done (Msg::Injected), so
+        // that a vCPU held for it runs only after it, and the order of injections is fixed.
+        if let (Some(i), Command::Halt) = (fault, cmd) {
             self.faults[i].notified = true;
         }
         Ok(cmd)
