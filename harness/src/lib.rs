@@ -22,10 +22,13 @@
 #[cfg(target_os = "linux")]
 pub mod fault;
 pub mod formats;
+pub mod host;
 pub mod kvm;
 pub mod payload;
 pub mod report;
+pub mod runner;
 pub mod scenario;
+pub mod vmm;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -2,6 +2,7 @@
 
 mod cper;
 mod esr;
+mod exec;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     /// Decode ESR_ELx syndrome values (what the guest reads in ESR_EL1).
     #[command(subcommand)]
     Esr(esr::EsrCommand),
+    /// Runs one scenario in this process and prints one JSON line (used by the runner).
+    #[command(name = "__exec", hide = true)]
+    Exec(exec::ExecArgs),
 }
 
 /// Runs a parsed command line; the error is printed as one line and exits with status 2.
@@ -31,6 +35,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Cper(cmd) => cper::run(cmd),
         Command::Esr(cmd) => esr::run(cmd),
+        Command::Exec(args) => exec::run(args),
     }
 }
 

@@ -27,8 +27,7 @@ pub use spec::{
     SeaVia, SignalCode, Vmm, When,
 };
 pub use validate::{
-    valid_name, validate, Invalid, MEMORY_MIB, RESERVED_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE,
-    VCPUS,
+    valid_name, validate, Invalid, MEMORY_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE, VCPUS,
 };
 
 /// The JSON spelling of a unit enum value (`"kvm-ext-dabt"`), for messages.

@@ -53,9 +53,11 @@ pub enum Firmware {
 pub struct Guest {
     /// vCPUs, 1..=8.
     pub vcpus: u8,
-    /// Guest RAM in MiB; a multiple of the huge page size for hugetlb backings.
+    /// Size of the target slot in MiB, 16..=1024: the guest RAM faults poison, besides
+    /// the fixed 16 MiB slot of the payload, mailboxes and firmware. A multiple of the huge
+    /// page size for hugetlb backings.
     pub memory_mib: u32,
-    /// What backs guest RAM in the VMM.
+    /// What backs the target slot in the VMM (the payload's own slot is anonymous).
     pub backing: Backing,
     /// Size of the target region, in 4 KiB pages: the pages faults name by index.
     pub target_pages: u32,

@@ -148,6 +148,10 @@ fn second_error_rules() {
         page: 1,
         ..s.faults[0].clone()
     });
+    // One vCPU acknowledges before its next access: before-ack needs another vCPU.
+    assert_eq!(fields(&s), ["faults[1].when"]);
+    s.guest.vcpus = 2;
+    s.faults[1].vcpu = 1;
     assert!(fields(&s).is_empty());
     s.faults[0].when = When::AfterAck;
     assert_eq!(fields(&s), ["faults[0].when"]);

@@ -11,11 +11,9 @@ use super::spec::{
 /// Size of a target region page: the guest's identity map uses a 4 KiB granule whatever the
 /// host page size, so page indices mean the same on every host.
 pub const TARGET_PAGE_SIZE: u64 = 4096;
-/// Guest RAM the target region must leave free for the payload, ACPI tables or DTB, the
-/// report page, stacks and page tables.
-pub const RESERVED_MIB: u32 = 4;
-/// Guest RAM bounds, in MiB.
-pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 16..=16384;
+/// Target slot bounds, in MiB: the payload maps one 1 GiB block of target memory
+/// (guest-abi `map::TARGET_MAX_SIZE`).
+pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 16..=1024;
 /// vCPU bounds.
 pub const VCPUS: std::ops::RangeInclusive<u8> = 1..=8;
 /// The largest SError syndrome KVM accepts: ISS is bits \[24:0\]; anything above is EINVAL
@@ -81,7 +79,7 @@ fn check_guest(s: &Scenario, out: &mut Vec<Invalid>) {
     if !MEMORY_MIB.contains(&g.memory_mib) {
         out.push(invalid(
             "guest.memory_mib",
-            format!("{} is out of range: expected 16 to 16384", g.memory_mib),
+            format!("{} is out of range: expected 16 to 1024", g.memory_mib),
         ));
     }
     if let Some(huge) = g.backing.hugetlb_mib() {
@@ -96,14 +94,14 @@ fn check_guest(s: &Scenario, out: &mut Vec<Invalid>) {
         }
     }
     let target_bytes = u64::from(g.target_pages) * TARGET_PAGE_SIZE;
-    let usable = u64::from(g.memory_mib.saturating_sub(RESERVED_MIB)) << 20;
+    let usable = u64::from(g.memory_mib) << 20;
     if g.target_pages == 0 {
         out.push(invalid("guest.target_pages", "must be at least 1"));
     } else if target_bytes > usable {
         out.push(invalid(
             "guest.target_pages",
             format!(
-                "{} pages of 4 KiB do not fit in guest.memory_mib {} less the {RESERVED_MIB} MiB the payload needs",
+                "{} pages of 4 KiB do not fit in the {} MiB target slot (guest.memory_mib)",
                 g.target_pages, g.memory_mib
             ),
         ));
@@ -142,6 +140,10 @@ fn check_faults(s: &Scenario, out: &mut Vec<Invalid>) {
                     "the first error stops the VM (vmm.on_memory_error is stop): nothing follows it",
                 ))
             }
+            When::BeforeAck if s.faults[i - 1].vcpu == f.vcpu => out.push(invalid(
+                at("when"),
+                "before-ack needs a vCPU other than the previous fault's: one vCPU acknowledges a record before it reaches its next access",
+            )),
             When::AfterAck if s.firmware == Firmware::Dtb => out.push(invalid(
                 at("when"),
                 "after-ack needs the GHESv2 read-ack register, which only firmware acpi has",

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         let mut trials = environment::trials();
         trials.extend(fault::trials());
         trials.extend(payload::trials());
+        trials.extend(scenarios::trials());
         return libtest_mimic::run(&args, trials).exit_code();
     }
     relaunch()
@@ -50,3 +51,5 @@ mod environment;
 mod fault;
 #[cfg(target_arch = "aarch64")]
 mod payload;
+#[cfg(target_arch = "aarch64")]
+mod scenarios;

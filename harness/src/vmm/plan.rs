@@ -1,0 +1,280 @@
+//! The VM a scenario asks for, as data: the target slot, what goes into the firmware area
+//! (ACPI tables with a GHESv2 source notified by SEA, or a DTB), each vCPU's mailbox
+//! parameters and which step of which vCPU consumes which fault. Pure, so that the layout is
+//! unit-tested on any host.
+
+use ras_guest_abi::mailbox::{flags, Access as AbiAccess, MAX_TARGETS};
+use ras_guest_abi::map::{self, FIRMWARE_BASE, TARGET_BASE, TARGET_MAX_SIZE};
+use ras_guest_abi::{Params, ABI_VERSION, PARAMS_MAGIC};
+
+use crate::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
+use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
+use crate::scenario::{Access, Backing, El, Firmware, Scenario, TARGET_PAGE_SIZE};
+
+/// Where the ACPI tables go in the firmware area: RSDP first, XSDT and HEST after it, the
+/// GHES registers and status blocks 64 KiB in (QEMU's arrangement, [`AcpiLayout::qemu_like`]).
+const ACPI_TABLES: u64 = FIRMWARE_BASE + 0x1000;
+const ACPI_ERRORS: u64 = FIRMWARE_BASE + 0x1_0000;
+
+/// One vCPU's part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuPlan {
+    /// The mailbox parameters.
+    pub params: Params,
+    /// For each step, the index in `scenario.faults` of the fault it consumes (`None` for
+    /// the control run's unpoisoned step).
+    pub step_faults: Vec<Option<usize>>,
+}
+
+/// A scenario's VM.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Bytes of the target slot at [`TARGET_BASE`].
+    pub target_size: u64,
+    /// Blobs to copy into the firmware area: (name, GPA, bytes).
+    pub blobs: Vec<(String, u64, Vec<u8>)>,
+    /// The GHESv2 source notified by SEA (ACPI only): where records go.
+    pub ghes: Option<GhesSource>,
+    /// One entry per vCPU.
+    pub vcpus: Vec<VcpuPlan>,
+}
+
+/// Why a scenario cannot be laid out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// More faults on one vCPU than its mailbox has targets.
+    #[error("vCPU {vcpu} has {count} faults; the payload takes at most {MAX_TARGETS}")]
+    TooManyFaults {
+        /// The vCPU.
+        vcpu: u8,
+        /// Its faults.
+        count: usize,
+    },
+    /// The target slot does not fit the guest's 1 GiB target window.
+    #[error("guest.memory_mib {0} is more than the 1024 MiB target window the payload maps")]
+    TargetTooLarge(u32),
+    /// Table or device tree building failed.
+    #[error("firmware: {0}")]
+    Firmware(String),
+}
+
+/// The host page size of a backing, in bytes (the target slot is a multiple of it).
+pub fn backing_page(backing: Backing) -> u64 {
+    match backing {
+        Backing::Anon | Backing::Memfd => 4096,
+        // THP and 2 MiB hugetlb: a PMD; 1 GiB hugetlb: a PUD (4 KiB granule).
+        Backing::Thp | Backing::Hugetlb2m => 2 << 20,
+        Backing::Hugetlb1g => 1 << 30,
+    }
+}
+
+/// The GPA of page `page` of the target region.
+pub fn target_gpa(page: u32) -> u64 {
+    TARGET_BASE + u64::from(page) * TARGET_PAGE_SIZE
+}
+
+/// Lays out `s`.
+pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
+    let size = u64::from(s.guest.memory_mib) << 20;
+    if size > TARGET_MAX_SIZE {
+        return Err(PlanError::TargetTooLarge(s.guest.memory_mib));
+    }
+    let page = backing_page(s.guest.backing);
+    let target_size = size.div_ceil(page) * page;
+
+    let (blobs, ghes, rsdp, dtb) = match s.firmware {
+        Firmware::Acpi => {
+            let layout = AcpiLayout::qemu_like(FIRMWARE_BASE, ACPI_TABLES, ACPI_ERRORS);
+            let tables =
+                AcpiTables::build(&layout).map_err(|e| PlanError::Firmware(e.to_string()))?;
+            let blobs = tables
+                .blobs()
+                .iter()
+                .map(|b| (b.name.clone(), b.gpa, b.bytes.clone()))
+                .collect();
+            (
+                blobs,
+                layout.source_for(Notify::Sea).copied(),
+                FIRMWARE_BASE,
+                0,
+            )
+        }
+        Firmware::Dtb => {
+            let config = FdtConfig {
+                memory: vec![
+                    MemoryRegion {
+                        base: map::RAM_BASE,
+                        size: map::RAM_SIZE,
+                    },
+                    MemoryRegion {
+                        base: TARGET_BASE,
+                        size: target_size,
+                    },
+                ],
+                cpu_mpidrs: (0..u32::from(s.guest.vcpus)).map(fdt::kvm_mpidr).collect(),
+                gic: Gicv3 {
+                    distributor: MemoryRegion {
+                        base: map::GIC_DIST_BASE,
+                        size: map::GIC_DIST_SIZE,
+                    },
+                    redistributor: MemoryRegion {
+                        base: map::GIC_REDIST_BASE,
+                        size: map::GIC_REDIST_SIZE_PER_CPU * u64::from(s.guest.vcpus),
+                    },
+                },
+                bootargs: None,
+            };
+            let dtb = fdt::build(&config).map_err(|e| PlanError::Firmware(e.to_string()))?;
+            (
+                vec![("DTB".to_owned(), FIRMWARE_BASE, dtb)],
+                None,
+                0,
+                FIRMWARE_BASE,
+            )
+        }
+    };
+
+    let mut flag_bits = 0;
+    if s.firmware == Firmware::Acpi {
+        flag_bits |= flags::WALK_ACPI;
+        if s.guest.ack {
+            flag_bits |= flags::ACK;
+        }
+    }
+    if s.guest.serror_masked {
+        flag_bits |= flags::SERROR_WAIT;
+        if s.guest.esb {
+            flag_bits |= flags::SERROR_ESB;
+        }
+    }
+    let access = match s.guest.access {
+        Access::Load => AbiAccess::Load,
+        Access::Store => AbiAccess::Store,
+        Access::Ifetch => AbiAccess::Ifetch,
+        Access::None => AbiAccess::None,
+    };
+
+    let mut vcpus = Vec::new();
+    for v in 0..s.guest.vcpus {
+        let mut step_faults: Vec<Option<usize>> = s
+            .faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.vcpu == v)
+            .map(|(i, _)| Some(i))
+            .collect();
+        // A control run (no faults) still performs its access, on an unpoisoned page.
+        if s.faults.is_empty() && v == 0 {
+            step_faults.push(None);
+        }
+        if step_faults.len() > MAX_TARGETS {
+            return Err(PlanError::TooManyFaults {
+                vcpu: v,
+                count: step_faults.len(),
+            });
+        }
+        let mut params = Params {
+            magic: PARAMS_MAGIC,
+            abi_version: ABI_VERSION,
+            access: access as u32,
+            el: match s.guest.el {
+                El::El0 => 0,
+                El::El1 => 1,
+            },
+            flags: flag_bits,
+            target_count: step_faults.len() as u32,
+            reserved: 0,
+            targets: [0; MAX_TARGETS],
+            rsdp_gpa: rsdp,
+            dtb_gpa: dtb,
+        };
+        for (slot, fault) in params.targets.iter_mut().zip(&step_faults) {
+            *slot = target_gpa(fault.map_or(0, |i| s.faults[i].page));
+        }
+        vcpus.push(VcpuPlan {
+            params,
+            step_faults,
+        });
+    }
+    Ok(Plan {
+        target_size,
+        blobs,
+        ghes,
+        vcpus,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse;
+    use std::path::Path;
+
+    fn scenario(json: &str) -> Scenario {
+        parse(Path::new("t.json"), json, "t").unwrap()
+    }
+
+    #[test]
+    fn acpi_plan_points_the_guest_at_the_rsdp_and_the_sea_source() {
+        let s = scenario(
+            r#"{"firmware":"acpi","guest":{"el":0,"access":"store"},
+                "faults":[{"page":3}],"expect":{"outcome":"guest-notified"}}"#,
+        );
+        let p = plan(&s).unwrap();
+        assert_eq!(p.target_size, 64 << 20);
+        let v = &p.vcpus[0];
+        assert_eq!(v.step_faults, [Some(0)]);
+        assert_eq!(v.params.targets[0], TARGET_BASE + 3 * 4096);
+        assert_eq!((v.params.el, v.params.access), (0, AbiAccess::Store as u32));
+        assert_eq!(v.params.flags, flags::WALK_ACPI | flags::ACK);
+        assert_eq!((v.params.rsdp_gpa, v.params.dtb_gpa), (FIRMWARE_BASE, 0));
+        let ghes = p.ghes.unwrap();
+        assert_eq!(ghes.notify, Notify::Sea);
+        assert!(ghes.status_block > FIRMWARE_BASE);
+        assert!(p
+            .blobs
+            .iter()
+            .any(|(n, gpa, _)| n == "RSDP" && *gpa == FIRMWARE_BASE));
+    }
+
+    #[test]
+    fn dtb_plan_splits_faults_by_vcpu_and_has_no_ghes() {
+        let s = scenario(
+            r#"{"firmware":"dtb","guest":{"vcpus":2,"memory_mib":16,"backing":"hugetlb-2m"},
+                "faults":[{"page":0},{"page":1,"vcpu":1},{"page":2}],
+                "expect":{"outcome":"guest-notified"}}"#,
+        );
+        let p = plan(&s).unwrap();
+        assert!(p.ghes.is_none());
+        assert_eq!(p.vcpus[0].step_faults, [Some(0), Some(2)]);
+        assert_eq!(p.vcpus[1].step_faults, [Some(1)]);
+        assert_eq!(p.vcpus[1].params.targets[0], TARGET_BASE + 4096);
+        assert_eq!(p.vcpus[0].params.flags, 0);
+        assert_eq!(p.vcpus[0].params.dtb_gpa, FIRMWARE_BASE);
+        assert_eq!(&p.blobs[0].2[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
+    }
+
+    #[test]
+    fn a_control_run_accesses_an_unpoisoned_page_and_limits_are_errors() {
+        let s =
+            scenario(r#"{"firmware":"dtb","faults":[],"expect":{"outcome":"guest-unaffected"}}"#);
+        assert_eq!(plan(&s).unwrap().vcpus[0].step_faults, [None]);
+        let mut big = s.clone();
+        big.guest.memory_mib = 2048;
+        assert_eq!(plan(&big).unwrap_err(), PlanError::TargetTooLarge(2048));
+        let mut many = s;
+        many.faults = vec![
+            crate::scenario::Fault {
+                method: Default::default(),
+                page: 0,
+                vcpu: 0,
+                when: Default::default(),
+            };
+            5
+        ];
+        assert!(matches!(
+            plan(&many),
+            Err(PlanError::TooManyFaults { count: 5, .. })
+        ));
+    }
+}
