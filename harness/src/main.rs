@@ -1,7 +1,7 @@
 //! The `ras-harness` command line.
 //!
-//! Exit status: 0 on success, 2 for bad arguments or bad input (clap's own usage errors
-//! use 2 as well), so scripts can tell "your input is wrong" from a harness failure.
+//! Exit status: 0 on success, 1 when a scenario failed, 2 for bad arguments or bad input
+//! (clap's own usage errors use 2 as well) or a harness error.
 
 mod cli;
 
@@ -12,7 +12,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("ras-harness: {err}");
             ExitCode::from(2)

@@ -118,3 +118,40 @@ fn bad_input_is_one_line_and_status_2() {
         "'syndrome'",
     );
 }
+
+#[test]
+fn run_list_validates_and_names_every_scenario() {
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    let out = ras_harness(&["run", "--list", scenarios], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let files = std::fs::read_dir(scenarios)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
+        .count();
+    assert_eq!(listed.lines().count(), files, "{listed}");
+    assert!(listed.contains("acpi-el0-load-ext-dabt"), "{listed}");
+}
+
+#[test]
+fn run_rejects_bad_files_before_running_anything() {
+    let bad = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bad-scenarios");
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/dtb-stop.json");
+    // One good file and one bad: nothing runs (no relaunch, no VM), every problem is named.
+    let out = ras_harness(&["run", good, &format!("{bad}/unknown-enum.json")], b"");
+    assert_rejected(&out, "unknown-enum.json");
+    assert_rejected(&out, "guest.backing");
+    assert_rejected(&out, "`hugetlb-1g`");
+    assert_rejected(&out, "nothing was run");
+    assert!(out.stdout.is_empty());
+
+    assert_rejected(
+        &ras_harness(&["run", "/nonexistent/scenarios"], b""),
+        "/nonexistent/scenarios",
+    );
+    assert_rejected(&ras_harness(&["run", "--report", "html"], b""), "html");
+}

@@ -1,17 +1,24 @@
 //! Argument parsing and dispatch for the `ras-harness` binary.
 
+mod caps;
 mod cper;
 mod esr;
 mod exec;
+mod run;
 
 use clap::{Parser, Subcommand};
 
 /// Fault-injection and RAS conformance harness for arm64 KVM.
 ///
-/// The codecs below work on any host: use them to check the CPER records and syndromes
-/// another VMM produces.
+/// `run` boots tiny guests under KVM, poisons their memory for real and judges what the
+/// reference VMM told the guest against each scenario's `expect` (scenarios/README.md).
+/// Off arm64 KVM it runs inside an emulated arm64 KVM host (emuhost/README.md). The codecs
+/// (`cper`, `esr`) work on any host: use them to check another VMM's records and syndromes.
+///
+/// Exit status: 0 success (skips with a stated reason included), 1 a scenario failed,
+/// 2 bad input or a harness error.
 #[derive(Parser, Debug)]
-#[command(name = "ras-harness", version, about, long_about = None)]
+#[command(name = "ras-harness", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,6 +26,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run scenario files or directories and report each verdict.
+    ///
+    /// Examples: `ras-harness run` (the whole scenarios/ matrix),
+    /// `ras-harness run scenarios/acpi-store.json --report json --out report.json`.
+    Run(run::RunArgs),
+    /// Describe what this host offers the scenarios (kernel, page size, KVM caps 41/158/178/245,
+    /// memory-failure support, privileges).
+    Caps(caps::CapsArgs),
     /// Encode or decode UEFI CPER records (the bytes a VMM writes behind ACPI GHESv2).
     #[command(subcommand)]
     Cper(cper::CperCommand),
@@ -30,12 +45,16 @@ enum Command {
     Exec(exec::ExecArgs),
 }
 
-/// Runs a parsed command line; the error is printed as one line and exits with status 2.
-pub fn run(cli: Cli) -> Result<(), String> {
+/// Runs a parsed command line and returns its exit status; an error is printed as one
+/// message and exits with status 2.
+pub fn run(cli: Cli) -> Result<u8, String> {
+    let done = |r: Result<(), String>| r.map(|()| 0);
     match cli.command {
-        Command::Cper(cmd) => cper::run(cmd),
-        Command::Esr(cmd) => esr::run(cmd),
-        Command::Exec(args) => exec::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Caps(args) => caps::run(args),
+        Command::Cper(cmd) => done(cper::run(cmd)),
+        Command::Esr(cmd) => done(esr::run(cmd)),
+        Command::Exec(args) => done(exec::run(args)),
     }
 }
 

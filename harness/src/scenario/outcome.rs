@@ -179,6 +179,17 @@ pub enum VerdictKind {
     Error,
 }
 
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Skip => "skip",
+            Self::Error => "error",
+        })
+    }
+}
+
 /// The judgement on one scenario.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {

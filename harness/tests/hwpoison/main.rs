@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         trials.extend(fault::trials());
         trials.extend(payload::trials());
         trials.extend(scenarios::trials());
+        trials.extend(gate::trials());
         return libtest_mimic::run(&args, trials).exit_code();
     }
     relaunch()
@@ -49,6 +50,8 @@ fn relaunch() -> ExitCode {
 mod environment;
 #[cfg(target_arch = "aarch64")]
 mod fault;
+#[cfg(target_arch = "aarch64")]
+mod gate;
 #[cfg(target_arch = "aarch64")]
 mod payload;
 #[cfg(target_arch = "aarch64")]
