@@ -42,6 +42,9 @@ struct Round {
     error: usize,
     /// HardwareCorrupted (kB) before and after the round, when the host reports it.
     corrupted: Option<(u64, u64)>,
+    /// HugePages_Total before and after the round: memory_failure() dissolves a poisoned
+    /// huge page, and unpoisoning gives back its base pages, not the huge page.
+    huge_pages: Option<(u64, u64)>,
     /// Open descriptors and VmRSS (kB) of this process after the round.
     fds: usize,
     rss_kib: u64,
@@ -66,19 +69,30 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let timeout = Duration::from_secs(args.timeout);
     println!(
-        "{:>5} {:>4} {:>4} {:>4} {:>5} {:>24} {:>4} {:>9} {:>8}",
-        "round", "pass", "skip", "fail", "error", "HardwareCorrupted kB", "fds", "RSS kB", "s"
+        "{:>5} {:>4} {:>4} {:>4} {:>5} {:>24} {:>10} {:>4} {:>9} {:>8}",
+        "round",
+        "pass",
+        "skip",
+        "fail",
+        "error",
+        "HardwareCorrupted kB",
+        "huge pages",
+        "fds",
+        "RSS kB",
+        "s"
     );
     let mut rounds = Vec::new();
     for r in 1..=args.rounds {
         let started = Instant::now();
         let before = hardware_corrupted_kib().ok();
+        let huge_before = meminfo("HugePages_Total");
         let mut round = Round {
             pass: 0,
             skip: 0,
             fail: 0,
             error: 0,
             corrupted: None,
+            huge_pages: None,
             fds: 0,
             rss_kib: 0,
             seconds: 0.0,
@@ -92,21 +106,23 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
                 VerdictKind::Fail => round.fail += 1,
                 VerdictKind::Error => round.error += 1,
             }
-            if let (VerdictKind::Fail | VerdictKind::Error, Some(reason)) =
+            if let (VerdictKind::Fail | VerdictKind::Error | VerdictKind::Skip, Some(reason)) =
                 (kind, result.verdict.reason())
             {
                 eprintln!("round {r}: {} {kind}: {reason}", s.name);
             }
         }
         round.corrupted = before.zip(hardware_corrupted_kib().ok());
+        round.huge_pages = huge_before.zip(meminfo("HugePages_Total"));
         round.fds = open_fds();
         round.rss_kib = rss_kib();
         round.seconds = started.elapsed().as_secs_f64();
-        let corrupted = round
-            .corrupted
-            .map_or_else(|| "unknown".to_owned(), |(b, a)| format!("{b} -> {a}"));
+        let span = |v: Option<(u64, u64)>| {
+            v.map_or_else(|| "unknown".to_owned(), |(b, a)| format!("{b} -> {a}"))
+        };
+        let (corrupted, huge) = (span(round.corrupted), span(round.huge_pages));
         println!(
-            "{r:>5} {:>4} {:>4} {:>4} {:>5} {corrupted:>24} {:>4} {:>9} {:>8.2}",
+            "{r:>5} {:>4} {:>4} {:>4} {:>5} {corrupted:>24} {huge:>10} {:>4} {:>9} {:>8.2}",
             round.pass,
             round.skip,
             round.fail,
@@ -145,6 +161,12 @@ fn problems(rounds: &[Round]) -> Vec<String> {
                 after - before
             ));
         }
+        if let Some((before, after)) = r.huge_pages.filter(|(b, a)| a < b) {
+            out.push(format!(
+                "round {n}: the hugetlb pool lost {} page(s) (HugePages_Total {before} -> {after})",
+                before - after
+            ));
+        }
     }
     if let (Some(first), Some(last)) = (rounds.first(), rounds.last()) {
         if let Some(r) = rounds.iter().position(|r| r.fds > first.fds) {
@@ -164,6 +186,15 @@ fn problems(rounds: &[Round]) -> Vec<String> {
         }
     }
     out
+}
+
+/// A count from /proc/meminfo (`HugePages_Total:   16`), when present.
+fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// Entries of /proc/self/fd (the directory's own descriptor included: a constant).
@@ -198,6 +229,7 @@ mod tests {
             fail: 0,
             error: 0,
             corrupted: Some(corrupted),
+            huge_pages: Some((16, 16)),
             fds,
             rss_kib,
             seconds: 1.0,
@@ -218,6 +250,7 @@ mod tests {
     fn leaks_growth_and_failures_are_each_reported() {
         let mut bad = round((16, 32), 6, 9000 + RSS_SLACK_KIB + 1);
         bad.error = 1;
+        bad.huge_pages = Some((16, 15));
         let rounds = [round((0, 16), 5, 9000), bad];
         assert_eq!(
             problems(&rounds),
@@ -225,6 +258,7 @@ mod tests {
                 "round 1: 16 kB of poisoned memory not given back (HardwareCorrupted 0 -> 16 kB)",
                 "round 2: 0 failed, 1 errors",
                 "round 2: 16 kB of poisoned memory not given back (HardwareCorrupted 16 -> 32 kB)",
+                "round 2: the hugetlb pool lost 1 page(s) (HugePages_Total 16 -> 15)",
                 "open descriptors grew: 5 after round 1, 6 after round 2",
                 "RSS grew by 4097 kB from round 1 to round 2 (allowed 4096 kB)",
             ]
@@ -235,5 +269,7 @@ mod tests {
     fn this_process_has_descriptors_and_a_resident_set() {
         assert!(open_fds() >= 3, "stdin, stdout, stderr at least");
         assert!(rss_kib() > 0);
+        assert!(meminfo("MemTotal").is_some_and(|kib| kib > 0));
+        assert_eq!(meminfo("NoSuchField"), None);
     }
 }

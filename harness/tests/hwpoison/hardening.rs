@@ -49,6 +49,10 @@ pub fn trials() -> Vec<Trial> {
             a_poisoning_scenario_does_not_change_the_next_ones_result,
         ),
         t(
+            "a_hugetlb_run_gives_the_huge_page_back",
+            a_hugetlb_run_gives_the_huge_page_back,
+        ),
+        t(
             "guest_mmio_anywhere_stops_with_its_address_and_size",
             guest_mmio_anywhere_stops_with_its_address_and_size,
         ),
@@ -575,5 +579,35 @@ fn kicked_after(vcpu: &mut Vcpu, timeout: Duration) -> Result<Completion, Failed
         "{waited:?}"
     );
     println!("kicked after {waited:?}, {} exits", state.exits);
+    Ok(Completion::Completed)
+}
+
+/// HugePages_Total from /proc/meminfo.
+fn huge_pages_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("HugePages_Total:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A run of the hugetlb scenario leaves the host's hugetlb pool as it found it: poisoning
+/// dissolves the huge page, and the child grows the pool back after unpoisoning.
+fn a_hugetlb_run_gives_the_huge_page_back() -> Result<Completion, Failed> {
+    let Some(before) = huge_pages_total().filter(|&n| n > 0) else {
+        return Ok(Completion::ignored_with("no hugetlb pool"));
+    };
+    let corrupted = match corrupted() {
+        Ok(kib) => kib,
+        Err(skip) => return Ok(skip),
+    };
+    let report = run_json(&[scenarios().join("hugetlb-2m.json").as_os_str()])?;
+    let verdict = &report["results"][0]["verdict"];
+    assert!(verdict == "pass" || verdict == "skip", "{report:#}");
+    assert_eq!(huge_pages_total(), Some(before), "HugePages_Total moved");
+    assert_eq!(
+        hardware_corrupted_kib()?,
+        corrupted,
+        "HardwareCorrupted moved"
+    );
     Ok(Completion::Completed)
 }
