@@ -106,8 +106,9 @@ fn write_report(out: &Path, text: &str) -> Result<(), String> {
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))
 }
 
-/// Runs this same command in the emulated arm64 KVM host and returns its status.
-fn relaunch(scenarios: usize) -> Result<u8, String> {
+/// Runs this same command in the emulated arm64 KVM host and returns its status; the
+/// timeout allows for `scenarios` scenario runs.
+pub(super) fn relaunch(scenarios: usize) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"

@@ -10,8 +10,10 @@
 //! 3. Run the guest; [`sigbus::take_events`] returns what the handler recorded and
 //!    [`translate::translate`] turns `si_addr`/`si_addr_lsb` into guest physical ranges.
 //! 4. [`unpoison::unpoison`] gives the pages back where the host allows it and reports the
-//!    ones it could not.
+//!    ones it could not; [`hugetlb_pool::Snapshot::restore`] grows back the hugetlb pools
+//!    that poisoning shrank.
 
+pub mod hugetlb_pool;
 pub mod pagemap;
 pub mod poison;
 pub mod ranges;

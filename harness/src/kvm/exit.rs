@@ -9,6 +9,9 @@ use ras_guest_abi::map::DOORBELL;
 pub const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 /// See [`SYSTEM_EVENT_SHUTDOWN`].
 pub const SYSTEM_EVENT_RESET: u32 = 2;
+/// Doorbells one run may ring. The payload rings a handful per step; a guest ringing in a
+/// loop would otherwise grow [`RunState::doorbells`] until the watchdog fires.
+pub const MAX_DOORBELLS: usize = 4096;
 
 /// One return from KVM_RUN, reduced to what the harness looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,13 +106,19 @@ pub fn handle_exit(exit: &Exit, kicked: bool, state: &mut RunState) -> Action {
             len: 8,
             data,
         } => {
+            if state.doorbells.len() >= MAX_DOORBELLS {
+                return Action::Stop(Stop::Unexpected(format!(
+                    "more than {MAX_DOORBELLS} doorbells (the guest rings in a loop)"
+                )));
+            }
             let doorbell = Doorbell::decode(data);
             state.doorbells.push(doorbell);
             match doorbell.kind() {
                 Some(Event::ReadyForFault) => Stop::ReadyForFault {
                     step: doorbell.step,
                 },
-                _ => return Action::Resume,
+                Some(_) => return Action::Resume,
+                None => Stop::Unexpected(format!("doorbell {data:#x}: unknown event code")),
             }
         }
         Exit::Mmio {
@@ -229,5 +238,89 @@ mod tests {
             handle_exit(&Exit::Other(41), false, &mut state),
             Action::Stop(Stop::Unexpected("exit reason 41".into()))
         );
+    }
+
+    /// Any exit a guest can cause, including the ones KVM would never produce.
+    fn any_exit() -> impl proptest::strategy::Strategy<Value = Exit> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<u64>(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+                |(addr, write, len, data)| Exit::Mmio {
+                    addr,
+                    write,
+                    len,
+                    data
+                }
+            ),
+            // The doorbell itself, any size, any value.
+            (any::<bool>(), 0u32..=16, any::<u64>()).prop_map(|(write, len, data)| Exit::Mmio {
+                addr: DOORBELL,
+                write,
+                len,
+                data
+            }),
+            any::<u32>().prop_map(|kind| Exit::SystemEvent { kind }),
+            Just(Exit::Interrupted),
+            any::<u32>().prop_map(Exit::Other),
+        ]
+    }
+
+    proptest::proptest! {
+        /// No exit panics; each one counts; only a well-formed doorbell is recorded; a
+        /// kick is reported only when the watchdog fired; a stop is never silent.
+        #[test]
+        fn arbitrary_exits_are_decided_without_panic(
+            exits in proptest::collection::vec((any_exit(), proptest::bool::ANY), 1..64)
+        ) {
+            let mut state = RunState::default();
+            for (i, (exit, kicked)) in exits.iter().enumerate() {
+                let before = state.doorbells.len();
+                let action = handle_exit(exit, *kicked, &mut state);
+                proptest::prop_assert_eq!(state.exits, i as u64 + 1);
+                let doorbell = matches!(
+                    exit,
+                    Exit::Mmio { addr: DOORBELL, write: true, len: 8, .. }
+                );
+                proptest::prop_assert_eq!(state.doorbells.len(), before + usize::from(doorbell));
+                match &action {
+                    Action::Resume => proptest::prop_assert!(
+                        doorbell && state.doorbells[before].kind().is_some()
+                    ),
+                    Action::Stop(Stop::Kicked) => {
+                        proptest::prop_assert!(*kicked && *exit == Exit::Interrupted)
+                    }
+                    Action::Stop(Stop::Unexpected(why)) => proptest::prop_assert!(!why.is_empty()),
+                    Action::Stop(Stop::Mmio { addr, .. }) => proptest::prop_assert_ne!(*addr, DOORBELL),
+                    Action::Stop(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn junk_doorbells_stop_the_run_and_a_ringing_loop_is_cut_off() {
+        let mut state = RunState::default();
+        let junk = Exit::Mmio {
+            addr: DOORBELL,
+            write: true,
+            len: 8,
+            data: 0xdead_beef_0000_ffff,
+        };
+        assert!(matches!(
+            handle_exit(&junk, false, &mut state),
+            Action::Stop(Stop::Unexpected(m)) if m.contains("unknown event code")
+        ));
+        let mut state = RunState::default();
+        for _ in 0..MAX_DOORBELLS {
+            assert_eq!(
+                handle_exit(&doorbell(Event::StepDone, 1), false, &mut state),
+                Action::Resume
+            );
+        }
+        assert!(matches!(
+            handle_exit(&doorbell(Event::StepDone, 1), false, &mut state),
+            Action::Stop(Stop::Unexpected(m)) if m.contains("doorbells")
+        ));
+        assert_eq!(state.doorbells.len(), MAX_DOORBELLS);
     }
 }

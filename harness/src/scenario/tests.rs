@@ -248,3 +248,162 @@ fn serror_with_esr_needs_cap_158() {
     });
     assert_eq!(unmet, ["KVM lacks KVM_CAP_ARM_INJECT_SERROR_ESR (158)"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hardening (issue 7): properties of what a scenario file and a guest can put in front of
+// the harness. A scenario names no path; junk from a guest or a child never panics.
+// ---------------------------------------------------------------------------------------
+
+mod hardening {
+    use std::path::{Path, PathBuf};
+
+    use proptest::prelude::*;
+    use rstest::rstest;
+
+    use super::super::*;
+    use crate::runner::{interpret, ChildEnd};
+
+    fn acpi_store() -> (PathBuf, String) {
+        let path = PathBuf::from("../scenarios/acpi-store.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text)
+    }
+
+    /// Every string a scenario holds, with the key it sits under.
+    fn strings<'a>(key: &str, v: &'a serde_json::Value, out: &mut Vec<(String, &'a str)>) {
+        match v {
+            serde_json::Value::String(s) => out.push((key.to_owned(), s)),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(key, x, out)),
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| strings(k, x, out)),
+            _ => {}
+        }
+    }
+
+    /// Outside `description`, no string of a loaded scenario contains a path separator, and
+    /// the name is a plain token: nothing in a scenario can name a file for the harness to
+    /// read or write (the runner writes `--out` only: hardening::run_writes_only_its_out_file).
+    #[rstest]
+    fn a_scenario_holds_no_path(#[files("../scenarios/**/*.json")] path: PathBuf) {
+        let s = load(&path).unwrap();
+        let value = serde_json::to_value(&s).unwrap();
+        let mut all = Vec::new();
+        strings("", &value, &mut all);
+        for (key, s) in all.into_iter().filter(|(k, _)| k != "description") {
+            assert!(
+                !s.contains('/') && !s.contains('\\') && s != "..",
+                "{}: {key} = {s:?}",
+                path.display()
+            );
+        }
+        assert!(valid_name(&s.name), "{}", s.name);
+    }
+
+    /// Every scenario file that poisons is gated on root and on memory-failure support:
+    /// on a host without either, it is a skip whose reason says which (decided by
+    /// `runner::exec_line` before a VM exists; the non-root case end to end is
+    /// hardening::without_root_a_poisoning_scenario_skips_with_the_reason).
+    #[rstest]
+    fn a_poisoning_scenario_needs_root_and_memory_failure(
+        #[files("../scenarios/**/*.json")] path: PathBuf,
+    ) {
+        let s = load(&path).unwrap();
+        let r = requirements(&s);
+        let everything = HostSupport {
+            root: true,
+            memory_failure: true,
+            hard_offline_page: true,
+            thp: true,
+            hugetlb_2m_free: 1 << 20,
+            hugetlb_1g_free: 1 << 10,
+            caps: vec![41, 158, 178, 245],
+            writable_id_regs: true,
+        };
+        assert_eq!(
+            r.unmet(&everything),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        let no_mf = HostSupport {
+            memory_failure: false,
+            ..everything.clone()
+        };
+        let no_root = HostSupport {
+            root: false,
+            ..everything
+        };
+        if s.faults.is_empty() {
+            assert!(r.unmet(&no_mf).is_empty() && r.unmet(&no_root).is_empty());
+        } else {
+            assert_eq!(r.unmet(&no_mf), ["the kernel lacks CONFIG_MEMORY_FAILURE"]);
+            assert_eq!(r.unmet(&no_root), ["poisoning needs root (CAP_SYS_ADMIN)"]);
+        }
+    }
+
+    proptest! {
+        /// An extra key anywhere (say `"out": "/etc/passwd"`) is refused: the schema denies
+        /// unknown fields at every level, so a file cannot smuggle a path in.
+        #[test]
+        fn an_unknown_key_is_refused_at_every_level(
+            key in "[a-z_]{1,12}",
+            at in 0usize..5,
+            value in "/[a-z/]{0,20}",
+        ) {
+            let (path, text) = acpi_store();
+            let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let object = match at {
+                0 => &mut json,
+                1 => &mut json["guest"],
+                2 => &mut json["vmm"],
+                3 => &mut json["faults"][0],
+                _ => &mut json["expect"],
+            };
+            let object = object.as_object_mut().unwrap();
+            prop_assume!(!object.contains_key(&key));
+            object.insert(key.clone(), value.into());
+            let parsed = parse(&path, &json.to_string(), "x");
+            prop_assert!(parsed.is_err(), "{key} accepted at level {at}");
+        }
+
+        /// A guest's report page full of junk: the record decodes, every exception kind
+        /// is derived from any ESR, and CPER bytes read back from guest memory decode or
+        /// say why, without a panic.
+        #[test]
+        fn junk_report_and_cper_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), size_of::<ras_guest_abi::Report>()),
+            cper in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let r = ras_guest_abi::Report::from_bytes(&bytes).unwrap();
+            for e in &r.records {
+                let _ = GuestException::from_esr(e.esr);
+            }
+            let c = CperObserved::from_bytes(&cper);
+            let _ = c.physical_addresses();
+            prop_assert_eq!(c.hex.0, cper);
+        }
+
+        /// Whatever a child leaves behind (any stdout, any stderr, any status), the parent
+        /// turns it into a verdict without a panic; a child that printed nothing it can
+        /// parse is an error, never a pass.
+        #[test]
+        fn any_child_output_is_a_verdict(
+            stdout in ".{0,200}",
+            stderr in proptest::collection::vec(any::<char>(), 0..3000),
+            code in proptest::option::of(any::<i32>()),
+            signal in proptest::option::of(1i32..64),
+        ) {
+            let s = load(Path::new("../scenarios/acpi-store.json")).unwrap();
+            let end = ChildEnd {
+                code,
+                signal,
+                timed_out: None,
+                stdout: stdout.clone(),
+                stderr: stderr.into_iter().collect(),
+            };
+            let (verdict, _) = interpret(&s, &end);
+            if signal.is_some() || !stdout.contains('{') {
+                prop_assert!(matches!(verdict, Verdict::Error(_)), "{verdict:?}");
+            }
+        }
+    }
+}

@@ -67,13 +67,18 @@ pub fn execute(s: &Scenario, opts: &Options) -> Result<crate::scenario::Outcome,
     // Whatever an earlier run in this process left behind is not this run's.
     drop(sigbus::take_events());
 
+    let pools = fault::hugetlb_pool::snapshot();
     let mut machine = Machine::build(s, &plan)?;
     let result = machine.run(s, &plan, opts);
     let pages = std::mem::take(&mut machine.poisoned);
     let outcome = result.and_then(|run| machine.outcome(s, run));
     drop(machine);
-    // Best effort: the mappings are gone, give the frames back where the host allows it.
+    // Best effort: the mappings are gone, give the frames back where the host allows it,
+    // then the huge pages that poisoning dissolved.
     let _ = fault::unpoison::unpoison(&pages);
+    for short in pools.restore() {
+        eprintln!("hugetlb pool not restored: {short}");
+    }
     outcome
 }
 

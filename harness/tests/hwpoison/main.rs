@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         trials.extend(payload::trials());
         trials.extend(scenarios::trials());
         trials.extend(gate::trials());
+        trials.extend(hardening::trials());
         return libtest_mimic::run(&args, trials).exit_code();
     }
     relaunch()
@@ -52,6 +53,8 @@ mod environment;
 mod fault;
 #[cfg(target_arch = "aarch64")]
 mod gate;
+#[cfg(target_arch = "aarch64")]
+mod hardening;
 #[cfg(target_arch = "aarch64")]
 mod payload;
 #[cfg(target_arch = "aarch64")]
