@@ -3,10 +3,10 @@
 //! CPER record, inject. The machine calls it on every vCPU thread; the latency bench calls
 //! the same function and times it through a [`Probe`].
 //!
-//! Cost is counted in register ioctls (each a round trip into the host kernel): the KVM
-//! paths make two (read PC for the ifetch check, KVM_SET_VCPU_EVENTS); the emulated entry
-//! reads PC, PSTATE, VBAR_EL1 and SCTLR_EL1 and writes six registers (see
-//! [`inject_entry`]). Nothing is read when a stop is not a memory error.
+//! Cost is counted in register ioctls (each a round trip into the host kernel): an SError
+//! takes one (KVM_SET_VCPU_EVENTS), KVM's ext_dabt two (PC for the ifetch check first), the
+//! emulated entry ten: it reads PC, PSTATE, VBAR_EL1 and SCTLR_EL1 and writes six
+//! registers (see [`inject_entry`]). Nothing is read when a stop is not a memory error.
 
 use super::entry::{self, CpuState, EntryKind};
 use super::ghes::{self, RecordTemplate, RECORD_LEN};
@@ -18,7 +18,9 @@ use crate::formats::acpi::GhesSource;
 use crate::formats::esr::Esr;
 use crate::kvm::{self, sys_reg, CapSet, CoreReg, Vcpu, Vm};
 use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
-use crate::scenario::{Firmware, Hex, Injection, InjectionKind, InjectionVia, SignalCode, Vmm};
+use crate::scenario::{
+    Firmware, Hex, Injection, InjectionKind, InjectionVia, OnMemoryError, SignalCode, Vmm,
+};
 
 /// ESR_EL1, FAR_EL1, VBAR_EL1, SCTLR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).
 const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);
@@ -118,8 +120,16 @@ impl ErrorHandler {
             .map_err(|e| ExecError::Failed(format!("SIGBUS outside guest memory: {e}")))?;
         let t = t[0];
         probe.mark(Mark::Translated);
-        let pc = vcpu.get_core(CoreReg::Pc).map_err(kvm_failed)?;
-        probe.mark(Mark::Ioctl("get pc"));
+        // Only an SEA depends on the PC (policy::decide: an Instruction Abort when the PC is
+        // in the poisoned range). Otherwise it is not read, and the decision is given one
+        // just past the range, which no ifetch check can take for a fetch from it.
+        let pc = if self.vmm.on_memory_error == OnMemoryError::Sea {
+            let pc = vcpu.get_core(CoreReg::Pc).map_err(kvm_failed)?;
+            probe.mark(Mark::Ioctl("get pc"));
+            pc
+        } else {
+            t.range.start.wrapping_add(t.range.len)
+        };
         let acked = match &self.ghes {
             Some(g) => ghes::acked(vm, g).map_err(ExecError::Failed)?,
             None => true,
