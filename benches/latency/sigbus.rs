@@ -319,7 +319,9 @@ impl Path {
             return Err(format!("step {step}: the VMM did not inject ({handled:?})"));
         }
         if self.firmware == Firmware::Acpi && handled.record.is_none() {
-            return Err(format!("step {step}: no CPER record written (not acknowledged?)"));
+            return Err(format!(
+                "step {step}: no CPER record written (not acknowledged?)"
+            ));
         }
 
         let stop = vm.guest.run()?;
@@ -352,9 +354,16 @@ impl Path {
 
         let t = &vm.timeline;
         let ticks = |a: u64, b: u64| t.ticks_to_ns(b.wrapping_sub(a)) as i64;
-        let at = |mark: Mark| marks.at(mark).ok_or(format!("step {step}: no {mark:?} mark"));
-        let (translated, decided, recorded) =
-            (at(Mark::Translated)?, at(Mark::Decided)?, at(Mark::Recorded)?);
+        let at = |mark: Mark| {
+            marks
+                .at(mark)
+                .ok_or(format!("step {step}: no {mark:?} mark"))
+        };
+        let (translated, decided, recorded) = (
+            at(Mark::Translated)?,
+            at(Mark::Decided)?,
+            at(Mark::Recorded)?,
+        );
         Ok(Parts {
             signal: (t.counter_to_ns(back) - i128::from(ev.monotonic_ns)) as i64,
             hva_to_gpa: ticks(back, translated),

@@ -34,8 +34,8 @@ pub struct RecordTemplate {
 impl RecordTemplate {
     /// Encodes the record for address 0.
     pub fn new(profile: Profile) -> Result<Self, String> {
-        let encoded = memory_error_record_with_granule(0, 12, Severity::Recoverable, profile)
-            .encode();
+        let encoded =
+            memory_error_record_with_granule(0, 12, Severity::Recoverable, profile).encode();
         let bytes = <[u8; RECORD_LEN]>::try_from(encoded.as_slice())
             .map_err(|_| format!("a memory-error record of {} bytes", encoded.len()))?;
         Ok(Self { bytes, profile })
@@ -144,9 +144,13 @@ mod tests {
                 (u64::MAX, 64),
                 (0, 0),
             ] {
-                let fresh =
-                    memory_error_record_with_granule(address, shift, Severity::Recoverable, profile)
-                        .encode();
+                let fresh = memory_error_record_with_granule(
+                    address,
+                    shift,
+                    Severity::Recoverable,
+                    profile,
+                )
+                .encode();
                 assert_eq!(
                     template.encode(address, shift).as_slice(),
                     fresh.as_slice(),

@@ -17,10 +17,10 @@ use crate::fault::translate::{translate, Memslot};
 use crate::formats::acpi::GhesSource;
 use crate::formats::esr::Esr;
 use crate::kvm::{self, sys_reg, CapSet, CoreReg, Vcpu, Vm};
-use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
 use crate::scenario::{
     Firmware, Hex, Injection, InjectionKind, InjectionVia, OnMemoryError, SignalCode, Vmm,
 };
+use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
 
 /// ESR_EL1, FAR_EL1, VBAR_EL1, SCTLR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).
 const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);

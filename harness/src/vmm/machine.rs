@@ -412,7 +412,8 @@ fn vcpu_loop(
         let mut ctl = lock(&sh.ctl);
         ctl.tids.insert(tid, format!("vcpu{id}"));
         // SAFETY: pthread_self has no preconditions.
-        ctl.threads.insert(id, unsafe { libc::pthread_self() } as usize);
+        ctl.threads
+            .insert(id, unsafe { libc::pthread_self() } as usize);
     }
     let watchdog = Watchdog::start(vcpu, timeout).map_err(|e| e.to_string())?;
     let mut state = RunState::default();
