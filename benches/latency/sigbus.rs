@@ -256,6 +256,8 @@ pub struct Path {
     /// This (the vCPU) thread's id, to pick its SIGBUS: known before the fault, so the
     /// path makes no gettid call.
     tid: i32,
+    /// Allocated once: an allocation inside a timed part can cost a system call (musl).
+    marks: Marks,
 }
 
 impl Path {
@@ -267,6 +269,7 @@ impl Path {
             vm: None,
             poisoned: Vec::new(),
             tid: sigbus::gettid(),
+            marks: Marks(Vec::with_capacity(MARKS)),
         })
     }
 
@@ -309,10 +312,11 @@ impl Path {
             .into_iter()
             .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
-        let mut marks = Marks(Vec::with_capacity(MARKS));
+        let marks = &mut self.marks;
+        marks.0.clear();
         let handled = vm
             .handler
-            .on_memory_error(&vm.guest.vm, &vm.guest.vcpu, 0, &ev, &mut marks)
+            .on_memory_error(&vm.guest.vm, &vm.guest.vcpu, 0, &ev, marks)
             .map_err(|e| e.to_string())?;
         let injected = host_counter();
         if handled.injection.is_none() {
