@@ -6,13 +6,14 @@
 //!   KVM_RUN -> guest), and a bare signal delivery to a thread, blocked or spinning
 //!   (tgkill -> the handler's first clock read).
 //! - `sigbus_to_injection`: from the SIGBUS handler on the vCPU thread to the guest's
-//!   first instruction in its vector, per delivery path (KVM's ext_dabt, the emulated
+//!   first instruction in its vector, through the reference VMM's own handler
+//!   (`ras_harness::vmm::handler`), per delivery path (KVM's ext_dabt, the emulated
 //!   exception entry, SError with an ESR) and firmware (ACPI: a CPER record is written
 //!   behind GHESv2 first; DTB: none). Every iteration consumes a freshly poisoned page.
 //!
 //! Criterion times what it is given (iter_custom); every iteration's parts (signal, HVA
-//! to GPA, CPER, each ioctl, re-entry) are also kept, and a table of medians with each
-//! path as a ratio to the null exit ends the run. Benches never assert times.
+//! to GPA, decide, CPER, each ioctl, re-entry) are also kept, and a table of medians
+//! with each path as a ratio to the null exit ends the run. Benches never assert times.
 //!
 //! On an arm64 host with /dev/kvm (as root: poisoning needs CAP_SYS_ADMIN) the benches run
 //! here; anywhere else this binary relaunches itself in the emulated arm64 KVM host

@@ -90,9 +90,10 @@ impl Results {
         }
         let _ = writeln!(
             out,
-            "sigbus_to_injection {:>10} {:>10} {:>10} {:>10} {:>10} | {:>10} {:>10} | {:>6} {:>6}",
+            "sigbus_to_injection {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>10} {:>10} | {:>6} {:>6}",
             "signal",
             "hva_to_gpa",
+            "decide",
             "cper",
             "inject",
             "reentry",
@@ -106,9 +107,10 @@ impl Results {
             let to_vector = m(Parts::to_vector);
             let _ = writeln!(
                 out,
-                "  {id:<17} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>10} {:>10} | {:>6} {:>6}",
+                "  {id:<17} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>10} {:>10} | {:>6} {:>6}",
                 us(m(|p| p.signal)),
                 us(m(|p| p.hva_to_gpa)),
+                us(m(|p| p.decide)),
                 us(m(|p| p.cper)),
                 us(m(|p| p.inject)),
                 us(m(|p| p.reentry)),
@@ -118,7 +120,7 @@ impl Results {
                 parts.len()
             );
         }
-        let _ = writeln!(out, "injection ioctls (medians)");
+        let _ = writeln!(out, "register ioctls (medians)");
         for (id, parts) in &self.paths {
             let ioctls: Vec<String> = ioctl_medians(parts)
                 .into_iter()
@@ -143,6 +145,7 @@ impl Results {
                     "samples": parts.len(),
                     "signal_ns": m(|p| p.signal),
                     "hva_to_gpa_ns": m(|p| p.hva_to_gpa),
+                    "decide_ns": m(|p| p.decide),
                     "cper_ns": m(|p| p.cper),
                     "inject_ns": m(|p| p.inject),
                     "reentry_ns": m(|p| p.reentry),

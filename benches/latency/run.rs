@@ -11,9 +11,10 @@ use std::cell::RefCell;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Samples per bench in the sigbus group (criterion's minimum), one iteration each at
-/// least: every iteration costs a poisoned page and, every MAX_TARGETS, a VM.
-const SIGBUS_SAMPLES: usize = 10;
+/// Samples per bench in the sigbus group, one iteration each at least: every iteration
+/// costs a poisoned page and, every MAX_TARGETS, a VM. With criterion's minimum (10), an
+/// emulated run's medians moved by 20% from run to run.
+const SIGBUS_SAMPLES: usize = 30;
 /// The sigbus group's measurement time in null exits: about two iterations per sample
 /// at a path of 1.5 floors, whatever the host's speed (emulated or native).
 const SIGBUS_MEASURE_FLOORS: u32 = 30;

@@ -3,13 +3,17 @@
 //! The guest loads, at EL0, from one target page per step (the payload's MAX_TARGETS per
 //! VM; a fresh VM with fresh pages when they are used up). At the step's `ReadyForFault`
 //! the VMM poisons the page (MADV_HWPOISON). The load faults; KVM sends SIGBUS
-//! (BUS_MCEERR_AR) to the vCPU thread and KVM_RUN returns EINTR. Then, on the vCPU thread:
+//! (BUS_MCEERR_AR) to the vCPU thread and KVM_RUN returns EINTR. Then, on the vCPU thread,
+//! the reference VMM's own handler
+//! ([`ras_harness::vmm::handler::ErrorHandler::on_memory_error`], what the machine runs for
+//! a scenario), configured for the delivery, with a [`Probe`] reading the counter:
 //!
 //! | part | from | to |
 //! |---|---|---|
 //! | `signal` | SIGBUS handler's clock read | KVM_RUN back in the VMM |
 //! | `hva_to_gpa` | | the recorder drained, si_addr translated |
-//! | `cper` | | read-ack checked, record encoded and written (ACPI only) |
+//! | `decide` | | PC read (the ifetch check), read-ack checked, policy decided |
+//! | `cper` | | the pre-encoded record patched and written (ACPI only) |
 //! | `inject` | | the injection ioctl(s) returned (each one also timed) |
 //! | `reentry` | | the guest's CNTVCT_EL0 in its vector, on the host's axis |
 //!
@@ -21,21 +25,12 @@ use crate::guest::{params, Guest};
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
 use ras_guest_abi::map;
 use ras_harness::fault::sigbus::{self, SigbusCode};
-use ras_harness::fault::translate::{translate, Memslot};
+use ras_harness::fault::translate::Memslot;
 use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner};
-use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
-use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
-use ras_harness::kvm::{core_reg, sys_reg, Backing, Cap, CoreReg, Mapping, Stop, Vcpu};
-
-/// VBAR_EL1, ESR_EL1, FAR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).
-const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
-const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);
-const FAR_EL1: u64 = sys_reg(3, 0, 6, 0, 0);
-/// SPSR_EL1 is `spsr[KVM_SPSR_EL1]` of `struct kvm_regs`, after `user_pt_regs` (34 u64),
-/// `sp_el1` and `elr_el1`: byte 288 (arch/arm64/include/uapi/asm/kvm.h), a core register.
-fn spsr_el1() -> u64 {
-    core_reg(CoreReg::X(0)).unwrap_or(0) + 288 / 4
-}
+use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
+use ras_harness::kvm::{Backing, Cap, Mapping, Stop};
+use ras_harness::scenario::{self, Hex, OnMemoryError, SeaVia, Vmm};
+use ras_harness::vmm::handler::{ErrorHandler, Mark, Probe};
 
 /// VBAR_EL1 offsets (Arm ARM D1.3.1, table D1-7): lower EL (AArch64) synchronous, SError.
 const VECTOR_LOWER_SYNC: u64 = 0x400;
@@ -48,8 +43,6 @@ const ESR_DABT_LOW_SEA_FNV: u32 = 0x9200_0410;
 /// and the ESR_EL1 it becomes (EC 0x2F, IL).
 const SERROR_ISS_UEO: u64 = 0x811;
 const ESR_SERROR_UEO: u32 = 0xBE00_0811;
-/// PSTATE after an exception entry to EL1h: M = 0b0101, D, A, I, F masked.
-const PSTATE_EL1H_DAIF: u64 = 0x3c5;
 
 /// How the VMM tells the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +75,25 @@ impl Delivery {
         }
     }
 
+    /// The VMM configuration (a scenario's `vmm`) that makes the handler take this path.
+    fn vmm(self) -> Vmm {
+        match self {
+            Delivery::ExtDabt => Vmm {
+                sea: SeaVia::KvmExtDabt,
+                ..Vmm::default()
+            },
+            Delivery::Emulated => Vmm {
+                sea: SeaVia::Emulated,
+                ..Vmm::default()
+            },
+            Delivery::SerrorEsr => Vmm {
+                on_memory_error: OnMemoryError::Serror,
+                serror_esr: Some(Hex(SERROR_ISS_UEO)),
+                ..Vmm::default()
+            },
+        }
+    }
+
     /// The capability it needs, if any.
     pub fn cap(self) -> Option<Cap> {
         match self {
@@ -111,6 +123,13 @@ impl Firmware {
             Firmware::Dtb => "dtb",
         }
     }
+
+    fn scenario(self) -> scenario::Firmware {
+        match self {
+            Firmware::Acpi => scenario::Firmware::Acpi,
+            Firmware::Dtb => scenario::Firmware::Dtb,
+        }
+    }
 }
 
 /// One iteration's parts, in nanoseconds (signed: the guest's part comes from another
@@ -119,6 +138,7 @@ impl Firmware {
 pub struct Parts {
     pub signal: i64,
     pub hva_to_gpa: i64,
+    pub decide: i64,
     pub cper: i64,
     pub inject: i64,
     pub reentry: i64,
@@ -129,7 +149,7 @@ pub struct Parts {
 impl Parts {
     /// SIGBUS handler to the injection ioctl(s) returning.
     pub fn to_ioctl_return(&self) -> i64 {
-        self.signal + self.hva_to_gpa + self.cper + self.inject
+        self.signal + self.hva_to_gpa + self.decide + self.cper + self.inject
     }
 
     /// SIGBUS handler to the guest's first instruction in the vector.
@@ -144,8 +164,7 @@ struct PoisonVm {
     ranges: GuestRanges,
     guest: Guest,
     hvas: Vec<usize>,
-    slots: Vec<Memslot>,
-    ghes: Option<GhesSource>,
+    handler: ErrorHandler,
     /// Host counter = guest counter + offset.
     offset: u64,
     timeline: Timeline,
@@ -153,7 +172,7 @@ struct PoisonVm {
 }
 
 impl PoisonVm {
-    fn boot(firmware: Firmware) -> Result<Self, String> {
+    fn boot(firmware: Firmware, delivery: Delivery) -> Result<Self, String> {
         let page = host_page_size();
         let targets: Vec<u64> = (0..MAX_TARGETS)
             .map(|i| map::TARGET_BASE + (i * page) as u64)
@@ -207,12 +226,19 @@ impl PoisonVm {
             Firmware::Acpi => Some(*layout.source_for(Notify::Sea).ok_or("no SEA source")?),
             Firmware::Dtb => None,
         };
+        let handler = ErrorHandler::new(
+            firmware.scenario(),
+            guest.vm.caps(),
+            &delivery.vmm(),
+            slots,
+            ghes,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             ranges,
             guest,
             hvas,
-            slots,
-            ghes,
+            handler,
             offset,
             timeline: Timeline::calibrate(),
             next_step: 0,
@@ -230,6 +256,8 @@ pub struct Path {
     /// This (the vCPU) thread's id, to pick its SIGBUS: known before the fault, so the
     /// path makes no gettid call.
     tid: i32,
+    /// Allocated once: an allocation inside a timed part can cost a system call (musl).
+    marks: Marks,
 }
 
 impl Path {
@@ -241,6 +269,7 @@ impl Path {
             vm: None,
             poisoned: Vec::new(),
             tid: sigbus::gettid(),
+            marks: Marks(Vec::with_capacity(MARKS)),
         })
     }
 
@@ -254,7 +283,7 @@ impl Path {
     pub fn iteration(&mut self) -> Result<Parts, String> {
         if self.vm.as_ref().is_none_or(|v| v.next_step >= MAX_TARGETS) {
             self.vm = None;
-            let vm = PoisonVm::boot(self.firmware)?;
+            let vm = PoisonVm::boot(self.firmware, self.delivery)?;
             if let Some(cap) = self.delivery.cap() {
                 if !vm.guest.vm.caps().has(cap) {
                     return Err(format!("the host has no {cap:?}"));
@@ -283,16 +312,21 @@ impl Path {
             .into_iter()
             .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
-        let gpa =
-            translate(&vm.slots, ev.si_addr, ev.si_addr_lsb).map_err(|e| e.to_string())?[0].gpa;
-        let translated = host_counter();
-        if let Some(source) = &vm.ghes {
-            write_cper(&vm.guest, source, gpa)?;
-        }
-        let recorded = host_counter();
-        let mut ioctls = Vec::new();
-        inject(&vm.guest.vcpu, self.delivery, &mut ioctls).map_err(|e| e.to_string())?;
+        let marks = &mut self.marks;
+        marks.0.clear();
+        let handled = vm
+            .handler
+            .on_memory_error(&vm.guest.vm, &vm.guest.vcpu, 0, &ev, marks)
+            .map_err(|e| e.to_string())?;
         let injected = host_counter();
+        if handled.injection.is_none() {
+            return Err(format!("step {step}: the VMM did not inject ({handled:?})"));
+        }
+        if self.firmware == Firmware::Acpi && handled.record.is_none() {
+            return Err(format!(
+                "step {step}: no CPER record written (not acknowledged?)"
+            ));
+        }
 
         let stop = vm.guest.run()?;
         let expected_stop = if step + 1 < MAX_TARGETS {
@@ -324,79 +358,54 @@ impl Path {
 
         let t = &vm.timeline;
         let ticks = |a: u64, b: u64| t.ticks_to_ns(b.wrapping_sub(a)) as i64;
+        let at = |mark: Mark| {
+            marks
+                .at(mark)
+                .ok_or(format!("step {step}: no {mark:?} mark"))
+        };
+        let (translated, decided, recorded) = (
+            at(Mark::Translated)?,
+            at(Mark::Decided)?,
+            at(Mark::Recorded)?,
+        );
         Ok(Parts {
             signal: (t.counter_to_ns(back) - i128::from(ev.monotonic_ns)) as i64,
             hva_to_gpa: ticks(back, translated),
-            cper: ticks(translated, recorded),
+            decide: ticks(translated, decided),
+            cper: ticks(decided, recorded),
             inject: ticks(recorded, injected),
             reentry: (t.counter_to_ns(in_vector) - t.counter_to_ns(injected)) as i64,
-            ioctls: ioctls
-                .into_iter()
+            ioctls: marks
+                .ioctls()
                 .map(|(name, n)| (name, t.ticks_to_ns(n) as i64))
                 .collect(),
         })
     }
 }
 
-/// The GHESv2 handshake and the record (RAS-FACTS.md §4): read-ack must be non-zero (the
-/// guest acknowledged the last one), the VMM sets it to 0 and writes the status block.
-fn write_cper(guest: &Guest, source: &GhesSource, gpa: u64) -> Result<(), String> {
-    let mut ack = [0u8; 8];
-    guest
-        .vm
-        .read_guest(source.read_ack, &mut ack)
-        .map_err(|e| e.to_string())?;
-    if u64::from_le_bytes(ack) == 0 {
-        return Err("the guest has not acknowledged the previous record".into());
+/// More marks than any path makes (the emulated entry: 3 + 10 ioctls), so that no
+/// allocation falls inside a timed part.
+const MARKS: usize = 16;
+
+/// The handler's marks, each with the host counter when it was reached.
+struct Marks(Vec<(Mark, u64)>);
+
+impl Probe for Marks {
+    fn mark(&mut self, at: Mark) {
+        self.0.push((at, host_counter()));
     }
-    let record = memory_error_record(gpa, Severity::Recoverable, Profile::Qemu).encode();
-    guest
-        .vm
-        .write_guest(source.read_ack, &0u64.to_le_bytes())
-        .and_then(|()| guest.vm.write_guest(source.status_block, &record))
-        .map_err(|e| e.to_string())
 }
 
-/// Times `f` as the ioctl `name`, in counter ticks (a counter read costs far less than
-/// clock_gettime, which the emulated host serves by system call).
-fn timed<T>(
-    ioctls: &mut Vec<(&'static str, u64)>,
-    name: &'static str,
-    f: impl FnOnce() -> ras_harness::kvm::Result<T>,
-) -> ras_harness::kvm::Result<T> {
-    let start = host_counter();
-    let result = f();
-    ioctls.push((name, host_counter().wrapping_sub(start)));
-    result
-}
+impl Marks {
+    fn at(&self, mark: Mark) -> Option<u64> {
+        self.0.iter().find(|(m, _)| *m == mark).map(|&(_, c)| c)
+    }
 
-/// Delivers the error to a vCPU stopped at its faulting EL0 load (KVM_RUN returned
-/// EINTR: PC is the load, nothing is pending).
-fn inject(
-    vcpu: &Vcpu,
-    delivery: Delivery,
-    ioctls: &mut Vec<(&'static str, u64)>,
-) -> ras_harness::kvm::Result<()> {
-    match delivery {
-        Delivery::ExtDabt => timed(ioctls, "set_vcpu_events", || vcpu.inject_ext_dabt()),
-        Delivery::SerrorEsr => timed(ioctls, "set_vcpu_events", || {
-            vcpu.inject_serror(Some(SERROR_ISS_UEO))
-        }),
-        Delivery::Emulated => {
-            let pc = timed(ioctls, "get pc", || vcpu.get_core(CoreReg::Pc))?;
-            let pstate = timed(ioctls, "get pstate", || vcpu.get_core(CoreReg::Pstate))?;
-            let vbar = timed(ioctls, "get vbar_el1", || vcpu.get_reg(VBAR_EL1))?;
-            let esr = u64::from(ESR_DABT_LOW_SEA_FNV);
-            timed(ioctls, "set esr_el1", || vcpu.set_reg(ESR_EL1, esr))?;
-            timed(ioctls, "set far_el1", || vcpu.set_reg(FAR_EL1, 0))?;
-            timed(ioctls, "set spsr_el1", || vcpu.set_reg(spsr_el1(), pstate))?;
-            timed(ioctls, "set elr_el1", || vcpu.set_core(CoreReg::ElrEl1, pc))?;
-            timed(ioctls, "set pstate", || {
-                vcpu.set_core(CoreReg::Pstate, PSTATE_EL1H_DAIF)
-            })?;
-            timed(ioctls, "set pc", || {
-                vcpu.set_core(CoreReg::Pc, vbar + VECTOR_LOWER_SYNC)
-            })
-        }
+    /// Each ioctl with its ticks: from the mark before it (the calls follow one another).
+    fn ioctls(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.windows(2).filter_map(|w| match w[1].0 {
+            Mark::Ioctl(name) => Some((name, w[1].1.wrapping_sub(w[0].1))),
+            _ => None,
+        })
     }
 }

@@ -1,55 +1,52 @@
-//! The machine: one VM, one thread per vCPU, and the VMM thread that poisons, decides and
-//! records. vCPU threads only run KVM_RUN, read registers and inject; every decision is
-//! taken on the VMM thread, which talks to them through channels:
+//! The machine: one VM, one thread per vCPU, and the VMM thread that poisons. A memory
+//! error is handled where it lands: the vCPU thread whose KVM_RUN the SIGBUS interrupted
+//! takes it, decides, writes the CPER record and injects ([`ErrorHandler`]), and runs on,
+//! with no hand-over to another thread (a hand-over and back costs about two null MMIO
+//! exits, docs/benchmarks.md). The threads share one [`Controller`] under a mutex: the
+//! SIGBUS ring, the fault states and what the outcome reports.
 //!
 //! ```text
-//! vCPU thread                          VMM thread (execute)
-//! run_until_stop -> ReadyForFault ---> poison now, or hold until the previous fault is
-//!   (complete_mmio first)               notified / acknowledged
-//! run_until_stop -> EINTR (SIGBUS) --> take the SIGBUS, HVA -> GPA, policy::decide,
-//!                                      write CPER, answer Inject / Halt
-//! inject (emulated entry or KVM) ----> record the injection, answer Resume (or hold)
+//! vCPU thread                               VMM thread (execute)
+//! run_until_stop -> ReadyForFault --------> poison now, or hold until the previous fault
+//!   (complete_mmio first), wait for            is notified / acknowledged; answer
+//!   Resume / Halt / Notify(AO)                 Resume, or Notify an early-kill AO
+//! run_until_stop -> EINTR (SIGBUS)
+//!   lock: drain the ring, take this
+//!   thread's AR, on_memory_error, record;
+//!   hold (condvar) while a scenario's
+//!   before-ack order asks for it; run on
 //! ```
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
 use ras_guest_abi::mailbox::acpi_found;
 use ras_guest_abi::map::{self, mailbox_offset, RAM_BASE, TARGET_BASE};
 use ras_guest_abi::Report;
 
-use super::entry::{self, CpuState, EntryKind};
 use super::ghes::{self, GuestMemory};
+use super::handler::ErrorHandler;
 use super::plan::{self, Plan};
-use super::policy::{self, Decision, Delivery, FaultInfo, RecordAction};
 use super::{ExecError, Options};
 use crate::fault::sigbus::{self, SigbusEvent, BUS_MCEERR_AO, BUS_MCEERR_AR};
 use crate::fault::translate::{translate, Memslot};
 use crate::fault::{self, GuestRanges, PoisonError, PoisonedPage, Poisoner};
-use crate::formats::cper::{memory_error_record_with_granule, Severity};
 use crate::kvm::Watchdog;
 use crate::kvm::{self, sys_reg, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm};
 use crate::payload;
 use crate::scenario::{
     Backing, CperObserved, Exit, GuestException, GuestObservation, Hex, HostSignal, Injection,
-    InjectionKind, InjectionVia, KvmCap, MceKill, Method, Scenario, SignalCode, When,
+    KvmCap, MceKill, Method, Scenario, When,
 };
 
-/// ESR_EL1, FAR_EL1, VBAR_EL1, SCTLR_EL1, ID_AA64PFR0_EL1 (Arm ARM encodings op0, op1,
-/// CRn, CRm, op2).
-const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);
-const FAR_EL1: u64 = sys_reg(3, 0, 6, 0, 0);
-const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
-const SCTLR_EL1: u64 = sys_reg(3, 0, 1, 0, 0);
+/// ID_AA64PFR0_EL1 (Arm ARM encoding op0, op1, CRn, CRm, op2).
 const ID_AA64PFR0_EL1: u64 = sys_reg(3, 0, 0, 4, 0);
 /// ID_AA64PFR0_EL1.RAS, bits \[31:28\].
 const PFR0_RAS: u64 = 0xF << 28;
-/// SPSR_EL1 is `spsr[KVM_SPSR_EL1]` of `struct kvm_regs`, after `user_pt_regs` (34 u64),
-/// `sp_el1` and `elr_el1`: byte 288 (arch/arm64/include/uapi/asm/kvm.h).
-const SPSR_EL1: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE as u64 | (288 / 4);
-/// How long the VMM thread waits for a message before re-checking held vCPUs.
+/// How long the VMM thread waits for a message, and a held vCPU for a change, before
+/// re-checking (an acknowledgement is a guest memory write: nothing signals it).
 const TICK: Duration = Duration::from_millis(20);
 /// How long an early-kill BUS_MCEERR_AO may take to reach the ring after the poison call
 /// (it is queued to whichever thread the kernel picks, and handled when that thread runs).
@@ -70,7 +67,12 @@ pub fn execute(s: &Scenario, opts: &Options) -> Result<crate::scenario::Outcome,
     let pools = fault::hugetlb_pool::snapshot();
     let mut machine = Machine::build(s, &plan)?;
     let result = machine.run(s, &plan, opts);
-    let pages = std::mem::take(&mut machine.poisoned);
+    let pages = std::mem::take(
+        machine
+            .poisoned
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let outcome = result.and_then(|run| machine.outcome(s, run));
     drop(machine);
     // Best effort: the mappings are gone, give the frames back where the host allows it,
@@ -90,7 +92,8 @@ struct Machine {
     target_hva: usize,
     vm: Vm,
     vcpus: Vec<Vcpu>,
-    poisoned: Vec<PoisonedPage>,
+    /// Every page poisoned, for giving back at the end (the VMM thread poisons).
+    poisoned: Mutex<Vec<PoisonedPage>>,
     _gic: kvm_ioctls::DeviceFd,
 }
 
@@ -197,14 +200,14 @@ impl Machine {
             target_hva,
             vm,
             vcpus,
-            poisoned: Vec::new(),
+            poisoned: Mutex::new(Vec::new()),
             _gic: gic,
         })
     }
 
     /// Poisons the host page holding fault `index`'s target page, through the guarded
     /// poisoner (it refuses any address outside the registered target slot).
-    fn poison(&mut self, s: &Scenario, index: usize) -> Result<(), ExecError> {
+    fn poison(&self, s: &Scenario, index: usize) -> Result<(), ExecError> {
         let f = &s.faults[index];
         let method = match f.method {
             Method::MadviseHwpoison => fault::Method::MadviseHwpoison,
@@ -217,7 +220,7 @@ impl Machine {
         let hva = self.target_hva + offset as usize;
         match poisoner.poison(hva, method) {
             Ok(page) => {
-                self.poisoned.push(page);
+                lock(&self.poisoned).push(page);
                 Ok(())
             }
             Err(e @ (PoisonError::NeedsRoot { .. } | PoisonError::NoMemoryFailure { .. })) => {
@@ -236,10 +239,24 @@ impl Machine {
                 ctl.faults[i].poisoned = true;
             }
         }
-        ctl.collect(&self.slots);
+        ctl.collect();
+        let handler = ErrorHandler::new(
+            s.firmware,
+            self.vm.caps(),
+            &s.vmm,
+            self.slots.clone(),
+            plan.ghes,
+        )?;
 
         let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
         let vcpus = std::mem::take(&mut self.vcpus);
+        let shared = Shared {
+            m: self,
+            s,
+            handler,
+            ctl: Mutex::new(ctl),
+            changed: Condvar::new(),
+        };
         std::thread::scope(|scope| {
             let mut commands = Vec::new();
             for (i, vcpu) in vcpus.into_iter().enumerate() {
@@ -247,24 +264,32 @@ impl Machine {
                 commands.push(cmd_tx);
                 let tx = msg_tx.clone();
                 let timeout = opts.vcpu_timeout;
+                let sh = &shared;
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
                     .spawn_scoped(scope, move || {
-                        vcpu_thread(i as u8, vcpu, timeout, &tx, &cmd_rx)
+                        vcpu_thread(sh, i as u8, vcpu, timeout, &tx, &cmd_rx)
                     })
                     .map_err(|e| ExecError::Failed(format!("spawn vCPU thread: {e}")))?;
             }
             drop(msg_tx);
             let deadline = Instant::now() + opts.vcpu_timeout + Duration::from_secs(10);
-            let result = ctl.drive(self, s, &msg_rx, &commands, deadline);
-            // Dropping the senders lets every waiting vCPU thread end.
+            let result = shared.drive(&msg_rx, &commands, deadline);
+            // Whatever happened, held vCPUs halt now, and dropping the senders lets every
+            // vCPU waiting for a command end.
+            lock(&shared.ctl).halt = true;
+            shared.changed.notify_all();
             drop(commands);
             // Wait for every vCPU thread to end: the iterator stops when the last one drops
             // its sender.
             for _ in msg_rx.iter() {}
             result
         })?;
-        Ok(ctl.into_run())
+        let ctl = shared
+            .ctl
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(ctl.into_run(&self.slots))
     }
 
     fn outcome(&self, s: &Scenario, run: Run) -> Result<crate::scenario::Outcome, ExecError> {
@@ -328,26 +353,13 @@ fn observations(vcpu: u8, r: &Report) -> Vec<GuestObservation> {
 
 /// vCPU thread -> VMM thread.
 enum Msg {
-    Started {
-        vcpu: u8,
-        tid: i32,
-        /// Its pthread_t, as an integer (a pointer on musl, which is not Send).
-        thread: usize,
-    },
-    /// Stopped and waiting for a [`Command`].
-    Stopped { vcpu: u8, why: Why, cpu: CpuState },
-    /// An injection was done; waiting for a [`Command`].
-    Injected(Injection),
+    /// The guest rang ReadyForFault for this step (the MMIO is already completed); the
+    /// vCPU waits for a [`Command`].
+    Ready { vcpu: u8, step: u16 },
+    /// A fault was notified while the VMM thread holds a vCPU: check the holds now.
+    Notified,
     /// The thread ends.
     Exited { vcpu: u8, how: Ended },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Why {
-    /// The guest rang ReadyForFault for this step (the MMIO is already completed).
-    Ready(u16),
-    /// KVM_RUN returned EINTR: a SIGBUS, or a stray signal.
-    Interrupted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -358,131 +370,88 @@ enum Ended {
     Error(String),
 }
 
-/// VMM thread -> vCPU thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// VMM thread -> a vCPU thread waiting at its doorbell.
+#[derive(Clone, Copy, Debug)]
 enum Command {
     Resume,
     Halt,
-    Inject(Inject),
+    /// Act on this early-kill BUS_MCEERR_AO (`on_ao: notify`).
+    Notify(SigbusEvent),
 }
 
+/// What a vCPU thread does after handling a stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Inject {
-    Emulated(EntryKind),
-    ExtDabt,
-    Serror(Option<u64>),
+enum Next {
+    Run,
+    Halt,
 }
 
-fn read_cpu(vcpu: &Vcpu) -> kvm::Result<CpuState> {
-    Ok(CpuState {
-        pc: vcpu.get_core(CoreReg::Pc)?,
-        pstate: vcpu.get_core(CoreReg::Pstate)?,
-        vbar: vcpu.get_reg(VBAR_EL1)?,
-        sctlr: vcpu.get_reg(SCTLR_EL1)?,
-    })
+/// Locks `m`; a thread that panicked holding it leaves data still worth reporting.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn vcpu_thread(
+    sh: &Shared<'_>,
     id: u8,
     mut vcpu: Vcpu,
     timeout: Duration,
     tx: &Sender<Msg>,
     rx: &Receiver<Command>,
 ) {
-    let _ = tx.send(Msg::Started {
-        vcpu: id,
-        tid: sigbus::gettid(),
-        // SAFETY: pthread_self has no preconditions.
-        thread: unsafe { libc::pthread_self() } as usize,
-    });
-    let how = vcpu_loop(id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
+    let how = vcpu_loop(sh, id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
     let _ = tx.send(Msg::Exited { vcpu: id, how });
 }
 
 fn vcpu_loop(
+    sh: &Shared<'_>,
     id: u8,
     vcpu: &mut Vcpu,
     timeout: Duration,
     tx: &Sender<Msg>,
     rx: &Receiver<Command>,
 ) -> Result<Ended, String> {
+    // Known before the first fault, so the SIGBUS path makes no gettid call.
+    let tid = sigbus::gettid();
+    {
+        let mut ctl = lock(&sh.ctl);
+        ctl.tids.insert(tid, format!("vcpu{id}"));
+        // SAFETY: pthread_self has no preconditions.
+        ctl.threads
+            .insert(id, unsafe { libc::pthread_self() } as usize);
+    }
     let watchdog = Watchdog::start(vcpu, timeout).map_err(|e| e.to_string())?;
     let mut state = RunState::default();
     loop {
-        let why = match vcpu.run_until_stop(&mut state).map_err(|e| e.to_string())? {
+        let next = match vcpu.run_until_stop(&mut state).map_err(|e| e.to_string())? {
             Stop::ReadyForFault { step } => {
                 // Retire the doorbell store now, so that an injection written while the
                 // vCPU waits does not lose its first instruction (RAS-FACTS.md §2).
                 vcpu.complete_mmio().map_err(|e| e.to_string())?;
-                Why::Ready(step)
+                tx.send(Msg::Ready { vcpu: id, step })
+                    .map_err(|_| "the VMM thread is gone".to_owned())?;
+                match rx.recv() {
+                    Ok(Command::Resume) => Next::Run,
+                    Ok(Command::Halt) | Err(_) => Next::Halt,
+                    Ok(Command::Notify(ev)) => {
+                        let ctl = lock(&sh.ctl);
+                        sh.on_memory_error(ctl, id, vcpu, &ev, tx)
+                            .map_err(|e| e.to_string())?
+                    }
+                }
             }
-            Stop::Interrupted => Why::Interrupted,
+            Stop::Interrupted => sh
+                .on_interrupt(id, tid, vcpu, tx)
+                .map_err(|e| e.to_string())?,
             Stop::SystemOff => return Ok(Ended::SystemOff),
             Stop::Kicked => return Ok(Ended::Timeout),
             other => return Err(format!("vCPU {id}: unexpected stop {other:?}")),
         };
-        let cpu = read_cpu(vcpu).map_err(|e| e.to_string())?;
-        tx.send(Msg::Stopped { vcpu: id, why, cpu })
-            .map_err(|_| "the VMM thread is gone".to_owned())?;
-        loop {
-            match rx.recv() {
-                Ok(Command::Resume) => break,
-                Ok(Command::Halt) | Err(_) => return Ok(Ended::Halted),
-                Ok(Command::Inject(what)) => {
-                    let done = inject(id, vcpu, what, cpu).map_err(|e| e.to_string())?;
-                    tx.send(Msg::Injected(done))
-                        .map_err(|_| "the VMM thread is gone".to_owned())?;
-                }
-            }
+        if next == Next::Halt {
+            return Ok(Ended::Halted);
         }
         if watchdog.fired() {
             return Ok(Ended::Timeout);
-        }
-    }
-}
-
-fn inject(id: u8, vcpu: &Vcpu, what: Inject, cpu: CpuState) -> Result<Injection, String> {
-    match what {
-        Inject::Emulated(kind) => {
-            let regs = entry::enter(kind, cpu).map_err(|e| e.to_string())?;
-            let set = |reg, value| vcpu.set_reg(reg, value).map_err(|e| e.to_string());
-            set(ESR_EL1, regs.esr)?;
-            set(FAR_EL1, regs.far)?;
-            set(SPSR_EL1, regs.spsr)?;
-            let core = |reg, value| vcpu.set_core(reg, value).map_err(|e| e.to_string());
-            core(CoreReg::ElrEl1, regs.elr)?;
-            core(CoreReg::Pstate, regs.pstate)?;
-            core(CoreReg::Pc, regs.pc)?;
-            Ok(Injection {
-                vcpu: id,
-                kind: match kind {
-                    EntryKind::DataAbort => InjectionKind::Sea,
-                    EntryKind::InstructionAbort => InjectionKind::Iabt,
-                },
-                via: InjectionVia::Emulated,
-                esr: Some(Hex(regs.esr)),
-            })
-        }
-        Inject::ExtDabt => {
-            vcpu.inject_ext_dabt().map_err(|e| e.to_string())?;
-            Ok(Injection {
-                vcpu: id,
-                kind: InjectionKind::Sea,
-                via: InjectionVia::KvmExtDabt,
-                esr: None,
-            })
-        }
-        Inject::Serror(iss) => {
-            vcpu.inject_serror(iss).map_err(|e| e.to_string())?;
-            // ESR_EL1 as the guest should see it: EC 0x2F, IL 1, the ISS (Arm ARM D24.2.40).
-            let esr =
-                iss.map(|iss| Hex(crate::formats::esr::Esr::new(0x2F, true, iss as u32).raw()));
-            Ok(Injection {
-                vcpu: id,
-                kind: InjectionKind::Serror,
-                via: InjectionVia::KvmSerror,
-                esr,
-            })
         }
     }
 }
@@ -494,7 +463,7 @@ struct FaultState {
     notified: bool,
 }
 
-/// What a held vCPU waits for before it gets its command.
+/// What a held vCPU waits for before it goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Until {
     /// Nothing: released at the next check.
@@ -505,14 +474,6 @@ enum Until {
     Acked(usize),
 }
 
-/// What a held vCPU does once released.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Then {
-    /// Poison fault n, then resume (or notify an AO); the vCPU's state at its doorbell.
-    Poison(usize, CpuState),
-    Send(Command),
-}
-
 /// Everything observed, as the outcome reports it.
 struct Run {
     exit: Exit,
@@ -521,27 +482,32 @@ struct Run {
     cper: Vec<CperObserved>,
 }
 
+/// What the VMM thread and the vCPU threads share, under [`Shared::ctl`].
 struct Controller {
     faults: Vec<FaultState>,
     /// Step -> fault index, per vCPU.
     steps: Vec<Vec<Option<usize>>>,
     tids: HashMap<i32, String>,
-    vcpu_tid: HashMap<u8, i32>,
-    held: Vec<(u8, Until, Then)>,
+    /// vCPUs the VMM thread holds at their doorbell: poison fault n once `Until` holds.
+    held: Vec<(u8, Until, usize)>,
+    /// vCPU threads waiting on [`Shared::changed`].
+    waiting: usize,
     /// pthread_t of each vCPU thread, to interrupt its KVM_RUN.
     threads: HashMap<u8, usize>,
     /// A vCPU called PSCI SYSTEM_OFF: the VM is off.
     vm_off: bool,
-    /// The GHESv2 source notified by SEA (ACPI).
-    ghes: Option<crate::formats::acpi::GhesSource>,
+    /// The VMM thread stopped driving: held vCPUs halt.
+    halt: bool,
     timed_out: bool,
     /// The fault each vCPU is in the middle of (from its last ReadyForFault).
     current: HashMap<u8, usize>,
+    /// Every SIGBUS taken from the ring, in order (the outcome's `host_signals`).
+    signals: Vec<SigbusEvent>,
+    /// AR/AO events not yet acted on.
     pending: Vec<SigbusEvent>,
     exited: HashMap<u8, Ended>,
-    host_signals: Vec<HostSignal>,
     injections: Vec<Injection>,
-    cper: Vec<CperObserved>,
+    records: Vec<Vec<u8>>,
     stopped: Option<String>,
 }
 
@@ -551,23 +517,23 @@ impl Controller {
             faults: vec![FaultState::default(); s.faults.len()],
             steps: plan.vcpus.iter().map(|v| v.step_faults.clone()).collect(),
             tids: HashMap::new(),
-            vcpu_tid: HashMap::new(),
             held: Vec::new(),
+            waiting: 0,
             threads: HashMap::new(),
             vm_off: false,
-            ghes: plan.ghes,
+            halt: false,
             timed_out: false,
             current: HashMap::new(),
+            signals: Vec::new(),
             pending: Vec::new(),
             exited: HashMap::new(),
-            host_signals: Vec::new(),
             injections: Vec::new(),
-            cper: Vec::new(),
+            records: Vec::new(),
             stopped: None,
         }
     }
 
-    fn into_run(self) -> Run {
+    fn into_run(self, slots: &[Memslot]) -> Run {
         let exit = if self.stopped.is_some() {
             Exit::VmStopped
         } else if self.timed_out || self.exited.values().any(|e| *e == Ended::Timeout) {
@@ -575,143 +541,55 @@ impl Controller {
         } else {
             Exit::Completed
         };
+        let host_signals = self
+            .signals
+            .iter()
+            .map(|ev| HostSignal {
+                code: ev.si_code,
+                lsb: u8::try_from(ev.si_addr_lsb).unwrap_or(0),
+                gpa: translate(slots, ev.si_addr, ev.si_addr_lsb)
+                    .ok()
+                    .and_then(|t| t.first().map(|t| Hex(t.gpa))),
+                thread: self
+                    .tids
+                    .get(&ev.tid)
+                    .cloned()
+                    .unwrap_or_else(|| "other".to_owned()),
+            })
+            .collect();
         Run {
             exit,
-            host_signals: self.host_signals,
+            host_signals,
             injections: self.injections,
-            cper: self.cper,
+            cper: self
+                .records
+                .iter()
+                .map(|r| CperObserved::from_bytes(r))
+                .collect(),
         }
     }
 
-    /// Moves the SIGBUS ring into `host_signals`, keeping AR/AO events for decisions.
-    fn collect(&mut self, slots: &[Memslot]) {
+    /// Moves the SIGBUS ring into `signals`, keeping AR/AO events for decisions. Only
+    /// copies: what the outcome reports of them is worked out at the end.
+    fn collect(&mut self) {
         for ev in sigbus::take_events() {
-            let gpa = translate(slots, ev.si_addr, ev.si_addr_lsb)
-                .ok()
-                .and_then(|t| t.first().map(|t| Hex(t.gpa)));
-            let thread = self
-                .tids
-                .get(&ev.tid)
-                .cloned()
-                .unwrap_or_else(|| "other".to_owned());
-            self.host_signals.push(HostSignal {
-                code: ev.si_code,
-                lsb: u8::try_from(ev.si_addr_lsb).unwrap_or(0),
-                gpa,
-                thread,
-            });
+            self.signals.push(ev);
             if ev.si_code == BUS_MCEERR_AR || ev.si_code == BUS_MCEERR_AO {
                 self.pending.push(ev);
             }
         }
     }
 
-    fn drive(
-        &mut self,
-        m: &mut Machine,
-        s: &Scenario,
-        rx: &Receiver<Msg>,
-        commands: &[Sender<Command>],
-        deadline: Instant,
-    ) -> Result<(), ExecError> {
-        let send = |v: u8, c: Command| {
-            let _ = commands[usize::from(v)].send(c);
-        };
-        while self.exited.len() < commands.len() {
-            let msg = match rx.recv_timeout(TICK) {
-                Ok(msg) => Some(msg),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            match msg {
-                None => {}
-                Some(Msg::Started { vcpu, tid, thread }) => {
-                    self.tids.insert(tid, format!("vcpu{vcpu}"));
-                    self.vcpu_tid.insert(vcpu, tid);
-                    self.threads.insert(vcpu, thread);
-                }
-                Some(Msg::Exited { vcpu, how }) => {
-                    if let Ended::Error(e) = &how {
-                        return Err(ExecError::Failed(e.clone()));
-                    }
-                    self.vm_off |= how == Ended::SystemOff;
-                    self.exited.insert(vcpu, how);
-                }
-                Some(Msg::Injected(inj)) => {
-                    let v = inj.vcpu;
-                    self.injections.push(inj);
-                    if let Some(&i) = self.current.get(&v) {
-                        self.faults[i].notified = true;
-                    }
-                    let hold = self.hold_after_notify(s, v);
-                    match hold {
-                        Some(until) => self.held.push((v, until, Then::Send(Command::Resume))),
-                        None => send(v, Command::Resume),
-                    }
-                }
-                Some(Msg::Stopped { vcpu, why, cpu }) => {
-                    if self.stopped.is_some() || self.vm_off {
-                        send(vcpu, Command::Halt);
-                        continue;
-                    }
-                    match why {
-                        Why::Ready(step) => {
-                            let fault = self
-                                .steps
-                                .get(usize::from(vcpu))
-                                .and_then(|st| st.get(usize::from(step)).copied())
-                                .flatten();
-                            match fault {
-                                Some(i) if !self.faults[i].poisoned => {
-                                    self.current.insert(vcpu, i);
-                                    let until = match s.faults[i].when {
-                                        When::BeforeAck => Until::Notified(i - 1),
-                                        When::AfterAck => Until::Acked(i - 1),
-                                        When::AtReady | When::BeforeBoot => Until::Now,
-                                    };
-                                    self.held.push((vcpu, until, Then::Poison(i, cpu)));
-                                }
-                                Some(i) => {
-                                    self.current.insert(vcpu, i);
-                                    send(vcpu, Command::Resume);
-                                }
-                                None => send(vcpu, Command::Resume),
-                            }
-                        }
-                        Why::Interrupted => {
-                            self.collect(&m.slots);
-                            let cmd = self.on_interrupt(m, s, vcpu, cpu)?;
-                            send(vcpu, cmd);
-                        }
-                    }
-                }
-            }
-            self.release(m, s, &send)?;
-            if self.vm_off {
-                self.kick_the_rest();
-            }
-            if Instant::now() > deadline {
-                for v in 0..commands.len() as u8 {
-                    send(v, Command::Halt);
-                }
-                self.held.clear();
-                self.timed_out = true;
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// After SYSTEM_OFF the payload's other vCPUs have ended with PSCI CPU_OFF, which does
     /// not exit: their threads sleep in KVM_RUN. SIGRTMIN (the watchdog's empty handler)
-    /// makes KVM_RUN return EINTR; the vCPU then reports and is told to halt. Repeated each
+    /// makes KVM_RUN return EINTR; the vCPU then sees the VM off and halts. Repeated each
     /// tick, in case a signal lands between two KVM_RUNs.
     fn kick_the_rest(&self) {
         for (v, &thread) in &self.threads {
             if !self.exited.contains_key(v) {
                 // SAFETY: the thread is a scoped vCPU thread that is joined only after this
-                // controller returns, so its pthread_t is valid; SIGRTMIN has a handler
-                // (installed by Watchdog::start before the thread's first KVM_RUN).
+                // controller's run returns, so its pthread_t is valid; SIGRTMIN has a
+                // handler (installed by Watchdog::start before the thread's first KVM_RUN).
                 unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGRTMIN()) };
             }
         }
@@ -735,153 +613,239 @@ impl Controller {
             .then_some(Until::Acked(prev))
     }
 
-    fn satisfied(&self, m: &Machine, until: Until) -> bool {
+    fn satisfied(&self, sh: &Shared<'_>, until: Until) -> bool {
         match until {
             Until::Now => true,
             Until::Notified(i) => self.faults.get(i).is_some_and(|f| f.notified),
             Until::Acked(i) => {
                 self.faults.get(i).is_some_and(|f| f.notified)
-                    && self
-                        .ghes
-                        .is_some_and(|g| ghes::acked(&m.vm, &g).unwrap_or(false))
+                    && sh
+                        .handler
+                        .ghes()
+                        .is_some_and(|g| ghes::acked(&sh.m.vm, g).unwrap_or(false))
             }
         }
     }
+}
 
-    fn release(
-        &mut self,
-        m: &mut Machine,
-        s: &Scenario,
-        send: &impl Fn(u8, Command),
+/// The machine during a run, as every thread sees it.
+struct Shared<'a> {
+    m: &'a Machine,
+    s: &'a Scenario,
+    handler: ErrorHandler,
+    ctl: Mutex<Controller>,
+    /// Signalled when a fault is notified or the run ends, for vCPUs held after theirs.
+    changed: Condvar,
+}
+
+impl Shared<'_> {
+    /// KVM_RUN returned EINTR on vCPU `v` (thread `tid`): its SIGBUS, or a stray signal.
+    fn on_interrupt(
+        &self,
+        v: u8,
+        tid: i32,
+        vcpu: &Vcpu,
+        tx: &Sender<Msg>,
+    ) -> Result<Next, ExecError> {
+        let mut ctl = lock(&self.ctl);
+        if ctl.stopped.is_some() || ctl.vm_off || ctl.halt {
+            return Ok(Next::Halt);
+        }
+        ctl.collect();
+        let Some(at) = ctl
+            .pending
+            .iter()
+            .position(|e| e.si_code == BUS_MCEERR_AR && e.tid == tid)
+        else {
+            // A stray EINTR (a signal that was not this vCPU's SIGBUS): run on.
+            return Ok(Next::Run);
+        };
+        let ev = ctl.pending.remove(at);
+        self.on_memory_error(ctl, v, vcpu, &ev, tx)
+    }
+
+    /// Handles `ev` on vCPU `v`'s thread, records what was done, and holds the vCPU while
+    /// the scenario's order asks for it.
+    fn on_memory_error(
+        &self,
+        mut ctl: MutexGuard<'_, Controller>,
+        v: u8,
+        vcpu: &Vcpu,
+        ev: &SigbusEvent,
+        tx: &Sender<Msg>,
+    ) -> Result<Next, ExecError> {
+        let fault = ctl.current.get(&v).copied();
+        let handled = self
+            .handler
+            .on_memory_error(&self.m.vm, vcpu, v, ev, &mut ())?;
+        if let Some(bytes) = handled.record {
+            ctl.records.push(bytes.to_vec());
+        }
+        if let Some(reason) = handled.stop {
+            ctl.stopped = Some(reason);
+            if let Some(i) = fault {
+                ctl.faults[i].notified = true;
+            }
+            self.wake(&ctl, tx);
+            return Ok(Next::Halt);
+        }
+        let Some(injection) = handled.injection else {
+            return Ok(Next::Run);
+        };
+        // A fault counts as notified once its injection is done, so that a vCPU held for
+        // it runs only after it, and the order of injections is fixed.
+        ctl.injections.push(injection);
+        if let Some(i) = fault {
+            ctl.faults[i].notified = true;
+        }
+        self.wake(&ctl, tx);
+        let Some(until) = ctl.hold_after_notify(self.s, v) else {
+            return Ok(Next::Run);
+        };
+        while !ctl.satisfied(self, until) {
+            if ctl.halt || ctl.stopped.is_some() {
+                return Ok(Next::Halt);
+            }
+            ctl.waiting += 1;
+            ctl = self
+                .changed
+                .wait_timeout(ctl, TICK)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            ctl.waiting -= 1;
+        }
+        Ok(Next::Run)
+    }
+
+    /// Tells whoever waits for a notification, and only them: a wake-up is a system call.
+    fn wake(&self, ctl: &Controller, tx: &Sender<Msg>) {
+        if ctl.waiting > 0 {
+            self.changed.notify_all();
+        }
+        if !ctl.held.is_empty() {
+            let _ = tx.send(Msg::Notified);
+        }
+    }
+
+    /// The VMM thread: answers doorbells, poisons, and ends the run.
+    fn drive(
+        &self,
+        rx: &Receiver<Msg>,
+        commands: &[Sender<Command>],
+        deadline: Instant,
     ) -> Result<(), ExecError> {
+        let send = |v: u8, c: Command| {
+            let _ = commands[usize::from(v)].send(c);
+        };
+        let s = self.s;
         loop {
-            let Some(at) = self
-                .held
-                .iter()
-                .position(|&(_, until, _)| self.satisfied(m, until))
-            else {
+            if lock(&self.ctl).exited.len() >= commands.len() {
                 return Ok(());
+            }
+            let msg = match rx.recv_timeout(TICK) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
-            let (v, _, then) = self.held.remove(at);
-            match then {
-                Then::Send(c) => send(v, c),
-                Then::Poison(i, cpu) => {
-                    m.poison(s, i)?;
-                    self.faults[i].poisoned = true;
-                    let cmd = self.after_poison(m, s, i, cpu)?;
-                    send(v, cmd);
+            {
+                let mut ctl = lock(&self.ctl);
+                match msg {
+                    None | Some(Msg::Notified) => {}
+                    Some(Msg::Exited { vcpu, how }) => {
+                        if let Ended::Error(e) = &how {
+                            return Err(ExecError::Failed(e.clone()));
+                        }
+                        ctl.vm_off |= how == Ended::SystemOff;
+                        ctl.exited.insert(vcpu, how);
+                    }
+                    Some(Msg::Ready { vcpu, step }) => {
+                        if ctl.stopped.is_some() || ctl.vm_off {
+                            send(vcpu, Command::Halt);
+                        } else {
+                            let fault = ctl
+                                .steps
+                                .get(usize::from(vcpu))
+                                .and_then(|st| st.get(usize::from(step)).copied())
+                                .flatten();
+                            match fault {
+                                Some(i) if !ctl.faults[i].poisoned => {
+                                    ctl.current.insert(vcpu, i);
+                                    let until = match s.faults[i].when {
+                                        When::BeforeAck => Until::Notified(i - 1),
+                                        When::AfterAck => Until::Acked(i - 1),
+                                        When::AtReady | When::BeforeBoot => Until::Now,
+                                    };
+                                    ctl.held.push((vcpu, until, i));
+                                }
+                                Some(i) => {
+                                    ctl.current.insert(vcpu, i);
+                                    send(vcpu, Command::Resume);
+                                }
+                                None => send(vcpu, Command::Resume),
+                            }
+                        }
+                    }
                 }
             }
+            self.release(&send)?;
+            let mut ctl = lock(&self.ctl);
+            if ctl.vm_off {
+                ctl.kick_the_rest();
+            }
+            if Instant::now() > deadline {
+                for v in 0..commands.len() as u8 {
+                    send(v, Command::Halt);
+                }
+                ctl.held.clear();
+                ctl.timed_out = true;
+                return Ok(());
+            }
         }
     }
 
-    /// Right after poisoning fault `i` for its vCPU (waiting at its ReadyForFault): an
-    /// early-kill AO may have arrived; with `on_ao: notify` the VMM acts on it now.
-    fn after_poison(
-        &mut self,
-        m: &Machine,
-        s: &Scenario,
-        i: usize,
-        cpu: CpuState,
-    ) -> Result<Command, ExecError> {
+    /// Poisons for every held vCPU whose wait is over and lets it go on.
+    fn release(&self, send: &impl Fn(u8, Command)) -> Result<(), ExecError> {
+        loop {
+            let (v, i) = {
+                let mut ctl = lock(&self.ctl);
+                let Some(at) = ctl
+                    .held
+                    .iter()
+                    .position(|&(_, until, _)| ctl.satisfied(self, until))
+                else {
+                    return Ok(());
+                };
+                let (v, _, i) = ctl.held.remove(at);
+                (v, i)
+            };
+            self.m.poison(self.s, i)?;
+            lock(&self.ctl).faults[i].poisoned = true;
+            send(v, self.after_poison()?);
+        }
+    }
+
+    /// Right after poisoning a fault for its vCPU (waiting at its ReadyForFault): an
+    /// early-kill AO may have arrived; the vCPU acts on it (with `on_ao: ignore` its
+    /// handler does nothing).
+    fn after_poison(&self) -> Result<Command, ExecError> {
         let until = Instant::now()
-            + if s.vmm.mce_kill == MceKill::Early {
+            + if self.s.vmm.mce_kill == MceKill::Early {
                 AO_GRACE
             } else {
                 Duration::ZERO
             };
         loop {
-            self.collect(&m.slots);
-            if let Some(at) = self.pending.iter().position(|e| e.si_code == BUS_MCEERR_AO) {
-                let ev = self.pending.remove(at);
-                return self.notify(m, s, Some(i), SignalCode::Ao, &ev, cpu);
+            {
+                let mut ctl = lock(&self.ctl);
+                ctl.collect();
+                if let Some(at) = ctl.pending.iter().position(|e| e.si_code == BUS_MCEERR_AO) {
+                    return Ok(Command::Notify(ctl.pending.remove(at)));
+                }
             }
             if Instant::now() >= until {
                 return Ok(Command::Resume);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    fn on_interrupt(
-        &mut self,
-        m: &Machine,
-        s: &Scenario,
-        v: u8,
-        cpu: CpuState,
-    ) -> Result<Command, ExecError> {
-        let tid = self.vcpu_tid.get(&v).copied();
-        let Some(at) = self
-            .pending
-            .iter()
-            .position(|e| e.si_code == BUS_MCEERR_AR && Some(e.tid) == tid)
-        else {
-            // A stray EINTR (a signal that was not this vCPU's SIGBUS): run on.
-            return Ok(Command::Resume);
-        };
-        let ev = self.pending.remove(at);
-        let fault = self.current.get(&v).copied();
-        self.notify(m, s, fault, SignalCode::Ar, &ev, cpu)
-    }
-
-    /// Decides on one memory error and carries out the record part; returns
-    /// the command for the vCPU.
-    fn notify(
-        &mut self,
-        m: &Machine,
-        s: &Scenario,
-        fault: Option<usize>,
-        code: SignalCode,
-        ev: &SigbusEvent,
-        cpu: CpuState,
-    ) -> Result<Command, ExecError> {
-        let t = translate(&m.slots, ev.si_addr, ev.si_addr_lsb)
-            .map_err(|e| ExecError::Failed(format!("SIGBUS outside guest memory: {e}")))?;
-        let t = t[0];
-        let ghes = self.ghes;
-        let acked = match &ghes {
-            Some(g) => ghes::acked(&m.vm, g).map_err(ExecError::Failed)?,
-            None => true,
-        };
-        let info = FaultInfo {
-            code,
-            gpa: t.gpa,
-            gpa_start: t.range.start,
-            gpa_len: t.range.len,
-            pc: cpu.pc,
-            acked,
-        };
-        let Decision { record, delivery } = policy::decide(s.firmware, m.vm.caps(), &s.vmm, &info);
-        if let (RecordAction::Write { gpa }, Some(g)) = (record, ghes) {
-            let lsb = u32::try_from(ev.si_addr_lsb).unwrap_or(12);
-            let bytes = memory_error_record_with_granule(
-                gpa,
-                lsb,
-                Severity::Recoverable,
-                s.vmm.cper_profile.into(),
-            )
-            .encode();
-            let back = ghes::write_record(&m.vm, &g, &bytes).map_err(ExecError::Failed)?;
-            self.cper.push(CperObserved::from_bytes(&back));
-        }
-        let cmd = match delivery {
-            Delivery::Nothing => return Ok(Command::Resume),
-            Delivery::Stop(reason) => {
-                self.stopped = Some(reason);
-                Command::Halt
-            }
-            Delivery::Sea { kind, via } => Command::Inject(match (kind, via) {
-                (InjectionKind::Iabt, _) => Inject::Emulated(EntryKind::InstructionAbort),
-                (_, InjectionVia::KvmExtDabt) => Inject::ExtDabt,
-                _ => Inject::Emulated(EntryKind::DataAbort),
-            }),
-            Delivery::Serror { iss } => Command::Inject(Inject::Serror(iss)),
-        };
-        // An injection counts as notified once the vCPU reports it done (Msg::Injected), so
-        // that a vCPU held for it runs only after it, and the order of injections is fixed.
-        if let (Some(i), Command::Halt) = (fault, cmd) {
-            self.faults[i].notified = true;
-        }
-        Ok(cmd)
     }
 }

@@ -5,12 +5,16 @@
 //! [`crate::fault`] (which refuses anything outside the registered guest RAM), turns each
 //! SIGBUS into a guest physical range, asks [`policy::decide`] what to do, records the CPER
 //! record behind GHESv2 ([`ghes`]) and injects through KVM or by writing the exception entry
-//! itself ([`entry`]), and returns an [`Outcome`](crate::scenario::Outcome).
+//! itself ([`entry`]), and returns an [`Outcome`](crate::scenario::Outcome). The part from
+//! the SIGBUS to the injection runs on the vCPU thread that took it (`handler`, arm64 only,
+//! which the latency bench calls too).
 //!
 //! Everything but the machine itself is pure and tested on every host.
 
 pub mod entry;
 pub mod ghes;
+#[cfg(target_arch = "aarch64")]
+pub mod handler;
 #[cfg(target_arch = "aarch64")]
 mod machine;
 pub mod plan;
