@@ -29,6 +29,14 @@ fn main() -> ExitCode {
 
 /// Reruns this test target in the emulated arm64 KVM host and exits with its status.
 fn relaunch() -> ExitCode {
+    // insta finds the workspace with `cargo metadata`, which the emulated host lacks; name
+    // it instead (INSTA_* variables are forwarded into the guest).
+    if std::env::var_os("INSTA_WORKSPACE_ROOT").is_none() {
+        std::env::set_var(
+            "INSTA_WORKSPACE_ROOT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+        );
+    }
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
         package: env!("CARGO_PKG_NAME").into(),
