@@ -46,6 +46,11 @@ pub(crate) use progress;
 pub const TIMEOUT_VAR: &str = "RAS_EMU_TIMEOUT";
 /// 2 MiB huge pages reserved in the emulated host.
 pub const HUGEPAGES_VAR: &str = "RAS_EMU_HUGEPAGES";
+/// 1 GiB huge pages reserved at the emulated host's boot (`hugepagesz=1G hugepages=N`, the
+/// only time a gigantic page is sure to be found); each adds 1 GiB to its RAM. Default 1:
+/// QEMU backs guest RAM lazily, so an unused reserved page costs this machine nothing, and
+/// the boot takes no longer.
+pub const GIGANTIC_VAR: &str = "RAS_EMU_GIGANTIC";
 /// Where QEMU's kernels and the aarch64 builds are cached (default target/emuhost).
 pub const CACHE_VAR: &str = "RAS_EMU_CACHE";
 /// "1": emulate even on an arm64 host with /dev/kvm.
@@ -55,6 +60,9 @@ pub const VERBOSE_VAR: &str = "RAS_EMU_VERBOSE";
 
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 const DEFAULT_HUGEPAGES: u32 = 16;
+const DEFAULT_GIGANTIC: u32 = 1;
+/// Most 1 GiB pages: each is 1 GiB more of the emulated host's RAM, taken from this machine.
+const MAX_GIGANTIC: u32 = 4;
 
 /// The variables passed into the emulated host: the ones tests and their tools read.
 const FORWARDED: &[&str] = &[
@@ -96,6 +104,8 @@ pub struct RunOptions {
     /// The binary's environment (besides PATH, HOME and RAS_EMU_GUEST=1 set by init).
     pub env: Vec<(OsString, OsString)>,
     pub hugepages: u32,
+    /// 1 GiB huge pages reserved at boot ([`GIGANTIC_VAR`]).
+    pub gigantic: u32,
     pub cache_dir: PathBuf,
     pub verbose: bool,
 }
@@ -123,6 +133,17 @@ impl RunOptions {
                 .map_err(|_| Error::Config(format!("{HUGEPAGES_VAR}={s:?} is not a count")))?,
             Err(_) => DEFAULT_HUGEPAGES,
         };
+        let gigantic = match std::env::var(GIGANTIC_VAR) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &u32| n <= MAX_GIGANTIC)
+                .ok_or(Error::Config(format!(
+                    "{GIGANTIC_VAR}={s:?} is not a count from 0 to {MAX_GIGANTIC}"
+                )))?,
+            Err(_) => DEFAULT_GIGANTIC,
+        };
         let workspace = workspace_root();
         let mut env = forwarded_env(std::env::vars_os());
         // The guest's console is a terminal; output going to a file or pipe here should not
@@ -144,6 +165,7 @@ impl RunOptions {
             workspace,
             env,
             hugepages,
+            gigantic,
             verbose: flag(VERBOSE_VAR),
         })
     }
@@ -261,6 +283,7 @@ pub fn run_emulated(
         shares: &shares,
         marker: &marker,
         timeout: opts.timeout,
+        gigantic: opts.gigantic,
     };
     let result = boot.run(out);
     let _ = std::fs::remove_file(&initrd);

@@ -93,6 +93,8 @@ pub struct Boot<'a> {
     pub shares: &'a [(String, PathBuf)],
     pub marker: &'a str,
     pub timeout: Duration,
+    /// 1 GiB huge pages to reserve at boot, on top of the 2 GiB of RAM.
+    pub gigantic: u32,
 }
 
 impl Boot<'_> {
@@ -105,7 +107,9 @@ impl Boot<'_> {
             _ => "max",
         };
         cmd.args(["-M", "virt,virtualization=on,gic-version=3", "-cpu", cpu])
-            .args(["-smp", "2", "-m", "2G", "-accel", "tcg,thread=multi"])
+            .args(["-smp", "2", "-accel", "tcg,thread=multi"])
+            .arg("-m")
+            .arg(format!("{}G", 2 + self.gigantic))
             .args(["-nographic", "-nic", "none", "-no-reboot"])
             .arg("-kernel")
             .arg(self.image)
@@ -113,7 +117,8 @@ impl Boot<'_> {
             .arg(self.initrd)
             // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU's exit.
             // loglevel=1: only emergencies (panics) reach the console among the output.
-            .args(["-append", "console=ttyAMA0 panic=-1 quiet loglevel=1"]);
+            .arg("-append")
+            .arg(self.append());
         for (i, (tag, dir)) in self.shares.iter().enumerate() {
             let mut fsdev = std::ffi::OsString::from(format!(
                 "local,id=fs{i},security_model=none,multidevs=remap,path="
@@ -125,6 +130,16 @@ impl Boot<'_> {
                 .arg(format!("virtio-9p-pci,fsdev=fs{i},mount_tag={tag}"));
         }
         cmd
+    }
+
+    /// The kernel command line. Gigantic pages can only be relied on when reserved at boot
+    /// (Documentation/admin-guide/kernel-parameters.txt, `hugepagesz=` then `hugepages=`).
+    fn append(&self) -> String {
+        let mut line = "console=ttyAMA0 panic=-1 quiet loglevel=1".to_owned();
+        if self.gigantic > 0 {
+            line.push_str(&format!(" hugepagesz=1G hugepages={}", self.gigantic));
+        }
+        line
     }
 
     /// Boots, streams the console to `out` and returns the binary's exit status.
@@ -231,5 +246,31 @@ mod tests {
         assert_eq!(parse_version(text), Some((7, 2)));
         assert_eq!(parse_version("QEMU emulator version 10.0.2"), Some((10, 0)));
         assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn gigantic_pages_add_ram_and_boot_parameters() {
+        let path = Path::new("x");
+        let boot = |gigantic| Boot {
+            qemu: path,
+            image: path,
+            initrd: path,
+            shares: &[],
+            marker: "",
+            timeout: Duration::from_secs(1),
+            gigantic,
+        };
+        let args = |b: &Boot| -> Vec<String> {
+            b.command()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let plain = args(&boot(0));
+        assert!(plain.windows(2).any(|w| w == ["-m", "2G"]));
+        assert!(!boot(0).append().contains("hugepagesz"));
+        let one = args(&boot(1));
+        assert!(one.windows(2).any(|w| w == ["-m", "3G"]));
+        assert!(boot(1).append().ends_with(" hugepagesz=1G hugepages=1"));
     }
 }

@@ -44,6 +44,7 @@ pub mod map;
 
 pub use mailbox::{
     AcpiObservation, DtbObservation, ExceptionRecord, Params, Report, SerrorObservation,
+    StepAddresses,
 };
 
 /// First field of a valid [`Params`]: "RASPARAM" in ASCII, little-endian.
@@ -51,4 +52,4 @@ pub const PARAMS_MAGIC: u64 = u64::from_le_bytes(*b"RASPARAM");
 /// First field of a [`Report`] the guest has started writing: "RASREPRT".
 pub const REPORT_MAGIC: u64 = u64::from_le_bytes(*b"RASREPRT");
 /// Bumped whenever a layout below changes; the guest refuses other versions.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;

@@ -230,6 +230,25 @@ pub struct DtbObservation {
     pub total_size: u32,
 }
 
+/// Where one step's code and data are, so that the host can name ELR_EL1 after them
+/// instead of snapshotting raw addresses that move whenever the payload's code changes.
+/// Each field is written before the instruction it names runs (an exception there abandons
+/// the step); 0 when the step has no such instruction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepAddresses {
+    /// The step's target address (a faulting instruction fetch has ELR = this).
+    pub target: u64,
+    /// The instruction that performs the access: the `ldr`, `str` or `blr` at EL1, the
+    /// `ldr` or `str` EL0 runs, or the target itself for an EL0 fetch.
+    pub access: u64,
+    /// The instruction after the step's `ReadyForFault` doorbell store: where the vCPU
+    /// resumes when the VMM injects at that exit.
+    pub ready: u64,
+    /// The `msr daifclr` that unmasks SError in the step.
+    pub unmask: u64,
+}
+
 /// Guest progress, [`Report::state`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -285,6 +304,8 @@ pub struct Report {
     pub acpi: AcpiObservation,
     /// The DTB check.
     pub dtb: DtbObservation,
+    /// Per step (the access steps, then the SError wait), its addresses.
+    pub steps: [StepAddresses; MAX_TARGETS + 1],
 }
 
 // Layout pins: the offsets are the wire format both sides rely on.
@@ -300,7 +321,11 @@ const _: () = assert!(offset_of!(Report, counter_before) == 32);
 const _: () = assert!(offset_of!(Report, records) == 72);
 const _: () = assert!(offset_of!(Report, serror) == 72 + 72 * MAX_RECORDS);
 const _: () = assert!(offset_of!(Report, acpi) == 72 + 72 * MAX_RECORDS + 24);
-const _: () = assert!(size_of::<Report>() == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8);
+const _: () = assert!(size_of::<StepAddresses>() == 32);
+const _: () = assert!(offset_of!(Report, steps) == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8);
+const _: () = assert!(
+    size_of::<Report>() == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8 + 32 * (MAX_TARGETS + 1)
+);
 // The mailbox gives Params one page and Report two.
 const _: () = assert!(size_of::<Params>() <= 0x1000 && size_of::<Report>() <= 0x2000);
 

@@ -84,11 +84,15 @@ guard_resume:
     .section .el0_text, "ax"
     .global el0_load
 el0_load:
+    .global el0_load_access
+el0_load_access:
     ldr     x1, [x0]                // the access: an 8-byte load from the target
     svc     #0                      // step done
     .global el0_store
 el0_store:
     mov     x1, #0x5a5a             // a recognisable value
+    .global el0_store_access
+el0_store_access:
     str     x1, [x0]                // the access: an 8-byte store to the target
     svc     #0                      // step done
 "#
@@ -103,4 +107,8 @@ extern "C" {
     pub fn el0_load();
     /// EL0 store to x0, then `svc #0`.
     pub fn el0_store();
+    /// The load instruction inside [`el0_load`] (its address names ELR in reports).
+    pub fn el0_load_access();
+    /// The store instruction inside [`el0_store`].
+    pub fn el0_store_access();
 }

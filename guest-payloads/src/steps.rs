@@ -2,15 +2,14 @@
 //! recorded by the handler, which then returns from the step's `guard_call` with 1: the
 //! faulting access is never re-executed.
 
-use crate::entry::{el0_load, el0_store, guard_call};
+use crate::entry::{el0_load, el0_load_access, el0_store, el0_store_access, guard_call};
 use crate::mailbox::Mailbox;
-use crate::platform::ring;
 use crate::{read_sysreg, sysreg};
 use core::arch::asm;
 use ras_guest_abi::doorbell::{Doorbell, Event};
 use ras_guest_abi::mailbox::Access;
-use ras_guest_abi::map::mailbox_offset;
-use ras_guest_abi::Params;
+use ras_guest_abi::map::{mailbox_offset, DOORBELL};
+use ras_guest_abi::{Params, StepAddresses};
 
 /// `ret` (A64 encoding 0xd65f03c0): what an EL1 instruction fetch step executes.
 const INSN_RET: u32 = 0xd65f_03c0;
@@ -58,53 +57,101 @@ pub fn run_access(mb: Mailbox, step: u16, params: &Params, access: Access, targe
     guarded(mb, step, access_step, &args as *const AccessArgs as u64)
 }
 
+/// Step `step`'s entry in the report's [`StepAddresses`]; `spare` for a step beyond it
+/// (there is none: the payload runs at most `MAX_TARGETS` access steps and one wait).
+fn addresses(mb: Mailbox, step: u16, spare: &mut StepAddresses) -> *mut StepAddresses {
+    match mb.report().steps.get_mut(usize::from(step)) {
+        Some(at) => at,
+        None => spare,
+    }
+}
+
 extern "C" fn access_step(arg: u64) {
     // SAFETY: run_access passes a pointer to its live AccessArgs.
     let a = unsafe { &*(arg as *const AccessArgs) };
+    let mut spare = StepAddresses::default();
+    let at = addresses(a.mb, a.step, &mut spare);
+    let target = a.target;
+    // SAFETY: `at` points into this vCPU's report (or at `spare`), which outlives the step.
+    unsafe { (*at).target = target };
     if a.access == Access::Ifetch {
         let insn = if a.el == 0 { INSN_SVC0 } else { INSN_RET };
-        place_instruction(a.target, insn);
+        place_instruction(target, insn);
     }
-    ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
+    // SAFETY: as above; the fields are plain u64s the asm below stores into.
+    let (access, ready, unmask) = unsafe {
+        (
+            &raw mut (*at).access,
+            &raw mut (*at).ready,
+            &raw mut (*at).unmask,
+        )
+    };
+    ring_ready(a.step, ready);
     // An SError the VMM made pending is taken here; the handler records it.
-    sysreg::unmask_serror();
-    let target = a.target;
+    unmask_serror_noting(unmask);
+    let el0_access = match a.access {
+        Access::Load => el0_load_access as *const () as u64,
+        Access::Store => el0_store_access as *const () as u64,
+        Access::Ifetch => target,
+        Access::None => 0,
+    };
+    if a.el == 0 {
+        // SAFETY: `access` is valid, see above.
+        unsafe { *access = el0_access };
+    }
     match (a.el, a.access) {
         (_, Access::None) => {}
         (0, Access::Load) => enter_el0(a.mb, el0_load as *const () as u64, target),
         (0, Access::Store) => enter_el0(a.mb, el0_store as *const () as u64, target),
         (0, Access::Ifetch) => enter_el0(a.mb, target, target),
         (_, Access::Load) => {
-            // SAFETY: an 8-byte load from the identity-mapped target; any abort it raises
-            // is taken by the handler, which abandons this step.
+            // SAFETY: `access` is a valid u64 slot; then an 8-byte load from the
+            // identity-mapped target; any abort it raises is taken by the handler, which
+            // abandons this step.
             unsafe {
                 asm!(
-                    "ldr {t}, [{a}]", // the access: an 8-byte load from the target
+                    "adr {n}, 2f",      // the address of the access...
+                    "str {n}, [{at}]",  // ...into StepAddresses::access first
+                    "2:",
+                    "ldr {t}, [{a}]",   // the access: an 8-byte load from the target
                     a = in(reg) target,
+                    at = in(reg) access,
+                    n = out(reg) _,
                     t = out(reg) _,
                     options(nostack),
                 )
             };
         }
         (_, Access::Store) => {
-            // SAFETY: an 8-byte store to the target slot, which holds no code or data of
-            // this program.
+            // SAFETY: `access` is a valid u64 slot; then an 8-byte store to the target
+            // slot, which holds no code or data of this program.
             unsafe {
                 asm!(
-                    "str {v}, [{a}]", // the access: an 8-byte store to the target
+                    "adr {n}, 2f",      // the address of the access...
+                    "str {n}, [{at}]",  // ...into StepAddresses::access first
+                    "2:",
+                    "str {v}, [{a}]",   // the access: an 8-byte store to the target
                     a = in(reg) target,
                     v = in(reg) 0x5a5au64,
+                    at = in(reg) access,
+                    n = out(reg) _,
                     options(nostack),
                 )
             };
         }
         (_, Access::Ifetch) => {
-            // SAFETY: place_instruction wrote `ret` at the target and synchronised the
-            // caches; the call returns at once or aborts into the handler.
+            // SAFETY: `access` is a valid u64 slot; place_instruction wrote `ret` at the
+            // target and synchronised the caches; the call returns at once or aborts into
+            // the handler.
             unsafe {
                 asm!(
-                    "blr {a}", // the access: fetch and run the target's `ret`
+                    "adr x9, 2f",       // the address of the branch...
+                    "str x9, [{at}]",   // ...into StepAddresses::access first
+                    "2:",
+                    "blr {a}",          // the access: fetch and run the target's `ret`
                     a = in(reg) target,
+                    at = in(reg) access,
+                    out("x9") _,
                     clobber_abi("C"),
                     options(nostack),
                 )
@@ -112,6 +159,47 @@ extern "C" fn access_step(arg: u64) {
         }
     }
     sysreg::mask_serror();
+}
+
+/// Rings `ReadyForFault` for `step` as [`crate::platform::ring`] does, first storing at `ready` the address
+/// of the instruction after the doorbell store: where the vCPU resumes if the VMM injects
+/// at that exit.
+fn ring_ready(step: u16, ready: *mut u64) {
+    // SAFETY: `ready` is a valid u64 slot in the report; DOORBELL is the MMIO doorbell
+    // (see `platform::ring`): one single-register store KVM can decode.
+    unsafe {
+        asm!(
+            "adr {n}, 2f",     // the instruction after the doorbell store...
+            "str {n}, [{at}]", // ...into StepAddresses::ready
+            "dsb sy",          // complete all earlier stores (the report) first
+            "str {v}, [{a}]",  // the doorbell store itself
+            "2:",
+            at = in(reg) ready,
+            n = out(reg) _,
+            v = in(reg) Doorbell::new(Event::ReadyForFault, step, 0).encode(),
+            a = in(reg) DOORBELL,
+            options(nostack),
+        )
+    };
+}
+
+/// Unmasks SError (PSTATE.A), first storing at `unmask` the address
+/// of its `msr daifclr` (a pending SError is taken with ELR just after it).
+fn unmask_serror_noting(unmask: *mut u64) {
+    // SAFETY: `unmask` is a valid u64 slot in the report; the rest changes PSTATE.A only,
+    // and an SError taken here goes to the handler, which resumes the guarded step's caller.
+    unsafe {
+        asm!(
+            "adr {n}, 2f",      // the unmasking instruction...
+            "str {n}, [{at}]",  // ...into StepAddresses::unmask
+            "2:",
+            "msr daifclr, #4",  // DAIFClr bit 2 = A: unmask SError
+            "isb",              // a pending SError is taken at this synchronisation
+            at = in(reg) unmask,
+            n = out(reg) _,
+            options(nostack),
+        )
+    };
 }
 
 /// Writes one instruction at `addr` and makes it visible to instruction fetch
@@ -164,8 +252,12 @@ pub fn run_serror_wait(mb: Mailbox, step: u16, esb: bool) -> bool {
 extern "C" fn serror_step(arg: u64) {
     // SAFETY: run_serror_wait passes a pointer to its live SerrorArgs.
     let a = unsafe { &*(arg as *const SerrorArgs) };
+    let mut spare = StepAddresses::default();
+    let at = addresses(a.mb, a.step, &mut spare);
+    // SAFETY: `at` points into this vCPU's report (or at `spare`), which outlives the step.
+    let (ready, unmask) = unsafe { (&raw mut (*at).ready, &raw mut (*at).unmask) };
     sysreg::mask_serror();
-    ring(Doorbell::new(Event::ReadyForFault, a.step, 0));
+    ring_ready(a.step, ready);
     let isr = read_sysreg!("isr_el1");
     let has_ras = a.mb.scratch().has_ras != 0;
     let serror = &mut a.mb.report().serror;
@@ -177,7 +269,7 @@ extern "C" fn serror_step(arg: u64) {
         serror.esb_executed = 1;
     }
     // A pending SError is taken here, into the handler, which ends the step.
-    sysreg::unmask_serror();
+    unmask_serror_noting(unmask);
     // Nothing was pending: mask again.
     sysreg::mask_serror();
 }

@@ -63,19 +63,6 @@ pub fn mask_serror() {
     };
 }
 
-/// Unmasks SError: a pending one is taken right here, into the vector table.
-pub fn unmask_serror() {
-    // SAFETY: changes PSTATE.A only; an SError taken here goes to the handler, which
-    // records it and resumes the guarded step's caller (never this code).
-    unsafe {
-        core::arch::asm!(
-            "msr daifclr, #4", // DAIFClr bit 2 = A: unmask SError
-            "isb",             // a pending SError is taken at this synchronisation
-            options(nomem, nostack),
-        )
-    };
-}
-
 /// ESB (FEAT_RAS): with PSTATE.A masked, a pending SError is deferred into DISR_EL1 instead
 /// of being taken (Arm ARM D1.16 "Error synchronization barrier").
 pub fn esb() {

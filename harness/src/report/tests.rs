@@ -39,6 +39,7 @@ fn observed(esr: u64, vector: u64) -> Outcome {
             esr: Some(Hex(esr)),
             far: Some(Hex(0)),
             elr: Some(Hex(0x4008_0124)),
+            elr_at: None,
             isr: None,
             disr: None,
             cper_seen: true,

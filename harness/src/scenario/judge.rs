@@ -292,6 +292,7 @@ mod tests {
                 esr: Some(Hex(0xffff_ffff_9600_0410)),
                 far: Some(Hex(0)),
                 elr: Some(Hex(0x8_0000)),
+                elr_at: None,
                 isr: None,
                 disr: None,
                 cper_seen: true,

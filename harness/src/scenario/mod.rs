@@ -17,8 +17,8 @@ pub use hex::{Hex, HexBytes};
 pub use judge::judge;
 pub use load::{load, load_all, parse, ScenarioError};
 pub use outcome::{
-    CperObserved, Exit, GuestObservation, HostSignal, Injection, InjectionKind, InjectionVia,
-    Mismatch, Outcome, Verdict, VerdictKind,
+    code_address_name, CperObserved, Exit, GuestObservation, HostSignal, Injection, InjectionKind,
+    InjectionVia, Mismatch, Outcome, Verdict, VerdictKind,
 };
 pub use requirements::{requirements, HostSupport, Requirements};
 pub use spec::{

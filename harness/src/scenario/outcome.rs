@@ -155,6 +155,11 @@ pub struct GuestObservation {
     pub far: Option<Hex>,
     /// ELR_EL1 in the handler.
     pub elr: Option<Hex>,
+    /// `elr` named after the addresses the guest reported for the exception's step
+    /// ([`code_address_name`]), when it is one of them: what a snapshot shows, since the
+    /// raw value moves whenever the payload's code changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elr_at: Option<String>,
     /// ISR_EL1 after the access (bit 8, A: an SError is pending).
     pub isr: Option<Hex>,
     /// DISR_EL1 after an ESB (the deferred SError syndrome).
@@ -248,4 +253,31 @@ impl std::fmt::Display for Mismatch {
             self.field, self.expected, self.observed
         )
     }
+}
+
+/// How far past a named instruction an address may be and still be named after it
+/// (`"unmask+0x4"`): an asynchronous exception is taken at a later instruction boundary.
+const NAME_REACH: u64 = 0x10;
+
+/// Names `addr` after one of a step's addresses, exactly: `"target"`, `"access"`,
+/// `"ready"` or `"unmask"` when equal (in that order: an EL0 fetch's access is its
+/// target), or `"<name>+0x<n>"` up to [`NAME_REACH`] bytes after one; `None` otherwise.
+pub fn code_address_name(addr: u64, at: &ras_guest_abi::StepAddresses) -> Option<String> {
+    let named = [
+        ("target", at.target),
+        ("access", at.access),
+        ("ready", at.ready),
+        ("unmask", at.unmask),
+    ];
+    let known = || named.iter().filter(|(_, a)| *a != 0);
+    if let Some((name, _)) = known().find(|(_, a)| *a == addr) {
+        return Some((*name).to_owned());
+    }
+    known()
+        .filter_map(|(name, a)| {
+            let d = addr.checked_sub(*a)?;
+            (d <= NAME_REACH).then_some((d, *name))
+        })
+        .min()
+        .map(|(d, name)| format!("{name}+{d:#x}"))
 }

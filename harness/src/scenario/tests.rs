@@ -181,7 +181,15 @@ fn serror_esr_only_with_serror_and_a_masked_serror_may_stay_pending() {
     s.expect.guest_exception = Some(GuestException::None);
     assert_eq!(fields(&s), ["expect.guest_exception"]);
     s.guest.serror_masked = true;
+    assert_eq!(fields(&s), ["guest.serror_masked"]);
+    s.guest.access = Access::None;
+    // With no access only an early-kill AO acted on at once can reach the guest.
+    s.vmm.mce_kill = MceKill::Early;
+    s.vmm.on_ao = OnAo::Notify;
     assert!(fields(&s).is_empty());
+    s.guest.serror_masked = false;
+    s.guest.esb = true;
+    assert_eq!(fields(&s), ["guest.esb", "expect.guest_exception"]);
 }
 
 #[test]
@@ -247,6 +255,27 @@ fn serror_with_esr_needs_cap_158() {
         ..HostSupport::default()
     });
     assert_eq!(unmet, ["KVM lacks KVM_CAP_ARM_INJECT_SERROR_ESR (158)"]);
+}
+
+#[test]
+fn code_addresses_are_named_exactly_or_by_a_short_offset() {
+    let at = ras_guest_abi::StepAddresses {
+        target: 0x8000_2000,
+        access: 0x4000_12b8,
+        ready: 0x4000_1298,
+        unmask: 0x4000_12a0,
+    };
+    let name = |a| code_address_name(a, &at);
+    assert_eq!(name(0x4000_12b8).as_deref(), Some("access"));
+    assert_eq!(name(0x8000_2000).as_deref(), Some("target"));
+    assert_eq!(name(0x4000_1298).as_deref(), Some("ready"));
+    // Nearest below wins: 0x12a4 is unmask+4, not ready+0xc.
+    assert_eq!(name(0x4000_12a4).as_deref(), Some("unmask+0x4"));
+    assert_eq!(name(0x4000_12b8 + 0x14), None);
+    assert_eq!(name(0x4000_1000), None);
+    // An address the step never had (0) names nothing.
+    let none = ras_guest_abi::StepAddresses::default();
+    assert_eq!(code_address_name(0, &none), None);
 }
 
 // ---------------------------------------------------------------------------------------

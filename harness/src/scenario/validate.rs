@@ -106,6 +106,24 @@ fn check_guest(s: &Scenario, out: &mut Vec<Invalid>) {
             ),
         ));
     }
+    // With PSTATE.A set a consuming access that faults cannot be ended by an SError (it stays
+    // pending), so KVM would fault on the same poisoned page for ever; the masked wait is the
+    // step that meets the error instead (vmm::plan), and it has no access.
+    if g.serror_masked && g.access != Access::None {
+        out.push(invalid(
+            "guest.serror_masked",
+            format!(
+                "needs guest.access none, not {}: the error arrives during the masked wait, and a faulting access with PSTATE.A set would fault again for ever",
+                json_name(&g.access)
+            ),
+        ));
+    }
+    if g.esb && !g.serror_masked {
+        out.push(invalid(
+            "guest.esb",
+            "ESB runs in the masked SError wait: needs guest.serror_masked",
+        ));
+    }
 }
 
 fn check_faults(s: &Scenario, out: &mut Vec<Invalid>) {

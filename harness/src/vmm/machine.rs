@@ -226,6 +226,13 @@ impl Machine {
             Err(e @ (PoisonError::NeedsRoot { .. } | PoisonError::NoMemoryFailure { .. })) => {
                 Err(ExecError::Unsupported(e.to_string()))
             }
+            // Linux 6.1 answers MADV_HWPOISON on a 1 GiB hugetlb page with EBUSY (6.12 poisons
+            // it): a limit of the host kernel, not of the scenario.
+            Err(e @ PoisonError::Busy { .. }) if s.guest.backing == Backing::Hugetlb1g => {
+                Err(ExecError::Unsupported(format!(
+                    "the kernel cannot poison a 1 GiB hugetlb page: {e}"
+                )))
+            }
             Err(e) => Err(ExecError::Failed(format!("faults[{index}]: {e}"))),
         }
     }
@@ -328,6 +335,10 @@ fn observations(vcpu: u8, r: &Report) -> Vec<GuestObservation> {
             esr: Some(Hex(e.esr)),
             far: Some(Hex(e.far)),
             elr: Some(Hex(e.elr)),
+            elr_at: usize::try_from(e.step)
+                .ok()
+                .and_then(|step| r.steps.get(step))
+                .and_then(|at| crate::scenario::code_address_name(e.elr, at)),
             isr: Some(Hex(e.isr)),
             disr: Some(Hex(e.disr)),
             cper_seen: seen,
@@ -342,6 +353,7 @@ fn observations(vcpu: u8, r: &Report) -> Vec<GuestObservation> {
             esr: None,
             far: None,
             elr: None,
+            elr_at: None,
             isr: (r.serror.ran != 0).then_some(Hex(r.serror.isr_masked)),
             disr: (r.serror.esb_executed != 0).then_some(Hex(r.serror.disr)),
             cper_seen: seen,
@@ -601,6 +613,7 @@ impl Controller {
     /// The vCPU notified of the later fault then waits until the guest acknowledged the
     /// first record, so which of them reads the status block first is fixed too.
     /// (It cannot wait for the first vCPU to end: vCPU 0 powers off only after the others.)
+    /// A guest that never acknowledges leaves the record in place whoever reads first.
     fn hold_after_notify(&self, s: &Scenario, v: u8) -> Option<Until> {
         let i = *self.current.get(&v)?;
         if let Some(next) = s.faults.get(i + 1) {
@@ -609,7 +622,7 @@ impl Controller {
             }
         }
         let prev = i.checked_sub(1)?;
-        (s.faults[i].when == When::BeforeAck && s.faults[prev].vcpu != v)
+        (s.faults[i].when == When::BeforeAck && s.faults[prev].vcpu != v && s.guest.ack)
             .then_some(Until::Acked(prev))
     }
 

@@ -50,6 +50,14 @@ pub enum PlanError {
         /// Its faults.
         count: usize,
     },
+    /// More than one fault on a vCPU whose only step is the masked SError wait.
+    #[error("vCPU {vcpu} has {count} faults; a masked SError wait meets only one")]
+    MaskedWaitFaults {
+        /// The vCPU.
+        vcpu: u8,
+        /// Its faults.
+        count: usize,
+    },
     /// The target slot does not fit the guest's 1 GiB target window.
     #[error("guest.memory_mib {0} is more than the 1024 MiB target window the payload maps")]
     TargetTooLarge(u32),
@@ -173,6 +181,19 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
                 count: step_faults.len(),
             });
         }
+        // A masked SError wait meets the vCPU's error itself (validation allows no access
+        // then): no access steps, and the wait, step 0, consumes the fault.
+        let access_steps = if s.guest.serror_masked {
+            if step_faults.len() > 1 {
+                return Err(PlanError::MaskedWaitFaults {
+                    vcpu: v,
+                    count: step_faults.len(),
+                });
+            }
+            0
+        } else {
+            step_faults.len()
+        };
         let mut params = Params {
             magic: PARAMS_MAGIC,
             abi_version: ABI_VERSION,
@@ -182,13 +203,13 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
                 El::El1 => 1,
             },
             flags: flag_bits,
-            target_count: step_faults.len() as u32,
+            target_count: access_steps as u32,
             reserved: 0,
             targets: [0; MAX_TARGETS],
             rsdp_gpa: rsdp,
             dtb_gpa: dtb,
         };
-        for (slot, fault) in params.targets.iter_mut().zip(&step_faults) {
+        for (slot, fault) in params.targets[..access_steps].iter_mut().zip(&step_faults) {
             *slot = target_gpa(fault.map_or(0, |i| s.faults[i].page));
         }
         vcpus.push(VcpuPlan {
@@ -252,6 +273,26 @@ mod tests {
         assert_eq!(p.vcpus[0].params.flags, 0);
         assert_eq!(p.vcpus[0].params.dtb_gpa, FIRMWARE_BASE);
         assert_eq!(&p.blobs[0].2[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
+    }
+
+    #[test]
+    fn a_masked_serror_wait_is_the_step_that_meets_the_fault() {
+        let s = scenario(
+            r#"{"firmware":"dtb","guest":{"access":"none","serror_masked":true,"esb":true},
+                "faults":[{"method":"hard-offline","page":2}],
+                "vmm":{"mce_kill":"early","on_ao":"notify","on_memory_error":"serror"},
+                "expect":{"outcome":"guest-unaffected"}}"#,
+        );
+        let v = &plan(&s).unwrap().vcpus[0];
+        assert_eq!(v.params.target_count, 0);
+        assert_eq!(v.step_faults, [Some(0)]);
+        assert_eq!(v.params.flags, flags::SERROR_WAIT | flags::SERROR_ESB);
+        let mut two = s.clone();
+        two.faults.push(two.faults[0].clone());
+        assert!(matches!(
+            plan(&two),
+            Err(PlanError::MaskedWaitFaults { count: 2, .. })
+        ));
     }
 
     #[test]

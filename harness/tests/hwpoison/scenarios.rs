@@ -3,7 +3,9 @@
 //! cannot run is ignored with the reason. The outcome is snapshotted under
 //! snapshots/scenarios/<name>.snap with only what varies between runs and kernels normalised:
 //! the poisoning thread's own BUS_MCEERR_AR (sent since about Linux 6.11, RAS-FACTS.md §1)
-//! is asserted here, by kernel version, and left out of the snapshot; signals are sorted.
+//! is asserted here, by kernel version, and left out of the snapshot; signals and
+//! injections are sorted (simultaneous errors on several vCPUs arrive in any order); ELR is
+//! named after the guest's reported step addresses ([`symbolic_elr`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -146,7 +148,9 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     outcome.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
     });
-    let text = serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?;
+    // Stable: one vCPU's injections keep their order.
+    outcome.injection.sort_by_key(|i| i.vcpu);
+    let text = symbolic_elr(&serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?);
     let mut settings = insta::Settings::clone_current();
     let snapshots: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "snapshots", "scenarios"]
         .iter()
@@ -159,6 +163,28 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     // insta panics on a mismatch; libtest-mimic turns that into a failed trial.
     settings.bind(|| insta::assert_snapshot!(name, text));
     Ok(Completion::Completed)
+}
+
+/// ELR_EL1 moves whenever the payload's code changes: where the guest reported it as one of
+/// its step's addresses (`elr_at`: "access", "target", "ready", "unmask+0x4"), the snapshot
+/// shows that name in place of the raw value, which is exactly as strict; otherwise the raw
+/// value stays. Works on the pretty JSON, where `elr_at` directly follows `elr`, so that the
+/// fields keep their order.
+fn symbolic_elr(pretty: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for line in pretty.lines() {
+        if let Some(name) = line.trim_start().strip_prefix("\"elr_at\": ") {
+            if let Some(prev) = lines.last_mut() {
+                if let Some(at) = prev.find("\"elr\": ") {
+                    let comma = if name.ends_with(',') { "" } else { "," };
+                    *prev = format!("{}\"elr\": {name}{comma}", &prev[..at]);
+                    continue;
+                }
+            }
+        }
+        lines.push(line.to_owned());
+    }
+    lines.join("\n")
 }
 
 /// Linux 6.1 sign-extends the ESR it injects for `ext_dabt_pending` (seen 0xffffffff96000010,
