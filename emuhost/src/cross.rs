@@ -125,6 +125,19 @@ impl CrossTarget {
         let exe = self.build(&opts.cache_dir)?;
         crate::run(&exe, args, &opts)
     }
+
+    /// [`relaunch`](Self::relaunch) with this process's own arguments, as the status this
+    /// process should exit with; a failure to relaunch is reported on stderr as `who: ...`.
+    pub fn relaunch_self(&self, who: &str) -> std::process::ExitCode {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        match self.relaunch(&args) {
+            Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(255)),
+            Err(e) => {
+                eprintln!("{who}: cannot run in the emulated arm64 KVM host: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// The executable of a `compiler-artifact` message for the target `name` of `kind`.

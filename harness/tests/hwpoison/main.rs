@@ -45,14 +45,7 @@ fn relaunch() -> ExitCode {
         features: vec!["hwpoison".into()],
         release: !cfg!(debug_assertions),
     };
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    match target.relaunch(&args) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        Err(e) => {
-            eprintln!("hwpoison: cannot run in the emulated arm64 KVM host: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    target.relaunch_self("hwpoison")
 }
 
 #[cfg(target_arch = "aarch64")]
