@@ -412,6 +412,12 @@ fn vcpu_thread(
     rx: &Receiver<Command>,
 ) {
     let how = vcpu_loop(sh, id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
+    // Unregister while still alive, under the lock kick_the_rest holds: a scoped thread
+    // whose handle was dropped is detached, and musl unmaps a detached thread's pthread_t
+    // with its stack when it ends, so a pthread_kill after that faults in the VMM
+    // thread (the 4-vCPU SIGSEGV, scenarios/README.md). `exited` is no guard: the VMM
+    // thread records it only when it reads this thread's Exited message.
+    lock(&sh.ctl).threads.remove(&id);
     let _ = tx.send(Msg::Exited { vcpu: id, how });
 }
 
@@ -504,7 +510,8 @@ struct Controller {
     held: Vec<(u8, Until, usize)>,
     /// vCPU threads waiting on [`Shared::changed`].
     waiting: usize,
-    /// pthread_t of each vCPU thread, to interrupt its KVM_RUN.
+    /// pthread_t of each live vCPU thread, to interrupt its KVM_RUN (removed by the
+    /// thread itself before it ends).
     threads: HashMap<u8, usize>,
     /// A vCPU called PSCI SYSTEM_OFF: the VM is off.
     vm_off: bool,
@@ -599,8 +606,8 @@ impl Controller {
     fn kick_the_rest(&self) {
         for (v, &thread) in &self.threads {
             if !self.exited.contains_key(v) {
-                // SAFETY: the thread is a scoped vCPU thread that is joined only after this
-                // controller's run returns, so its pthread_t is valid; SIGRTMIN has a
+                // SAFETY: a vCPU thread removes itself from `threads` under the lock held
+                // here before it ends, so the pthread_t is of a live thread; SIGRTMIN has a
                 // handler (installed by Watchdog::start before the thread's first KVM_RUN).
                 unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGRTMIN()) };
             }
