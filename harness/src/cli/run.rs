@@ -46,14 +46,7 @@ pub enum ReportFormat {
 }
 
 pub fn run(args: RunArgs) -> Result<u8, String> {
-    let scenarios = scenario::load_all(&args.paths).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{}\n{} problem(s) in the scenario files; nothing was run",
-            lines.join("\n"),
-            errors.len()
-        )
-    })?;
+    let scenarios = load_all(&args.paths)?;
     if args.list {
         for (path, s) in &scenarios {
             println!("{:<40} {}", s.name, path.display());
@@ -97,6 +90,19 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         write_report(out, &text)?;
     }
     Ok(u8::try_from(report.summary().exit_code()).unwrap_or(2))
+}
+
+/// Loads and validates every scenario under `paths`, or names every problem in one message:
+/// nothing runs unless all of them are valid.
+pub(super) fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, scenario::Scenario)>, String> {
+    scenario::load_all(paths).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "{}\n{} problem(s) in the scenario files; nothing was run",
+            lines.join("\n"),
+            errors.len()
+        )
+    })
 }
 
 fn write_report(out: &Path, text: &str) -> Result<(), String> {

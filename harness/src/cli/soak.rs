@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use ras_harness::fault::unpoison::hardware_corrupted_kib;
+use ras_harness::runner;
 use ras_harness::scenario::VerdictKind;
-use ras_harness::{runner, scenario};
 
 /// RSS growth allowed between the end of round 1 and the end of the last round: allocator
 /// noise, not a leak per scenario (a leak of one report per scenario would exceed it).
@@ -55,14 +55,7 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
-    let scenarios = scenario::load_all(&args.paths).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{}\n{} problem(s) in the scenario files; nothing was run",
-            lines.join("\n"),
-            errors.len()
-        )
-    })?;
+    let scenarios = super::run::load_all(&args.paths)?;
     if !(emuhost::kvm_available() || emuhost::in_emulated_host()) {
         return super::run::relaunch(scenarios.len() * args.rounds as usize);
     }
