@@ -18,8 +18,9 @@
 //!    address ([`map::mailbox_base`]).
 //! 2. The guest checks [`PARAMS_MAGIC`], turns the MMU on, rings [`doorbell::Event::Ready`].
 //! 3. For each target address: it rings [`doorbell::Event::ReadyForFault`] (the VMM may
-//!    poison or inject now), performs the access, records any exception
-//!    ([`doorbell::Event::ExceptionRecorded`]), optionally walks the ACPI tables, and
+//!    poison or inject now), performs the access, records any exception (with ACPI, the
+//!    handler first walks the tables to the error status block and copies the record it
+//!    finds, as an OS does when notified; [`doorbell::Event::ExceptionRecorded`]), and
 //!    rings [`doorbell::Event::StepDone`]. A faulting access is never re-executed.
 //! 4. Optionally the masked SError wait, then [`doorbell::Event::Done`], then
 //!    `Report::state` = Done. Anything unexpected ends in [`doorbell::Event::Fatal`] and
@@ -43,8 +44,8 @@ pub mod mailbox;
 pub mod map;
 
 pub use mailbox::{
-    AcpiObservation, DtbObservation, ExceptionRecord, Params, Report, SerrorObservation,
-    StepAddresses,
+    AcpiObservation, DtbObservation, ExceptionRecord, Params, RecordRead, Report,
+    SerrorObservation, StepAddresses,
 };
 
 /// First field of a valid [`Params`]: "RASPARAM" in ASCII, little-endian.
@@ -52,4 +53,4 @@ pub const PARAMS_MAGIC: u64 = u64::from_le_bytes(*b"RASPARAM");
 /// First field of a [`Report`] the guest has started writing: "RASREPRT".
 pub const REPORT_MAGIC: u64 = u64::from_le_bytes(*b"RASREPRT");
 /// Bumped whenever a layout below changes; the guest refuses other versions.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;

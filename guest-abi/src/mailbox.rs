@@ -10,8 +10,9 @@ use core::mem::{offset_of, size_of};
 pub const MAX_TARGETS: usize = 4;
 /// Most exception records a report keeps; `Report::exception_count` keeps counting.
 pub const MAX_RECORDS: usize = 8;
-/// Most CPER bytes the guest copies out of a status block.
-pub const CPER_COPY_MAX: usize = 1024;
+/// Most CPER bytes the guest copies out of a status block at one exception (a memory-error
+/// record is 172 bytes; a longer one is reported with its full length and cut here).
+pub const CPER_COPY_MAX: usize = 512;
 /// `ExceptionRecord::step` for an exception taken outside any step.
 pub const NO_STEP: u64 = u64::MAX;
 
@@ -53,7 +54,8 @@ pub mod flags {
     /// In the SError wait, execute ESB and read DISR_EL1 before unmasking (only if
     /// ID_AA64PFR0_EL1.RAS says FEAT_RAS; otherwise `SerrorObservation` says it was skipped).
     pub const SERROR_ESB: u32 = 1 << 1;
-    /// After each step, walk RSDP -> XSDT -> HEST -> GHES and copy the record.
+    /// At each exception, walk RSDP -> XSDT -> HEST -> GHES, as an OS does when notified,
+    /// and copy the pending record into that exception's [`super::RecordRead`].
     pub const WALK_ACPI: u32 = 1 << 2;
     /// After copying a record, clear block status and write the read-ack register.
     pub const ACK: u32 = 1 << 3;
@@ -109,12 +111,42 @@ pub struct ExceptionRecord {
     pub spsr: u64,
     /// ISR_EL1 in the handler.
     pub isr: u64,
-    /// DISR_EL1 in the handler, or 0 without FEAT_RAS.
-    pub disr: u64,
     /// CNTVCT_EL0 in the handler.
     pub cntvct: u64,
     /// Step during which it was taken, or [`NO_STEP`] (unexpected).
     pub step: u64,
+    /// The error record the handler's ACPI walk found (with `WALK_ACPI`).
+    pub cper: RecordRead,
+}
+
+/// What the guest read from the error status block at one exception: the bytes an OS's
+/// GHES code would act on, and whether it acknowledged them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRead {
+    /// [`acpi_found`] bits of this walk: `RECORD` when block status was non-zero and the
+    /// record was copied, `ACKED` when it was then acknowledged.
+    pub found: u32,
+    /// Block status, as read (before clearing).
+    pub block_status: u32,
+    /// 20 + the status block's data length: the record's length.
+    pub record_len: u32,
+    /// Bytes copied into `bytes`: `record_len`, at most [`CPER_COPY_MAX`].
+    pub copied_len: u32,
+    /// The record, byte for byte, as read.
+    pub bytes: [u8; CPER_COPY_MAX],
+}
+
+impl Default for RecordRead {
+    fn default() -> Self {
+        Self {
+            found: 0,
+            block_status: 0,
+            record_len: 0,
+            copied_len: 0,
+            bytes: [0; CPER_COPY_MAX],
+        }
+    }
 }
 
 /// What the masked SError wait saw.
@@ -161,11 +193,12 @@ pub mod acpi_checksum {
     pub const HEST: u32 = 1 << 3;
 }
 
-/// What the ACPI walk found, the way an OS finds it.
+/// What the latest ACPI walk found of the tables, the way an OS finds them (the record
+/// itself goes to the exception's [`RecordRead`]).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AcpiObservation {
-    /// Walks done (one after each step with `WALK_ACPI`).
+    /// Walks done (one per exception taken with `WALK_ACPI`).
     pub walks: u32,
     /// [`acpi_found`] bits of the latest walk.
     pub found: u32,
@@ -178,46 +211,18 @@ pub struct AcpiObservation {
     /// Its notification type (ACPI 6.5 Table 18.14: 3 SCI, 7 GPIO-Signal, 8 ARMv8 SEA,
     /// 9 ARMv8 SEI, ...).
     pub notification_type: u32,
+    /// Type of the GHES entry (9 or 10).
+    pub ghes_type: u32,
+    /// Must be zero.
+    pub reserved: u32,
     /// Its error status address register's address (the GAS address field).
     pub error_status_address: u64,
     /// The status block address read from that register.
     pub block_address: u64,
-    /// Block status read from the status block (before clearing).
-    pub block_status: u32,
-    /// 20 + the status block's data length field: the record's length.
-    pub record_len: u32,
-    /// Bytes copied into `record` (at most [`CPER_COPY_MAX`]).
-    pub copied_len: u32,
-    /// Type of the GHES entry (9 or 10).
-    pub ghes_type: u32,
     /// Read-ack register value before the ack (GHESv2 only).
     pub read_ack_before: u64,
     /// Read-ack register value after the ack.
     pub read_ack_after: u64,
-    /// The record, byte for byte, as read.
-    pub record: [u8; CPER_COPY_MAX],
-}
-
-impl Default for AcpiObservation {
-    fn default() -> Self {
-        Self {
-            walks: 0,
-            found: 0,
-            checksum_errors: 0,
-            ghes_count: 0,
-            source_id: 0,
-            notification_type: 0,
-            error_status_address: 0,
-            block_address: 0,
-            block_status: 0,
-            record_len: 0,
-            copied_len: 0,
-            ghes_type: 0,
-            read_ack_before: 0,
-            read_ack_after: 0,
-            record: [0; CPER_COPY_MAX],
-        }
-    }
 }
 
 /// What the guest found at `Params::dtb_gpa`.
@@ -312,20 +317,20 @@ pub struct Report {
 const _: () = assert!(size_of::<Params>() == 80);
 const _: () = assert!(offset_of!(Params, targets) == 32);
 const _: () = assert!(offset_of!(Params, rsdp_gpa) == 64);
-const _: () = assert!(size_of::<ExceptionRecord>() == 72);
+const _: () = assert!(size_of::<RecordRead>() == 16 + CPER_COPY_MAX);
+const _: () = assert!(size_of::<ExceptionRecord>() == 64 + 16 + CPER_COPY_MAX);
+const _: () = assert!(offset_of!(ExceptionRecord, cper) == 64);
 const _: () = assert!(size_of::<SerrorObservation>() == 24);
-const _: () = assert!(size_of::<AcpiObservation>() == 72 + CPER_COPY_MAX);
-const _: () = assert!(offset_of!(AcpiObservation, record) == 72);
+const _: () = assert!(size_of::<AcpiObservation>() == 64);
 const _: () = assert!(size_of::<DtbObservation>() == 8);
 const _: () = assert!(offset_of!(Report, counter_before) == 32);
 const _: () = assert!(offset_of!(Report, records) == 72);
-const _: () = assert!(offset_of!(Report, serror) == 72 + 72 * MAX_RECORDS);
-const _: () = assert!(offset_of!(Report, acpi) == 72 + 72 * MAX_RECORDS + 24);
+const RECORDS_END: usize = 72 + size_of::<ExceptionRecord>() * MAX_RECORDS;
+const _: () = assert!(offset_of!(Report, serror) == RECORDS_END);
+const _: () = assert!(offset_of!(Report, acpi) == RECORDS_END + 24);
 const _: () = assert!(size_of::<StepAddresses>() == 32);
-const _: () = assert!(offset_of!(Report, steps) == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8);
-const _: () = assert!(
-    size_of::<Report>() == 72 + 72 * MAX_RECORDS + 24 + 72 + 1024 + 8 + 32 * (MAX_TARGETS + 1)
-);
+const _: () = assert!(offset_of!(Report, steps) == RECORDS_END + 24 + 64 + 8);
+const _: () = assert!(size_of::<Report>() == RECORDS_END + 24 + 64 + 8 + 32 * (MAX_TARGETS + 1));
 // The mailbox gives Params one page and Report two.
 const _: () = assert!(size_of::<Params>() <= 0x1000 && size_of::<Report>() <= 0x2000);
 

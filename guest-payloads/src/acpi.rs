@@ -6,7 +6,7 @@
 
 use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
 use ras_guest_abi::map::{RAM_BASE, RAM_SIZE};
-use ras_guest_abi::{AcpiObservation, DtbObservation};
+use ras_guest_abi::{AcpiObservation, DtbObservation, RecordRead};
 
 /// Length of an ACPI system description table header (ACPI 6.5 Table 5.4).
 const SDT_HEADER_LEN: usize = 36;
@@ -76,9 +76,10 @@ fn write_u64(addr: u64, value: u64) {
     }
 }
 
-/// Walks from the RSDP at `rsdp`, copies the first pending record into `obs` and, with
-/// `ack`, clears its block status and writes the read-ack register.
-pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation) {
+/// Walks from the RSDP at `rsdp`, copies the first pending record into `read` and, with
+/// `ack`, clears its block status and writes the read-ack register; what it found of the
+/// tables goes to `obs`.
+pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation, read: &mut RecordRead) {
     obs.walks += 1;
     obs.found = 0;
     obs.checksum_errors = 0;
@@ -106,11 +107,12 @@ pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation) {
         };
         obs.ghes_count += 1;
         obs.found |= acpi_found::GHES;
-        if obs.found & acpi_found::RECORD == 0 {
-            read_record(entry, kind, ack, obs);
+        if read.found & acpi_found::RECORD == 0 {
+            read_record(entry, kind, ack, obs, read);
         }
         off += len;
     }
+    obs.found |= read.found;
 }
 
 /// RSDP (ACPI 6.5 5.2.5.3) -> XSDT (5.2.8) -> the HEST it lists.
@@ -153,7 +155,13 @@ fn find_hest(rsdp: u64, obs: &mut AcpiObservation) -> Option<&'static [u8]> {
 /// non-zero. The acknowledgement follows Linux's ghes_clear_estatus + ghes_ack_error:
 /// clear block status, then write `(ack & preserve) | write` to the read-ack register
 /// (GHESv2 fields at offsets 64 (GAS), 76 (preserve), 84 (write)).
-fn read_record(entry: &[u8], kind: u16, ack: bool, obs: &mut AcpiObservation) {
+fn read_record(
+    entry: &[u8],
+    kind: u16,
+    ack: bool,
+    obs: &mut AcpiObservation,
+    read: &mut RecordRead,
+) {
     if entry[20] != 0 {
         return;
     }
@@ -171,19 +179,23 @@ fn read_record(entry: &[u8], kind: u16, ack: bool, obs: &mut AcpiObservation) {
     }
     let record_len = STATUS_BLOCK_HEADER_LEN + u64::from(le_u32(header, 12));
     let copy_len = record_len.min(CPER_COPY_MAX as u64);
-    let Some(record) = ram(block, copy_len) else {
+    if ram(block, copy_len).is_none() {
         return;
-    };
-    obs.found |= acpi_found::RECORD;
+    }
+    read.found |= acpi_found::RECORD;
+    read.block_status = block_status;
+    read.record_len = record_len as u32;
+    read.copied_len = copy_len as u32;
+    for (i, byte) in read.bytes[..copy_len as usize].iter_mut().enumerate() {
+        // SAFETY: `ram` checked that the whole range lies in RAM; the VMM may rewrite the
+        // block at any exit, so each byte is read once, as it is now.
+        *byte = unsafe { core::ptr::read_volatile((block + i as u64) as *const u8) };
+    }
     obs.ghes_type = u32::from(kind);
     obs.source_id = u32::from(le_u16(entry, 2));
     obs.notification_type = u32::from(entry[32]);
     obs.error_status_address = status_register;
     obs.block_address = block;
-    obs.block_status = block_status;
-    obs.record_len = record_len as u32;
-    obs.copied_len = copy_len as u32;
-    obs.record[..record.len()].copy_from_slice(record);
     if !ack {
         return;
     }
@@ -200,7 +212,7 @@ fn read_record(entry: &[u8], kind: u16, ack: bool, obs: &mut AcpiObservation) {
         );
         obs.read_ack_after = ram(ack_register, 8).map_or(0, |b| le_u64(b, 0));
     }
-    obs.found |= acpi_found::ACKED;
+    read.found |= acpi_found::ACKED;
 }
 
 /// Recognises a flattened device tree at `dtb` by its big-endian magic.

@@ -1,11 +1,12 @@
 //! The exception handler: record what the vector saw, then resume after the step.
 
+use crate::acpi;
 use crate::entry::guard_resume;
 use crate::mailbox::Mailbox;
 use crate::platform::{fatal, park, psci_system_off, ring};
-use crate::{read_sysreg, sysreg};
+use crate::read_sysreg;
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
-use ras_guest_abi::mailbox::{ExceptionRecord, NO_STEP};
+use ras_guest_abi::mailbox::{flags, ExceptionRecord, NO_STEP};
 
 /// VBAR_EL1 offset of "Synchronous, lower EL using AArch64" (Arm ARM D1.3.1 table D1-7).
 const VECTOR_LOWER_SYNC: u64 = 0x400;
@@ -30,21 +31,28 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         resume(mb, 0);
     }
 
-    let record = ExceptionRecord {
+    let mut record = ExceptionRecord {
         vector_offset,
         esr,
         far: read_sysreg!("far_el1"),
         elr: read_sysreg!("elr_el1"),
         spsr: read_sysreg!("spsr_el1"),
         isr: read_sysreg!("isr_el1"),
-        disr: sysreg::read_disr(scratch.has_ras != 0),
         cntvct: read_sysreg!("cntvct_el0"),
         step: if scratch.armed != 0 {
             scratch.step
         } else {
             NO_STEP
         },
+        cper: Default::default(),
     };
+    // As an OS does when notified (Linux: ghes_notify_sea from do_sea), look for the
+    // error record now, at this exception.
+    let params = mb.params();
+    if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
+        let ack = params.flags & flags::ACK != 0;
+        acpi::walk(params.rsdp_gpa, ack, &mut mb.report().acpi, &mut record.cper);
+    }
     let report = mb.report();
     let index = report.exception_count;
     // Past MAX_RECORDS the exception is only counted.

@@ -6,7 +6,8 @@
 //! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]) and the DTB check,
 //! and ends with PSCI SYSTEM_OFF (vCPU 0, once the others are done) or CPU_OFF (the
 //! others). Exceptions go to [`exceptions`], which records them in
-//! the report and resumes after the step, never re-executing the faulting access.
+//! the report (with ACPI, after the [`acpi`] walk to the record an OS would read) and
+//! resumes after the step, never re-executing the faulting access.
 
 #![no_std]
 #![no_main]
@@ -81,10 +82,6 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
         mb.report().counter_before[i] = read_sysreg!("cntvct_el0");
         steps::run_access(mb, step, &params, access, target);
         mb.report().steps_done += 1;
-        if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
-            let ack = params.flags & flags::ACK != 0;
-            acpi::walk(params.rsdp_gpa, ack, &mut mb.report().acpi);
-        }
         ring(Doorbell::new(
             Event::StepDone,
             step,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::ScenarioResult;
 use crate::scenario::{self, judge, Outcome, Scenario, Verdict};
+use crate::vmm::log::VmmLog;
 
 /// Bytes of the child's stderr kept in an error verdict.
 const STDERR_TAIL: usize = 2000;
@@ -22,8 +23,13 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecLine {
-    /// The run produced an outcome (judged by the parent).
-    Outcome(Outcome),
+    /// The run produced an outcome (judged by the parent), and the VMM's own log (not).
+    Outcome {
+        /// What the guest and the host saw, and how the VMM ended.
+        observed: Outcome,
+        /// What the reference VMM says it did.
+        vmm_log: VmmLog,
+    },
     /// The host cannot run the scenario, and why.
     Skip(String),
     /// The harness failed, and how.
@@ -48,7 +54,7 @@ pub fn exec_line(path: &Path) -> ExecLine {
 fn execute(s: &Scenario) -> ExecLine {
     use crate::vmm::{execute, ExecError, Options};
     match execute(s, &Options::default()) {
-        Ok(outcome) => ExecLine::Outcome(outcome),
+        Ok((observed, vmm_log)) => ExecLine::Outcome { observed, vmm_log },
         Err(ExecError::Unsupported(why)) => ExecLine::Skip(why),
         Err(ExecError::Failed(why)) => ExecLine::Error(why),
     }
@@ -80,23 +86,21 @@ pub struct ChildEnd {
 /// Runs `exe __exec path` and judges what comes back; never panics.
 pub fn run_isolated(exe: &Path, path: &Path, timeout: Duration) -> ScenarioResult {
     let start = Instant::now();
-    let (name, verdict, observed) = match scenario::load(path) {
-        Err(e) => (stem(path), Verdict::Error(e.to_string()), None),
+    let (name, run) = match scenario::load(path) {
+        Err(e) => (stem(path), Interpreted::error(e.to_string())),
         Ok(s) => {
-            let (verdict, observed) = match spawn(exe, path, timeout) {
+            let run = match spawn(exe, path, timeout) {
                 Ok(end) => interpret(&s, &end),
-                Err(e) => (
-                    Verdict::Error(format!("cannot run {}: {e}", exe.display())),
-                    None,
-                ),
+                Err(e) => Interpreted::error(format!("cannot run {}: {e}", exe.display())),
             };
-            (s.name, verdict, observed)
+            (s.name, run)
         }
     };
     ScenarioResult {
         scenario: name,
-        verdict,
-        observed,
+        verdict: run.verdict,
+        observed: run.observed,
+        vmm_log: run.vmm_log,
         duration: start.elapsed(),
     }
 }
@@ -161,8 +165,33 @@ fn spawn(exe: &Path, path: &Path, timeout: Duration) -> std::io::Result<ChildEnd
     })
 }
 
+/// What a child's run amounts to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interpreted {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The outcome it was judged on, when there was one.
+    pub observed: Option<Outcome>,
+    /// The VMM's own log, when there was one.
+    pub vmm_log: Option<VmmLog>,
+}
+
+impl Interpreted {
+    fn error(why: String) -> Self {
+        Self::without_outcome(Verdict::Error(why))
+    }
+
+    fn without_outcome(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            observed: None,
+            vmm_log: None,
+        }
+    }
+}
+
 /// The verdict on what a child left behind.
-pub fn interpret(s: &Scenario, end: &ChildEnd) -> (Verdict, Option<Outcome>) {
+pub fn interpret(s: &Scenario, end: &ChildEnd) -> Interpreted {
     let tail = || {
         let e = end.stderr.trim_end();
         let cut = e.len().saturating_sub(STDERR_TAIL);
@@ -182,45 +211,37 @@ pub fn interpret(s: &Scenario, end: &ChildEnd) -> (Verdict, Option<Outcome>) {
         }
     };
     if let Some(t) = end.timed_out {
-        return (
-            Verdict::Error(format!("timed out after {} s; {}", t.as_secs(), tail())),
-            None,
-        );
+        return Interpreted::error(format!("timed out after {} s; {}", t.as_secs(), tail()));
     }
     if let Some(sig) = end.signal {
-        return (
-            Verdict::Error(format!("__exec was killed by signal {sig}; {}", tail())),
-            None,
-        );
+        return Interpreted::error(format!("__exec was killed by signal {sig}; {}", tail()));
     }
     let line = end.stdout.lines().rev().find(|l| !l.trim().is_empty());
     match line.map(serde_json::from_str::<ExecLine>) {
-        Some(Ok(ExecLine::Outcome(o))) => (judge(s, &o), Some(o)),
-        Some(Ok(ExecLine::Skip(why))) => (Verdict::Skip(why), None),
-        Some(Ok(ExecLine::Error(why))) => (Verdict::Error(why), None),
-        Some(Err(e)) => (
-            Verdict::Error(format!(
-                "__exec printed no result line ({e}), exit status {:?}; {}",
-                end.code,
-                tail()
-            )),
-            None,
-        ),
-        None => (
-            Verdict::Error(format!(
-                "__exec printed nothing, exit status {:?}; {}",
-                end.code,
-                tail()
-            )),
-            None,
-        ),
+        Some(Ok(ExecLine::Outcome { observed, vmm_log })) => Interpreted {
+            verdict: judge(s, &observed),
+            observed: Some(observed),
+            vmm_log: Some(vmm_log),
+        },
+        Some(Ok(ExecLine::Skip(why))) => Interpreted::without_outcome(Verdict::Skip(why)),
+        Some(Ok(ExecLine::Error(why))) => Interpreted::error(why),
+        Some(Err(e)) => Interpreted::error(format!(
+            "__exec printed no result line ({e}), exit status {:?}; {}",
+            end.code,
+            tail()
+        )),
+        None => Interpreted::error(format!(
+            "__exec printed nothing, exit status {:?}; {}",
+            end.code,
+            tail()
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{parse, Exit};
+    use crate::scenario::{parse, VmmEnd};
 
     fn scenario() -> Scenario {
         parse(
@@ -244,26 +265,30 @@ mod tests {
     #[test]
     fn an_outcome_line_is_judged_and_skip_and_error_pass_through() {
         let o = Outcome {
-            exit: Exit::Completed,
+            vmm_end: VmmEnd::Completed,
             host_signals: vec![],
-            injection: vec![],
-            cper: vec![],
             guest: vec![],
         };
-        let line = serde_json::to_string(&ExecLine::Outcome(o.clone())).unwrap();
-        assert!(line.starts_with(r#"{"outcome":{"#), "{line}");
-        let (v, observed) = interpret(&scenario(), &end(&format!("noise\n{line}\n")));
-        assert_eq!((v, observed), (Verdict::Pass, Some(o)));
-        let (v, _) = interpret(&scenario(), &end(r#"{"skip":"no /dev/kvm"}"#));
-        assert_eq!(v, Verdict::Skip("no /dev/kvm".into()));
-        let (v, _) = interpret(&scenario(), &end(r#"{"error":"mmap failed"}"#));
-        assert_eq!(v, Verdict::Error("mmap failed".into()));
+        let line = serde_json::to_string(&ExecLine::Outcome {
+            observed: o.clone(),
+            vmm_log: VmmLog::default(),
+        })
+        .unwrap();
+        assert!(line.starts_with(r#"{"outcome":{"observed":{"#), "{line}");
+        let r = interpret(&scenario(), &end(&format!("noise\n{line}\n")));
+        assert_eq!((r.verdict, r.observed), (Verdict::Pass, Some(o)));
+        assert_eq!(r.vmm_log, Some(VmmLog::default()));
+        let r = interpret(&scenario(), &end(r#"{"skip":"no /dev/kvm"}"#));
+        assert_eq!(r.verdict, Verdict::Skip("no /dev/kvm".into()));
+        let r = interpret(&scenario(), &end(r#"{"error":"mmap failed"}"#));
+        assert_eq!(r.verdict, Verdict::Error("mmap failed".into()));
     }
 
     #[test]
     fn garbage_signals_and_timeouts_are_errors_with_the_stderr_tail() {
-        let (v, o) = interpret(&scenario(), &end("not json"));
-        assert!(o.is_none());
+        let r = interpret(&scenario(), &end("not json"));
+        assert!(r.observed.is_none());
+        let v = r.verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("no result line") && r.contains("the last words")),
             "{v:?}"
@@ -274,7 +299,7 @@ mod tests {
             "thread 'main' panicked at src/x.rs:1:1:\nattempt to subtract with overflow\n{}",
             "  frame\n".repeat(1000)
         );
-        let (v, _) = interpret(&scenario(), &panicked);
+        let v = interpret(&scenario(), &panicked).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("panicked at src/x.rs:1:1: attempt to subtract")),
             "{v:?}"
@@ -282,19 +307,19 @@ mod tests {
         let mut killed = end("");
         killed.signal = Some(7);
         killed.code = None;
-        let (v, _) = interpret(&scenario(), &killed);
+        let v = interpret(&scenario(), &killed).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("signal 7")),
             "{v:?}"
         );
         let mut slow = end("");
         slow.timed_out = Some(Duration::from_secs(3));
-        let (v, _) = interpret(&scenario(), &slow);
+        let v = interpret(&scenario(), &slow).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.starts_with("timed out after 3 s")),
             "{v:?}"
         );
-        let (v, _) = interpret(&scenario(), &end(""));
+        let v = interpret(&scenario(), &end("")).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("printed nothing")),
             "{v:?}"

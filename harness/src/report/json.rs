@@ -1,9 +1,12 @@
-//! The JSON report, in DESIGN.md's shape plus `time_ms` per result.
+//! The JSON report: per result the verdict, `observed` (what was judged: the guest's
+//! report, the host's signals, how the VMM ended) and `vmm_log` (what the VMM says it did,
+//! not judged), plus `time_ms`.
 
 use serde::Serialize;
 
 use super::{Report, Summary};
 use crate::scenario::{Outcome, VerdictKind};
+use crate::vmm::log::VmmLog;
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
@@ -19,6 +22,7 @@ struct JsonResult<'a> {
     reason: Option<String>,
     time_ms: u128,
     observed: Option<&'a Outcome>,
+    vmm_log: Option<&'a VmmLog>,
 }
 
 pub(super) fn write(report: &Report) -> String {
@@ -33,6 +37,7 @@ pub(super) fn write(report: &Report) -> String {
                 reason: r.verdict.reason(),
                 time_ms: r.duration.as_millis(),
                 observed: r.observed.as_ref(),
+                vmm_log: r.vmm_log.as_ref(),
             })
             .collect(),
         summary: report.summary(),

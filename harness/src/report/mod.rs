@@ -9,6 +9,7 @@ mod table;
 use std::time::Duration;
 
 use crate::scenario::{Outcome, Verdict, VerdictKind};
+use crate::vmm::log::VmmLog;
 
 /// A whole run.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +29,8 @@ pub struct ScenarioResult {
     pub verdict: Verdict,
     /// What the run observed; `None` when it never ran (skip) or broke before an outcome.
     pub observed: Option<Outcome>,
+    /// What the VMM says it did, when it says (the reference VMM); never judged.
+    pub vmm_log: Option<VmmLog>,
     /// Wall-clock time of the scenario, setup and teardown included.
     pub duration: Duration,
 }
@@ -45,15 +48,23 @@ pub struct Summary {
     pub error: usize,
 }
 
+/// `ras-harness run`'s exit status when no scenario failed or erred and none passed either
+/// (every one skipped, or none given): nothing was tested, which a CI gate must not take
+/// for a pass.
+pub const EXIT_NOTHING_TESTED: i32 = 3;
+
 impl Summary {
-    /// The process exit status for a run: 0 when nothing failed (skips included), 1 when a
-    /// scenario failed, 2 when the harness itself erred (it says nothing about the VMM, so it
-    /// outranks a failure).
+    /// The process exit status for a run: 2 when the harness itself erred (it says nothing
+    /// about the VMM, so it outranks a failure), 1 when a scenario failed,
+    /// [`EXIT_NOTHING_TESTED`] when nothing passed, 0 when something passed and the rest
+    /// was skipped for a stated reason.
     pub fn exit_code(&self) -> i32 {
         if self.error > 0 {
             2
         } else if self.fail > 0 {
             1
+        } else if self.pass == 0 {
+            EXIT_NOTHING_TESTED
         } else {
             0
         }

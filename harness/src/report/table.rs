@@ -4,39 +4,31 @@
 use std::fmt::Write;
 
 use super::{seconds, Report};
-use crate::scenario::{json_name, GuestException};
+use crate::scenario::json_name;
 
-const HEADER: [&str; 5] = ["SCENARIO", "VERDICT", "INJECTION", "GUEST ESR", "TIME"];
+const HEADER: [&str; 5] = ["SCENARIO", "VERDICT", "VMM END", "GUEST SAW", "TIME"];
 
 pub(super) fn write(report: &Report) -> String {
     let rows: Vec<[String; 5]> = report
         .results
         .iter()
         .map(|r| {
-            let (injection, esr) = match &r.observed {
+            // Per exception its ESR, "+record" when the guest read one there.
+            let (end, saw) = match &r.observed {
                 Some(o) => (
-                    dash(
-                        o.injection
-                            .iter()
-                            .map(|i| format!("{} {}", json_name(&i.kind), json_name(&i.via))),
-                    ),
-                    dash(
-                        o.guest
-                            .iter()
-                            .filter(|g| g.exception != GuestException::None)
-                            .map(|g| match g.esr {
-                                Some(esr) => format!("{:#010x}", esr.low32()),
-                                None => json_name(&g.exception),
-                            }),
-                    ),
+                    o.vmm_end.to_string(),
+                    dash(o.exceptions().map(|(_, g)| {
+                        let record = if g.record.is_some() { "+record" } else { "" };
+                        format!("{:#010x}{record}", g.esr.low32())
+                    })),
                 ),
                 None => ("-".to_owned(), "-".to_owned()),
             };
             [
                 r.scenario.clone(),
                 json_name(&r.verdict.kind()).to_uppercase(),
-                injection,
-                esr,
+                end,
+                saw,
                 format!("{}s", seconds(r.duration)),
             ]
         })

@@ -9,43 +9,52 @@ use quick_xml::Reader;
 use super::*;
 use crate::formats::cper::{memory_error_record, Profile, Severity};
 use crate::scenario::{
-    CperObserved, Exit, GuestException, GuestObservation, Hex, HostSignal, Injection,
-    InjectionKind, InjectionVia, Mismatch,
+    ExceptionTaken, GuestException, GuestReport, GuestState, Hex, HostSignal, Mismatch, RecordRead,
+    VmmEnd,
 };
 use crate::testutil::snapshot_settings;
+use crate::vmm::log::{Injection, InjectionKind, InjectionVia, VmmLog};
 
 fn observed(esr: u64, vector: u64) -> Outcome {
+    let record = memory_error_record(0x8010_0000, Severity::Recoverable, Profile::Qemu).encode();
     Outcome {
-        exit: Exit::Completed,
+        vmm_end: VmmEnd::Completed,
         host_signals: vec![HostSignal {
             code: 4,
             lsb: 12,
-            gpa: Some(Hex(0x4010_0000)),
+            gpa: Some(Hex(0x8010_0000)),
             thread: "vcpu0".into(),
         }],
-        injection: vec![Injection {
+        guest: vec![GuestReport {
+            vcpu: 0,
+            state: GuestState::Done,
+            exceptions: vec![ExceptionTaken {
+                kind: GuestException::from_esr(esr),
+                vector_offset: Hex(vector),
+                esr: Hex(esr),
+                far: Hex(0),
+                elr: Hex(0x4000_0124),
+                elr_at: Some("access".into()),
+                spsr: Hex(0x3c5),
+                isr: Hex(0),
+                step: Some(0),
+                record: Some(RecordRead::new(&record, record.len() as u32, true)),
+            }],
+            serror_wait: None,
+        }],
+    }
+}
+
+fn vmm_log(esr: u64) -> Option<VmmLog> {
+    Some(VmmLog {
+        injections: vec![Injection {
             vcpu: 0,
             kind: InjectionKind::Sea,
             via: InjectionVia::Emulated,
             esr: Some(Hex(esr)),
         }],
-        cper: vec![CperObserved::from_bytes(
-            &memory_error_record(0x4010_0000, Severity::Recoverable, Profile::Qemu).encode(),
-        )],
-        guest: vec![GuestObservation {
-            vcpu: 0,
-            exception: GuestException::from_esr(esr),
-            vector_offset: Some(Hex(vector)),
-            esr: Some(Hex(esr)),
-            far: Some(Hex(0)),
-            elr: Some(Hex(0x4008_0124)),
-            elr_at: None,
-            isr: None,
-            disr: None,
-            cper_seen: true,
-            acked: true,
-        }],
-    }
+        records: vec![],
+    })
 }
 
 /// Made-up results: the writers' test, not a claim about any VMM.
@@ -61,6 +70,7 @@ fn report() -> Report {
                 scenario: "acpi-el1-load-emulated".into(),
                 verdict: Verdict::Pass,
                 observed: Some(observed(0x9600_0410, 0x200)),
+                vmm_log: vmm_log(0x9600_0410),
                 duration: Duration::from_millis(1234),
             },
             ScenarioResult {
@@ -78,12 +88,14 @@ fn report() -> Report {
                     },
                 ]),
                 observed: Some(observed(0x9600_0410, 0x200)),
+                vmm_log: vmm_log(0x9600_0410),
                 duration: Duration::from_millis(987),
             },
             ScenarioResult {
                 scenario: "hugetlb-1g".into(),
                 verdict: Verdict::Skip("needs 1 free 1 GiB hugetlb pages, the host has 0".into()),
                 observed: None,
+                vmm_log: None,
                 duration: Duration::from_millis(0),
             },
             ScenarioResult {
@@ -92,6 +104,7 @@ fn report() -> Report {
                     "report page <vcpu0> & \"magic\" 'bad'\nsecond line\u{1}".into(),
                 ),
                 observed: None,
+                vmm_log: None,
                 duration: Duration::from_millis(30_002),
             },
         ],
@@ -129,6 +142,13 @@ fn summary_and_exit_code() {
         .exit_code(),
         1
     );
+    // Nothing passed: every scenario skipped, or none at all.
+    let skipped = Summary {
+        skip: 2,
+        ..Summary::default()
+    };
+    assert_eq!(skipped.exit_code(), EXIT_NOTHING_TESTED);
+    assert_eq!(Summary::default().exit_code(), EXIT_NOTHING_TESTED);
 }
 
 #[test]
@@ -140,7 +160,16 @@ fn json_report() {
         v["summary"],
         serde_json::json!({"pass": 1, "fail": 1, "skip": 1, "error": 1})
     );
-    assert_eq!(v["results"][0]["observed"]["guest"][0]["esr"], "0x96000410");
+    let guest = &v["results"][0]["observed"]["guest"][0];
+    assert_eq!(guest["exceptions"][0]["esr"], "0x96000410");
+    assert_eq!(guest["exceptions"][0]["record"]["acked"], true);
+    assert_eq!(v["results"][0]["observed"]["vmm_end"]["how"], "completed");
+    // The VMM's own account sits beside what was observed, not inside it.
+    assert_eq!(
+        v["results"][0]["vmm_log"]["injections"][0]["via"],
+        "emulated"
+    );
+    assert!(v["results"][0]["observed"].get("injection").is_none());
     assert_eq!(v["results"][0]["reason"], serde_json::Value::Null);
     // CPER `decoded` keys come out sorted: serde_json::Value keeps objects in a BTreeMap.
     // The observed outcome reads back as it was.

@@ -80,14 +80,16 @@ impl de::Visitor<'_> for HexVisitor {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HexBytes(pub Vec<u8>);
 
+impl fmt::Display for HexBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("0x")?;
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 impl Serialize for HexBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = String::with_capacity(2 + 2 * self.0.len());
-        out.push_str("0x");
-        for b in &self.0 {
-            out.push_str(&format!("{b:02x}"));
-        }
-        s.serialize_str(&out)
+        s.collect_str(self)
     }
 }
 

@@ -8,6 +8,7 @@
 mod hex;
 mod judge;
 mod load;
+mod observe;
 mod outcome;
 mod requirements;
 mod spec;
@@ -17,14 +18,14 @@ pub use hex::{Hex, HexBytes};
 pub use judge::judge;
 pub use load::{load, load_all, parse, ScenarioError};
 pub use outcome::{
-    code_address_name, CperObserved, Exit, GuestObservation, HostSignal, Injection, InjectionKind,
-    InjectionVia, Mismatch, Outcome, Verdict, VerdictKind,
+    code_address_name, ExceptionTaken, GuestReport, GuestState, HostSignal, Mismatch, Outcome,
+    RecordRead, SerrorWait, Verdict, VerdictKind, VmmEnd,
 };
 pub use requirements::{requirements, HostSupport, Requirements};
 pub use spec::{
-    Access, Backing, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome, ExpectedSignal, Fault,
-    Firmware, Guest, GuestException, KvmCap, MceKill, Method, OnAo, OnMemoryError, Scenario,
-    SeaVia, SignalCode, Vmm, When,
+    Access, Backing, CperExpectation, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome,
+    ExpectedSignal, Fault, Firmware, Guest, GuestException, KvmCap, MceKill, Method, OnAo,
+    OnMemoryError, Scenario, SeaVia, SignalCode, Vmm, When,
 };
 pub use validate::{
     valid_name, validate, Invalid, MEMORY_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE, VCPUS,

@@ -1,10 +1,8 @@
-//! What came out of a run, whichever VMM produced it (the reference VMM, or QEMU driven as a
-//! process), in the report's JSON shape, and the verdict on it.
-//!
-//! The shape is DESIGN.md's, with three changes a multi-vCPU, multi-error matrix needs:
-//! `injection`, `cper` and `guest` are lists (one entry per injection, per record the VMM
-//! wrote, per exception a vCPU took) rather than single objects, `guest` entries carry
-//! their `vcpu`, and `exit` describes the whole run so it sits beside them.
+//! What came out of a run, whichever VMM produced it, judged as a black box: what the guest
+//! reported, what the host kernel signalled and how the VMM process ended. Nothing in an
+//! [`Outcome`] comes from the VMM's own account of what it did (that is
+//! [`crate::vmm::log::VmmLog`], reported beside it and never judged), so the same shape
+//! serves any VMM under test.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,34 +14,57 @@ use crate::formats::cper::Record;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outcome {
-    /// How the run ended.
-    pub exit: Exit,
-    /// SIGBUS signals the VMM's threads received, in arrival order.
+    /// How the VMM ended.
+    pub vmm_end: VmmEnd,
+    /// SIGBUS signals the host kernel sent the VMM's threads, in arrival order.
     pub host_signals: Vec<HostSignal>,
-    /// What the VMM injected, in order. Empty when the VMM is a black box (QEMU).
-    pub injection: Vec<Injection>,
-    /// The CPER records found in the error status block, one per error it notified.
-    pub cper: Vec<CperObserved>,
-    /// What the guest reported: one entry per exception taken, or one entry with exception
-    /// `none` for a vCPU that took none.
-    pub guest: Vec<GuestObservation>,
+    /// What the guest reported, one entry per vCPU.
+    pub guest: Vec<GuestReport>,
 }
 
-/// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Exit {
-    /// Every vCPU ran its payload to the end and reported.
+impl Outcome {
+    /// Every exception the guest took, with the vCPU that took it, vCPU by vCPU.
+    pub fn exceptions(&self) -> impl Iterator<Item = (u8, &ExceptionTaken)> {
+        self.guest
+            .iter()
+            .flat_map(|g| g.exceptions.iter().map(move |e| (g.vcpu, e)))
+    }
+}
+
+/// How the VMM ended: what its process end says (the reference VMM runs in the harness's
+/// child process, and returns the same facts).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum VmmEnd {
+    /// The guest powered the VM off (PSCI SYSTEM_OFF) and the VMM ended normally.
     Completed,
-    /// The VMM stopped the VM on purpose because of the error.
-    VmStopped,
-    /// The VMM process died (killed by a signal, or aborted).
-    VmmCrashed,
+    /// The VMM stopped the VM on purpose because of the error, saying why (QEMU without
+    /// GHES: "Hardware memory error!", exit status 1).
+    Stopped {
+        /// What it said.
+        message: String,
+    },
+    /// The VMM process was killed by a signal (SIGBUS with no handler, an abort()).
+    Killed {
+        /// The signal number.
+        signal: i32,
+    },
     /// The run did not end in time.
-    Timeout,
+    TimedOut,
 }
 
-/// One SIGBUS as the handler recorded it.
+impl std::fmt::Display for VmmEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Completed => f.pad("completed"),
+            Self::Stopped { .. } => f.pad("stopped"),
+            Self::Killed { signal } => f.pad(&format!("killed by signal {signal}")),
+            Self::TimedOut => f.pad("timed out"),
+        }
+    }
+}
+
+/// One SIGBUS as the host kernel delivered it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSignal {
@@ -53,68 +74,94 @@ pub struct HostSignal {
     pub lsb: u8,
     /// The guest physical address `si_addr` maps to, when it is guest memory.
     pub gpa: Option<Hex>,
-    /// Which thread got it (`vcpu0`, `main`, `injector`, ...).
+    /// Which thread got it (`vcpu0`, `vmm`, ...).
     pub thread: String,
 }
 
-/// One injection the VMM performed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Injection {
-    /// The vCPU it targeted.
-    pub vcpu: u8,
-    /// What was injected.
-    pub kind: InjectionKind,
-    /// Through which interface.
-    pub via: InjectionVia,
-    /// The syndrome the VMM chose, when it chose one (not for `ext_dabt_pending`, nor for an
-    /// SError without `serror_has_esr`).
-    pub esr: Option<Hex>,
-}
-
-/// What a VMM injected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InjectionKind {
-    /// A synchronous external Data Abort.
-    Sea,
-    /// A synchronous external Instruction Abort.
-    Iabt,
-    /// An SError.
-    Serror,
-}
-
-/// The interface an injection went through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum InjectionVia {
-    /// KVM_SET_VCPU_EVENTS `ext_dabt_pending`.
-    KvmExtDabt,
-    /// KVM_SET_VCPU_EVENTS `serror_pending` (with `serror_has_esr` when `esr` is set).
-    KvmSerror,
-    /// The VMM wrote the exception entry's registers itself.
-    Emulated,
-}
-
-/// A CPER record read back from guest memory: its bytes and their decoding.
+/// What one vCPU of the guest reported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CperObserved {
-    /// The error status block, bytes as "0x..." pairs.
+pub struct GuestReport {
+    /// The vCPU.
+    pub vcpu: u8,
+    /// How far the guest got.
+    pub state: GuestState,
+    /// Every exception it took, in order.
+    pub exceptions: Vec<ExceptionTaken>,
+    /// The masked SError wait, when it ran.
+    pub serror_wait: Option<SerrorWait>,
+}
+
+/// How far a vCPU's payload got (its report's state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestState {
+    /// It never wrote its report (or the report is not the payload's).
+    NotStarted,
+    /// It started and did not finish.
+    Running,
+    /// It ran every step.
+    Done,
+    /// It stopped on a fatal condition of its own (bad parameters, an unexpected exception).
+    Fatal,
+}
+
+/// One exception as the guest saw it on entry to its vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionTaken {
+    /// Classified from `esr` ([`GuestException::from_esr`]).
+    pub kind: GuestException,
+    /// The vector taken, as an offset from VBAR_EL1.
+    pub vector_offset: Hex,
+    /// ESR_EL1.
+    pub esr: Hex,
+    /// FAR_EL1 (UNKNOWN when ESR.FnV is 1).
+    pub far: Hex,
+    /// ELR_EL1.
+    pub elr: Hex,
+    /// `elr` named after the addresses the guest reported for the exception's step
+    /// ([`code_address_name`]), when it is one of them: what a snapshot shows, since the
+    /// raw value moves whenever the payload's code changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elr_at: Option<String>,
+    /// SPSR_EL1.
+    pub spsr: Hex,
+    /// ISR_EL1 in the handler.
+    pub isr: Hex,
+    /// The payload step it was taken in, `None` outside every step.
+    pub step: Option<u32>,
+    /// The record the guest's ACPI walk read at this exception (none without ACPI, or when
+    /// block status was 0).
+    pub record: Option<RecordRead>,
+}
+
+/// A CPER record as the guest read it from the error status block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRead {
+    /// The guest acknowledged it (block status cleared, read-ack register written).
+    pub acked: bool,
+    /// 20 + the block's data length; more than `hex` holds when the guest cut it.
+    pub length: u32,
+    /// The bytes read, as "0x..." pairs.
     pub hex: HexBytes,
     /// [`Record`] as JSON, or `{"error": "..."}` when the bytes do not decode.
     pub decoded: serde_json::Value,
 }
 
-impl CperObserved {
-    /// Records `bytes` and decodes them with [`Record::decode`].
-    pub fn from_bytes(bytes: &[u8]) -> Self {
+impl RecordRead {
+    /// A record of `length` bytes whose first `bytes.len()` were read, decoded with
+    /// [`Record::decode`].
+    pub fn new(bytes: &[u8], length: u32, acked: bool) -> Self {
         let decoded = match Record::decode(bytes) {
             Ok(record) => serde_json::to_value(&record)
                 .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         Self {
+            acked,
+            length,
             hex: HexBytes(bytes.to_vec()),
             decoded,
         }
@@ -138,36 +185,15 @@ impl CperObserved {
     }
 }
 
-/// What one vCPU of the guest wrote into its report page about one exception.
+/// What the masked SError wait saw.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuestObservation {
-    /// The vCPU.
-    pub vcpu: u8,
-    /// The exception taken, classified from `esr` by the runner
-    /// ([`GuestException::from_esr`]).
-    pub exception: GuestException,
-    /// The vector taken, as an offset from VBAR_EL1.
-    pub vector_offset: Option<Hex>,
-    /// ESR_EL1 in the handler.
-    pub esr: Option<Hex>,
-    /// FAR_EL1 in the handler (UNKNOWN when ESR.FnV is 1).
-    pub far: Option<Hex>,
-    /// ELR_EL1 in the handler.
-    pub elr: Option<Hex>,
-    /// `elr` named after the addresses the guest reported for the exception's step
-    /// ([`code_address_name`]), when it is one of them: what a snapshot shows, since the
-    /// raw value moves whenever the payload's code changes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub elr_at: Option<String>,
-    /// ISR_EL1 after the access (bit 8, A: an SError is pending).
-    pub isr: Option<Hex>,
-    /// DISR_EL1 after an ESB (the deferred SError syndrome).
+pub struct SerrorWait {
+    /// ISR_EL1 with PSTATE.A masked, after the doorbell (bit 8, A: an SError is pending).
+    pub isr: Hex,
+    /// DISR_EL1 after ESB (bit 31, A: a deferred SError was recorded); `None` when ESB was
+    /// not executed (not asked for, or the guest has no FEAT_RAS).
     pub disr: Option<Hex>,
-    /// The guest found a record through RSDP, XSDT, HEST and the GHESv2 status block.
-    pub cper_seen: bool,
-    /// The guest wrote the read-ack register.
-    pub acked: bool,
 }
 
 /// The kind of a verdict, as the report writes it.

@@ -186,6 +186,33 @@ pub struct Fault {
     pub when: When,
 }
 
+impl Fault {
+    /// The guest physical address of the fault's page: page `page` of the target region,
+    /// which starts at the target slot (guest-abi `map::TARGET_BASE`).
+    pub fn gpa(&self) -> u64 {
+        ras_guest_abi::map::TARGET_BASE + u64::from(self.page) * super::TARGET_PAGE_SIZE
+    }
+}
+
+impl Scenario {
+    /// The indices in `faults` of vCPU `vcpu`'s faults, in order: its n-th fault is met in
+    /// the payload's step n (the n-th target of its params, or the masked SError wait).
+    pub fn faults_of(&self, vcpu: u8) -> impl Iterator<Item = usize> + '_ {
+        self.faults
+            .iter()
+            .enumerate()
+            .filter(move |(_, f)| f.vcpu == vcpu)
+            .map(|(i, _)| i)
+    }
+
+    /// The payload step in which fault `i`'s vCPU meets it.
+    pub fn fault_step(&self, i: usize) -> Option<u32> {
+        let vcpu = self.faults.get(i)?.vcpu;
+        let step = self.faults_of(vcpu).position(|j| j == i)?;
+        u32::try_from(step).ok()
+    }
+}
+
 /// How a page is poisoned (RAS-FACTS.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -252,6 +279,11 @@ impl Default for Vmm {
 }
 
 /// The KVM capabilities the harness can mask (include/uapi/linux/kvm.h). JSON: the number.
+///
+/// KVM_CAP_ARM_SEA_TO_USER (245) is not one of them: it changes only what happens when the
+/// host takes a real synchronous external abort that APEI does not claim
+/// (`kvm_handle_guest_sea`), which the hwpoison path never reaches, so masking it could
+/// not change any outcome (scenarios/README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
 pub enum KvmCap {
@@ -261,8 +293,6 @@ pub enum KvmCap {
     ArmInjectSerrorEsr,
     /// KVM_CAP_ARM_INJECT_EXT_DABT (178): `ext_dabt_pending`.
     ArmInjectExtDabt,
-    /// KVM_CAP_ARM_SEA_TO_USER (245): KVM_EXIT_ARM_SEA (Linux 6.19+).
-    ArmSeaToUser,
 }
 
 impl KvmCap {
@@ -272,7 +302,6 @@ impl KvmCap {
             Self::VcpuEvents => 41,
             Self::ArmInjectSerrorEsr => 158,
             Self::ArmInjectExtDabt => 178,
-            Self::ArmSeaToUser => 245,
         }
     }
 
@@ -282,7 +311,6 @@ impl KvmCap {
             Self::VcpuEvents => "KVM_CAP_VCPU_EVENTS",
             Self::ArmInjectSerrorEsr => "KVM_CAP_ARM_INJECT_SERROR_ESR",
             Self::ArmInjectExtDabt => "KVM_CAP_ARM_INJECT_EXT_DABT",
-            Self::ArmSeaToUser => "KVM_CAP_ARM_SEA_TO_USER",
         }
     }
 }
@@ -295,9 +323,8 @@ impl TryFrom<u32> for KvmCap {
             41 => Ok(Self::VcpuEvents),
             158 => Ok(Self::ArmInjectSerrorEsr),
             178 => Ok(Self::ArmInjectExtDabt),
-            245 => Ok(Self::ArmSeaToUser),
             _ => Err(format!(
-                "unknown capability {v}, expected one of 41, 158, 178, 245"
+                "unknown capability {v}, expected one of 41, 158, 178"
             )),
         }
     }
@@ -379,7 +406,10 @@ pub enum OnAo {
 pub struct Expect {
     /// How the run ends.
     pub outcome: ExpectedOutcome,
-    /// Signals that must each match one signal the VMM's threads received.
+    /// Signals the VMM's threads must have received, as a multiset: each entry is matched
+    /// by a signal of its own. Further signals are allowed (Linux 6.11+ also signals the
+    /// thread that poisons, and a kernel may signal more threads than the one that touched
+    /// the page).
     #[serde(default)]
     pub host_signals: Vec<ExpectedSignal>,
     /// The exception every notified vCPU must have taken.
@@ -395,9 +425,15 @@ pub struct Expect {
     /// `guest-notified`).
     #[serde(default)]
     pub notifications: Option<u32>,
-    /// What happened to CPER.
+    /// What the guest read of CPER records, for every fault or fault by fault.
     #[serde(default)]
-    pub cper: Option<ExpectedCper>,
+    pub cper: Option<CperExpectation>,
+    /// ISR_EL1 the masked SError wait read on every vCPU with a fault (bit 8, A: pending).
+    #[serde(default)]
+    pub isr: Option<Hex>,
+    /// DISR_EL1 the masked SError wait read after ESB on every vCPU with a fault.
+    #[serde(default)]
+    pub disr: Option<Hex>,
 }
 
 /// The ways a run ends, as far as a scenario cares.
@@ -482,14 +518,78 @@ impl GuestException {
     }
 }
 
-/// What must have happened to CPER.
+/// What the guest must have read of a fault's CPER record, through its own ACPI walk at
+/// its exceptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExpectedCper {
-    /// No record was written.
+    /// No record the guest read names the fault's page (for the whole scenario: the guest
+    /// read no record at all).
     None,
-    /// Each error has a record whose memory section names the faulting page.
+    /// Some record the guest read, at any exception, names the fault's page (within the
+    /// extent of the host signal that reported it).
     Recorded,
-    /// Recorded, and every notified vCPU read it (and acknowledged it when `guest.ack`).
+    /// The exception the fault's vCPU took in the fault's step read a record naming the
+    /// fault's page, and acknowledged it when `guest.ack`.
     Consumed,
+}
+
+/// `expect.cper`: one [`ExpectedCper`] for every fault (`"consumed"`), or one per fault in
+/// `faults` order (`["consumed", "none"]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CperExpectation {
+    /// The same for every fault.
+    All(ExpectedCper),
+    /// Fault by fault.
+    PerFault(Vec<ExpectedCper>),
+}
+
+impl CperExpectation {
+    /// What is expected of fault `i`.
+    pub fn for_fault(&self, i: usize) -> Option<ExpectedCper> {
+        match self {
+            Self::All(e) => Some(*e),
+            Self::PerFault(v) => v.get(i).copied(),
+        }
+    }
+
+    /// Whether any fault expects `want`.
+    pub fn any(&self, want: ExpectedCper) -> bool {
+        match self {
+            Self::All(e) => *e == want,
+            Self::PerFault(v) => v.contains(&want),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CperExpectation {
+    /// A string or an array of strings, each an [`ExpectedCper`]; the errors are
+    /// [`ExpectedCper`]'s own ("unknown variant `x`, expected one of ...").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CperExpectation;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "\"none\", \"recorded\", \"consumed\" or an array of them, one per fault",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let d = serde::de::value::StrDeserializer::<E>::new(v);
+                ExpectedCper::deserialize(d).map(CperExpectation::All)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = seq.next_element::<ExpectedCper>()? {
+                    v.push(e);
+                }
+                Ok(CperExpectation::PerFault(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }

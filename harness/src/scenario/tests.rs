@@ -197,8 +197,67 @@ fn duplicate_masked_caps_and_dtb_records_are_rejected() {
     let mut s = base();
     s.vmm.mask_caps = vec![KvmCap::ArmInjectExtDabt, KvmCap::ArmInjectExtDabt];
     s.firmware = Firmware::Dtb;
-    s.expect.cper = Some(ExpectedCper::Recorded);
+    s.expect.cper = Some(CperExpectation::All(ExpectedCper::Recorded));
     assert_eq!(fields(&s), ["vmm.mask_caps[1]", "expect.cper"]);
+}
+
+#[test]
+fn cper_fault_by_fault_needs_one_entry_per_fault() {
+    let mut s = base();
+    s.expect.cper = Some(CperExpectation::PerFault(vec![
+        ExpectedCper::Consumed,
+        ExpectedCper::None,
+    ]));
+    assert_eq!(fields(&s), ["expect.cper"]);
+    s.expect.cper = Some(CperExpectation::PerFault(vec![ExpectedCper::Consumed]));
+    assert!(fields(&s).is_empty());
+}
+
+#[test]
+fn isr_and_disr_need_the_masked_wait_that_reads_them() {
+    let mut s = base();
+    s.expect.isr = Some(Hex(0x100));
+    s.expect.disr = Some(Hex(0x8000_0811));
+    assert_eq!(fields(&s), ["expect.isr", "expect.disr"]);
+    s.guest.serror_masked = true;
+    assert!(fields(&s).contains(&"expect.disr".to_owned()));
+}
+
+#[test]
+fn cper_is_a_string_or_one_string_per_fault_and_typos_name_the_values() {
+    let text = |cper: &str| {
+        format!(
+            r#"{{"firmware":"acpi","faults":[{{"page":0}},{{"page":1,"when":"after-ack"}}],
+                "expect":{{"outcome":"guest-notified","cper":{cper}}}}}"#
+        )
+    };
+    let s = parse(Path::new("t.json"), &text(r#"["consumed","none"]"#), "t").unwrap();
+    assert_eq!(
+        s.expect.cper,
+        Some(CperExpectation::PerFault(vec![
+            ExpectedCper::Consumed,
+            ExpectedCper::None
+        ]))
+    );
+    let s = parse(Path::new("t.json"), &text(r#""recorded""#), "t").unwrap();
+    assert_eq!(
+        s.expect.cper,
+        Some(CperExpectation::All(ExpectedCper::Recorded))
+    );
+    for bad in [r#""consumd""#, r#"["consumed","nope"]"#] {
+        let e = parse(Path::new("t.json"), &text(bad), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expect.cper")
+                && e.contains("expected one of `none`, `recorded`, `consumed`"),
+            "{e}"
+        );
+    }
+    let e = parse(Path::new("t.json"), &text("3"), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("an array of them, one per fault"), "{e}");
 }
 
 #[test]
@@ -406,7 +465,11 @@ mod hardening {
             for e in &r.records {
                 let _ = GuestException::from_esr(e.esr);
             }
-            let c = CperObserved::from_bytes(&cper);
+            for v in 0..2 {
+                let g = GuestReport::from_report(v, &r);
+                prop_assert!(g.exceptions.len() <= r.records.len());
+            }
+            let c = RecordRead::new(&cper, cper.len() as u32, false);
             let _ = c.physical_addresses();
             prop_assert_eq!(c.hex.0, cper);
         }
@@ -429,7 +492,7 @@ mod hardening {
                 stdout: stdout.clone(),
                 stderr: stderr.into_iter().collect(),
             };
-            let (verdict, _) = interpret(&s, &end);
+            let verdict = interpret(&s, &end).verdict;
             if signal.is_some() || !stdout.contains('{') {
                 prop_assert!(matches!(verdict, Verdict::Error(_)), "{verdict:?}");
             }

@@ -4,8 +4,8 @@
 
 use super::json_name;
 use super::spec::{
-    Access, El, ExpectedCper, ExpectedOutcome, Firmware, GuestException, MceKill, OnAo,
-    OnMemoryError, Scenario, SeaVia, When,
+    Access, CperExpectation, El, ExpectedCper, ExpectedOutcome, Firmware, GuestException, MceKill,
+    OnAo, OnMemoryError, Scenario, SeaVia, When,
 };
 
 /// Size of a target region page: the guest's identity map uses a 4 KiB granule whatever the
@@ -44,6 +44,7 @@ pub fn validate(s: &Scenario) -> Vec<Invalid> {
     check_faults(s, &mut out);
     check_vmm(s, &mut out);
     check_expect(s, &mut out);
+    check_guest_reads(s, &mut out);
     out
 }
 
@@ -232,7 +233,12 @@ fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
                 matches!(e.notifications, Some(n) if n > 0),
                 "expect.notifications",
             ),
-            (e.cper == Some(ExpectedCper::Consumed), "expect.cper"),
+            (
+                e.cper
+                    .as_ref()
+                    .is_some_and(|c| c.any(ExpectedCper::Consumed)),
+                "expect.cper",
+            ),
         ] {
             if given {
                 out.push(invalid(
@@ -272,14 +278,44 @@ fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
         check_exception_kind(s, kind, out);
     }
     check_syndrome(s, out);
-    if matches!(
-        e.cper,
-        Some(ExpectedCper::Recorded | ExpectedCper::Consumed)
-    ) && s.firmware == Firmware::Dtb
-    {
+}
+
+/// `expect.cper` fault by fault has one entry per fault; records need ACPI; `isr` and
+/// `disr` are read by the masked SError wait (and `disr` after its ESB).
+fn check_guest_reads(s: &Scenario, out: &mut Vec<Invalid>) {
+    let e = &s.expect;
+    if let Some(CperExpectation::PerFault(v)) = &e.cper {
+        if v.len() != s.faults.len() {
+            out.push(invalid(
+                "expect.cper",
+                format!(
+                    "{} entries for {} faults: give one per fault, or one string for all",
+                    v.len(),
+                    s.faults.len()
+                ),
+            ));
+        }
+    }
+    let any_record = e
+        .cper
+        .as_ref()
+        .is_some_and(|c| c.any(ExpectedCper::Recorded) || c.any(ExpectedCper::Consumed));
+    if any_record && s.firmware == Firmware::Dtb {
         out.push(invalid(
             "expect.cper",
             "firmware dtb has no transport for a CPER record: expect none",
+        ));
+    }
+    if e.isr.is_some() && !s.guest.serror_masked {
+        out.push(invalid(
+            "expect.isr",
+            "only the masked SError wait reads it: needs guest.serror_masked",
+        ));
+    }
+    if e.disr.is_some() && !(s.guest.serror_masked && s.guest.esb) {
+        out.push(invalid(
+            "expect.disr",
+            "read after the masked SError wait's ESB: needs guest.serror_masked and guest.esb",
         ));
     }
 }

@@ -10,6 +10,7 @@
 
 use super::entry::{self, CpuState, EntryKind};
 use super::ghes::{self, RecordTemplate, RECORD_LEN};
+use super::log::{Injection, InjectionKind, InjectionVia};
 use super::policy::{self, Decision, Delivery, FaultInfo, RecordAction};
 use super::ExecError;
 use crate::fault::sigbus::{SigbusEvent, BUS_MCEERR_AO};
@@ -17,9 +18,7 @@ use crate::fault::translate::{translate, Memslot};
 use crate::formats::acpi::GhesSource;
 use crate::formats::esr::Esr;
 use crate::kvm::{self, sys_reg, CapSet, CoreReg, Vcpu, Vm};
-use crate::scenario::{
-    Firmware, Hex, Injection, InjectionKind, InjectionVia, OnMemoryError, SignalCode, Vmm,
-};
+use crate::scenario::{Firmware, Hex, OnMemoryError, SignalCode, Vmm};
 use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
 
 /// ESR_EL1, FAR_EL1, VBAR_EL1, SCTLR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).

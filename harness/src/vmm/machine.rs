@@ -22,12 +22,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ras_guest_abi::mailbox::acpi_found;
 use ras_guest_abi::map::{self, mailbox_offset, RAM_BASE, TARGET_BASE};
 use ras_guest_abi::Report;
 
 use super::ghes::{self, GuestMemory};
 use super::handler::ErrorHandler;
+use super::log::{Injection, VmmLog};
 use super::plan::{self, Plan};
 use super::{ExecError, Options};
 use crate::fault::sigbus::{self, SigbusEvent, BUS_MCEERR_AO, BUS_MCEERR_AR};
@@ -37,8 +37,8 @@ use crate::kvm::Watchdog;
 use crate::kvm::{self, sys_reg, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm};
 use crate::payload;
 use crate::scenario::{
-    Backing, CperObserved, Exit, GuestException, GuestObservation, Hex, HostSignal, Injection,
-    KvmCap, MceKill, Method, Scenario, When,
+    Backing, GuestReport, Hex, HexBytes, HostSignal, KvmCap, MceKill, Method, Outcome, Scenario,
+    VmmEnd, When,
 };
 
 /// ID_AA64PFR0_EL1 (Arm ARM encoding op0, op1, CRn, CRm, op2).
@@ -53,7 +53,7 @@ const TICK: Duration = Duration::from_millis(20);
 const AO_GRACE: Duration = Duration::from_millis(300);
 
 /// Builds and runs `s`; see the module docs of [`super`].
-pub fn execute(s: &Scenario, opts: &Options) -> Result<crate::scenario::Outcome, ExecError> {
+pub fn execute(s: &Scenario, opts: &Options) -> Result<(Outcome, VmmLog), ExecError> {
     let plan = plan::plan(s).map_err(|e| ExecError::Failed(e.to_string()))?;
     sigbus::install().map_err(|e| ExecError::Failed(format!("SIGBUS handler: {e}")))?;
     let policy = match s.vmm.mce_kill {
@@ -125,7 +125,6 @@ fn kvm_cap(c: KvmCap) -> Cap {
         KvmCap::VcpuEvents => Cap::VcpuEvents,
         KvmCap::ArmInjectSerrorEsr => Cap::ArmInjectSerrorEsr,
         KvmCap::ArmInjectExtDabt => Cap::ArmInjectExtDabt,
-        KvmCap::ArmSeaToUser => Cap::ArmSeaToUser,
     }
 }
 
@@ -216,7 +215,7 @@ impl Machine {
         };
         let poisoner = Poisoner::new(&self.ranges);
         let host_page = poisoner.page_size() as u64;
-        let offset = (plan::target_gpa(f.page) - TARGET_BASE) / host_page * host_page;
+        let offset = (f.gpa() - TARGET_BASE) / host_page * host_page;
         let hva = self.target_hva + offset as usize;
         match poisoner.poison(hva, method) {
             Ok(page) => {
@@ -299,7 +298,9 @@ impl Machine {
         Ok(ctl.into_run(&self.slots))
     }
 
-    fn outcome(&self, s: &Scenario, run: Run) -> Result<crate::scenario::Outcome, ExecError> {
+    /// The outcome as for any VMM: each vCPU's report read back from guest memory, the
+    /// host's signals and how the run ended; the VMM's own log beside it.
+    fn outcome(&self, s: &Scenario, run: Run) -> Result<(Outcome, VmmLog), ExecError> {
         let mut guest = Vec::new();
         for v in 0..s.guest.vcpus {
             let at = map::mailbox_base(usize::from(v)).unwrap_or(0) + mailbox_offset::REPORT;
@@ -309,58 +310,15 @@ impl Machine {
                 .map_err(failed("read a report"))?;
             let r = Report::from_bytes(&bytes)
                 .ok_or_else(|| ExecError::Failed("short report".into()))?;
-            guest.extend(observations(v, &r));
+            guest.push(GuestReport::from_report(v, &r));
         }
-        Ok(crate::scenario::Outcome {
-            exit: run.exit,
+        let outcome = Outcome {
+            vmm_end: run.end,
             host_signals: run.host_signals,
-            injection: run.injections,
-            cper: run.cper,
             guest,
-        })
+        };
+        Ok((outcome, run.log))
     }
-}
-
-/// What a vCPU's report says, one entry per exception (or one `none` entry).
-fn observations(vcpu: u8, r: &Report) -> Vec<GuestObservation> {
-    let seen = r.acpi.found & acpi_found::RECORD != 0;
-    let acked = r.acpi.found & acpi_found::ACKED != 0;
-    let kept = (r.exception_count as usize).min(r.records.len());
-    let mut out: Vec<GuestObservation> = r.records[..kept]
-        .iter()
-        .map(|e| GuestObservation {
-            vcpu,
-            exception: GuestException::from_esr(e.esr),
-            vector_offset: Some(Hex(e.vector_offset)),
-            esr: Some(Hex(e.esr)),
-            far: Some(Hex(e.far)),
-            elr: Some(Hex(e.elr)),
-            elr_at: usize::try_from(e.step)
-                .ok()
-                .and_then(|step| r.steps.get(step))
-                .and_then(|at| crate::scenario::code_address_name(e.elr, at)),
-            isr: Some(Hex(e.isr)),
-            disr: Some(Hex(e.disr)),
-            cper_seen: seen,
-            acked,
-        })
-        .collect();
-    if out.is_empty() {
-        out.push(GuestObservation {
-            vcpu,
-            exception: GuestException::None,
-            vector_offset: None,
-            esr: None,
-            far: None,
-            elr: None,
-            elr_at: None,
-            isr: (r.serror.ran != 0).then_some(Hex(r.serror.isr_masked)),
-            disr: (r.serror.esb_executed != 0).then_some(Hex(r.serror.disr)),
-            cper_seen: seen,
-            acked,
-        });
-    }
-    out
 }
 
 /// vCPU thread -> VMM thread.
@@ -492,12 +450,11 @@ enum Until {
     Acked(usize),
 }
 
-/// Everything observed, as the outcome reports it.
+/// How the run ended, the host's signals, and the VMM's own log.
 struct Run {
-    exit: Exit,
+    end: VmmEnd,
     host_signals: Vec<HostSignal>,
-    injections: Vec<Injection>,
-    cper: Vec<CperObserved>,
+    log: VmmLog,
 }
 
 /// What the VMM thread and the vCPU threads share, under [`Shared::ctl`].
@@ -553,12 +510,12 @@ impl Controller {
     }
 
     fn into_run(self, slots: &[Memslot]) -> Run {
-        let exit = if self.stopped.is_some() {
-            Exit::VmStopped
+        let end = if let Some(message) = self.stopped {
+            VmmEnd::Stopped { message }
         } else if self.timed_out || self.exited.values().any(|e| *e == Ended::Timeout) {
-            Exit::Timeout
+            VmmEnd::TimedOut
         } else {
-            Exit::Completed
+            VmmEnd::Completed
         };
         let host_signals = self
             .signals
@@ -577,14 +534,12 @@ impl Controller {
             })
             .collect();
         Run {
-            exit,
+            end,
             host_signals,
-            injections: self.injections,
-            cper: self
-                .records
-                .iter()
-                .map(|r| CperObserved::from_bytes(r))
-                .collect(),
+            log: VmmLog {
+                injections: self.injections,
+                records: self.records.into_iter().map(HexBytes).collect(),
+            },
         }
     }
 

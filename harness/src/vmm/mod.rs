@@ -5,7 +5,9 @@
 //! [`crate::fault`] (which refuses anything outside the registered guest RAM), turns each
 //! SIGBUS into a guest physical range, asks [`policy::decide`] what to do, records the CPER
 //! record behind GHESv2 ([`ghes`]) and injects through KVM or by writing the exception entry
-//! itself ([`entry`]), and returns an [`Outcome`](crate::scenario::Outcome). The part from
+//! itself ([`entry`]), and returns an [`Outcome`](crate::scenario::Outcome) built, as for any
+//! VMM, from the guest's reports and the host's signals, with its own account beside it
+//! ([`log::VmmLog`], never judged). The part from
 //! the SIGBUS to the injection runs on the vCPU thread that took it (`handler`, arm64 only,
 //! which the latency bench calls too).
 //!
@@ -15,6 +17,7 @@ pub mod entry;
 pub mod ghes;
 #[cfg(target_arch = "aarch64")]
 pub mod handler;
+pub mod log;
 #[cfg(target_arch = "aarch64")]
 mod machine;
 pub mod plan;

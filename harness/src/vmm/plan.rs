@@ -9,7 +9,7 @@ use ras_guest_abi::{Params, ABI_VERSION, PARAMS_MAGIC};
 
 use crate::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
 use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
-use crate::scenario::{Access, Backing, El, Firmware, Scenario, TARGET_PAGE_SIZE};
+use crate::scenario::{Access, Backing, El, Firmware, Scenario};
 
 /// Where the ACPI tables go in the firmware area: RSDP first, XSDT and HEST after it, the
 /// GHES registers and status blocks 64 KiB in (QEMU's arrangement, [`AcpiLayout::qemu_like`]).
@@ -74,11 +74,6 @@ pub fn backing_page(backing: Backing) -> u64 {
         Backing::Thp | Backing::Hugetlb2m => 2 << 20,
         Backing::Hugetlb1g => 1 << 30,
     }
-}
-
-/// The GPA of page `page` of the target region.
-pub fn target_gpa(page: u32) -> u64 {
-    TARGET_BASE + u64::from(page) * TARGET_PAGE_SIZE
 }
 
 /// Lays out `s`.
@@ -164,13 +159,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
 
     let mut vcpus = Vec::new();
     for v in 0..s.guest.vcpus {
-        let mut step_faults: Vec<Option<usize>> = s
-            .faults
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.vcpu == v)
-            .map(|(i, _)| Some(i))
-            .collect();
+        let mut step_faults: Vec<Option<usize>> = s.faults_of(v).map(Some).collect();
         // A control run (no faults) still performs its access, on an unpoisoned page.
         if s.faults.is_empty() && v == 0 {
             step_faults.push(None);
@@ -210,7 +199,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             dtb_gpa: dtb,
         };
         for (slot, fault) in params.targets[..access_steps].iter_mut().zip(&step_faults) {
-            *slot = target_gpa(fault.map_or(0, |i| s.faults[i].page));
+            *slot = fault.map_or(TARGET_BASE, |i| s.faults[i].gpa());
         }
         vcpus.push(VcpuPlan {
             params,

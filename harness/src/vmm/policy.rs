@@ -2,10 +2,9 @@
 //! the capabilities it may use, its configuration and what it knows about the error. This is
 //! the code a VMM change alters; [`decide`] is unit-tested on every host.
 
+use super::log::{InjectionKind, InjectionVia};
 use crate::kvm::{Cap, CapSet};
-use crate::scenario::{
-    Firmware, InjectionKind, InjectionVia, OnAo, OnMemoryError, SeaVia, SignalCode, Vmm,
-};
+use crate::scenario::{Firmware, OnAo, OnMemoryError, SeaVia, SignalCode, Vmm};
 
 /// What the VMM knows when it decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

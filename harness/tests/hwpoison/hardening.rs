@@ -171,8 +171,8 @@ fn vmm_refuses_a_fault_page_past_the_target_slot() -> Result<Completion, Failed>
     let mut s = scenario::load(&scenarios().join("acpi-store.json"))?;
     let slot = u64::from(s.guest.memory_mib) << 20;
     let page = u32::try_from(slot / scenario::TARGET_PAGE_SIZE)?;
-    assert_eq!(vmm::plan::target_gpa(page) - map::TARGET_BASE, slot);
     s.faults[0].page = page;
+    assert_eq!(s.faults[0].gpa() - map::TARGET_BASE, slot);
     s.faults[0].when = When::BeforeBoot;
     match vmm::execute(&s, &Options::default()) {
         Err(ExecError::Failed(why)) if why.contains("refusing to poison") => {

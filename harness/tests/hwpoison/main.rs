@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         trials.extend(scenarios::trials());
         trials.extend(gate::trials());
         trials.extend(hardening::trials());
+        trials.extend(wrong_vmm::trials());
         return libtest_mimic::run(&args, trials).exit_code();
     }
     relaunch()
@@ -60,3 +61,5 @@ mod hardening;
 mod payload;
 #[cfg(target_arch = "aarch64")]
 mod scenarios;
+#[cfg(target_arch = "aarch64")]
+mod wrong_vmm;

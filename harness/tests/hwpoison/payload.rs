@@ -533,8 +533,8 @@ fn masked_serror_with_esr_is_pending_then_taken_at_0x380() -> Result<Completion,
     assert_eq!(e.esr as u32, ESR_SERROR_UEO, "{e:#x?}");
     assert_eq!(e.step, 0);
     println!(
-        "SError ISS 0x811: ISR masked {:#x}, vector {:#x} ESR {:#x} ISR {:#x} DISR {:#x}",
-        r.serror.isr_masked, e.vector_offset, e.esr, e.isr, e.disr
+        "SError ISS 0x811: ISR masked {:#x}, vector {:#x} ESR {:#x} ISR {:#x}",
+        r.serror.isr_masked, e.vector_offset, e.esr, e.isr
     );
     Ok(Completion::Completed)
 }
@@ -592,14 +592,16 @@ fn esb_defers_a_masked_serror_into_disr() -> Result<Completion, Failed> {
 
 /// The VMM's side of the GHESv2 protocol (RAS-FACTS.md §4) and the guest's: QEMU-like
 /// tables in the firmware area; at ReadyForFault the VMM finds read-ack non-zero, sets it
-/// to 0 and writes a CPER memory error record into source 0's status block. The guest
-/// walks RSDP -> XSDT -> HEST -> GHESv2 -> error status address -> status block, copies
-/// the record byte for byte, clears block status and writes (ack & preserve) | write = 1.
+/// to 0 and writes a CPER memory error record into source 0's status block, then answers
+/// the guest's load from the (unbacked) target with an SEA. In its handler, as an OS does
+/// when notified, the guest walks RSDP -> XSDT -> HEST -> GHESv2 -> error status address ->
+/// status block, copies the record byte for byte into that exception's report, clears
+/// block status and writes (ack & preserve) | write = 1.
 fn acpi_walk_copies_the_record_and_acknowledges() -> Result<Completion, Failed> {
     let fw = map::FIRMWARE_BASE;
     let layout = AcpiLayout::qemu_like(fw, fw + 0x1000, fw + 0x2000);
     let tables = AcpiTables::build(&layout).expect("tables");
-    let mut p = params(Access::None, 1, &[map::TARGET_BASE]);
+    let mut p = params(Access::Load, 1, &[map::TARGET_BASE]);
     p.flags = flags::WALK_ACPI | flags::ACK;
     p.rsdp_gpa = layout.rsdp;
     let (vm, mut vcpu) = match boot(p) {
@@ -624,10 +626,16 @@ fn acpi_walk_copies_the_record_and_acknowledges() -> Result<Completion, Failed> 
     let record = memory_error_record(map::TARGET_BASE, Severity::Recoverable, Profile::Qemu);
     let bytes = record.encode();
     vm.write_guest(sea.status_block, &bytes).unwrap();
+    assert!(matches!(
+        run(&mut vcpu, &mut state),
+        Stop::Mmio { write: false, .. }
+    ));
+    answer_with_ext_dabt(&mut vcpu);
     assert_eq!(run(&mut vcpu, &mut state), Stop::SystemOff);
 
     let r = report(&vm);
     assert_eq!(State::from_code(r.state), Some(State::Done), "{r:#x?}");
+    assert_eq!(r.exception_count, 1, "{r:#x?}");
     let a = &r.acpi;
     let all = acpi_found::RSDP
         | acpi_found::XSDT
@@ -638,22 +646,28 @@ fn acpi_walk_copies_the_record_and_acknowledges() -> Result<Completion, Failed> 
     assert_eq!(
         (a.walks, a.found, a.checksum_errors),
         (1, all, 0),
-        "{a:#x?}"
+        "one walk, at the exception: {a:#x?}"
     );
     // QEMU's layout: source 0 (SEA, notification type 8) and source 1 (GPIO), both GHESv2.
     assert_eq!((a.ghes_count, a.ghes_type), (2, 10), "{a:#x?}");
     assert_eq!((a.source_id, a.notification_type), (0, 8), "{a:#x?}");
     assert_eq!(a.error_status_address, sea.error_status_address);
     assert_eq!(a.block_address, sea.status_block);
-    assert_eq!(a.block_status, 1, "QEMU profile: uncorrectable valid");
-    assert_eq!(a.record_len as usize, bytes.len());
-    assert_eq!(a.copied_len as usize, bytes.len());
+    assert_eq!((a.read_ack_before, a.read_ack_after), (0, 1), "{a:#x?}");
+    let read = &r.records[0].cper;
     assert_eq!(
-        &a.record[..bytes.len()],
+        read.found,
+        acpi_found::RECORD | acpi_found::ACKED,
+        "{read:#x?}"
+    );
+    assert_eq!(read.block_status, 1, "QEMU profile: uncorrectable valid");
+    assert_eq!(read.record_len as usize, bytes.len());
+    assert_eq!(read.copied_len as usize, bytes.len());
+    assert_eq!(
+        &read.bytes[..bytes.len()],
         &bytes[..],
         "the record, byte for byte"
     );
-    assert_eq!((a.read_ack_before, a.read_ack_after), (0, 1), "{a:#x?}");
     // And in guest memory: block status cleared, read-ack = (0 & !1) | 1.
     let mut status = [0u8; 4];
     vm.read_guest(sea.status_block, &mut status).unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::runner::run_isolated;
 use ras_harness::scenario::{self, Method, Outcome, Scenario, Verdict};
+use ras_harness::vmm::log::VmmLog;
 
 /// Per scenario, boot to power-off included; a run takes a few seconds under TCG.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -121,7 +122,6 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     let s = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
     let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
     let result = run_isolated(exe, path, TIMEOUT);
-    let outcome = result.observed.clone();
     let pretty = |o: &Option<Outcome>| {
         o.as_ref()
             .and_then(|o| serde_json::to_string_pretty(o).ok())
@@ -135,22 +135,29 @@ fn run(path: &Path) -> Result<Completion, Failed> {
                 "{:?}: {}\n{}",
                 other.kind(),
                 other.reason().unwrap_or_default(),
-                pretty(&outcome)
+                pretty(&result.observed)
             )
             .into())
         }
     }
-    let Some(mut outcome) = outcome else {
+    let (Some(mut outcome), Some(mut log)) = (result.observed, result.vmm_log) else {
         return Err("a pass without an outcome".into());
     };
+    check_records_read_were_written(&outcome, &log)?;
     check_poisoner_signals(&s, &mut outcome)?;
     check_esr_widths(&mut outcome)?;
     outcome.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
     });
     // Stable: one vCPU's injections keep their order.
-    outcome.injection.sort_by_key(|i| i.vcpu);
-    let text = symbolic_elr(&serde_json::to_string_pretty(&outcome).map_err(|e| e.to_string())?);
+    log.injections.sort_by_key(|i| i.vcpu);
+    // The records the VMM wrote are the ones the guest read (checked above): the
+    // snapshot shows the guest's copies, decoded, and only how many were written.
+    let snapshot = serde_json::json!({
+        "observed": outcome,
+        "vmm_log": { "injections": log.injections, "records_written": log.records.len() },
+    });
+    let text = symbolic_elr(&serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?);
     let mut settings = insta::Settings::clone_current();
     let snapshots: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "snapshots", "scenarios"]
         .iter()
@@ -163,6 +170,27 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     // insta panics on a mismatch; libtest-mimic turns that into a failed trial.
     settings.bind(|| insta::assert_snapshot!(name, text));
     Ok(Completion::Completed)
+}
+
+/// Every record the guest read is, byte for byte, one the VMM wrote: the guest's walk
+/// reads what is there, and nothing else writes the status block.
+fn check_records_read_were_written(o: &Outcome, log: &VmmLog) -> Result<(), Failed> {
+    for (v, e) in o.exceptions() {
+        if let Some(read) = &e.record {
+            if !log.records.iter().any(|w| w.0 == read.hex.0) {
+                return Err(format!(
+                    "vcpu{v} read a record the VMM never wrote: {}\nwritten: {:?}",
+                    read.hex,
+                    log.records
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// ELR_EL1 moves whenever the payload's code changes: where the guest reported it as one of
@@ -193,7 +221,8 @@ fn symbolic_elr(pretty: &str) -> String {
 /// extension.
 fn check_esr_widths(o: &mut Outcome) -> Result<(), Failed> {
     for g in &mut o.guest {
-        if let Some(esr) = g.esr.as_mut() {
+        for e in &mut g.exceptions {
+            let esr = &mut e.esr;
             let sign_extended = esr.0 >> 32 == 0xffff_ffff && esr.0 & (1 << 31) != 0;
             if esr.0 >> 32 != 0 && !sign_extended {
                 return Err(format!(
