@@ -24,8 +24,6 @@ pub struct HostInfo {
     pub kernel: String,
     /// The base page size in bytes.
     pub page_size: u64,
-    /// /dev/kvm could be opened and the host is arm64.
-    pub kvm: bool,
     /// What scenarios may require ([`crate::scenario::Requirements::unmet`]).
     #[serde(flatten)]
     pub support: HostSupport,
@@ -41,8 +39,8 @@ pub fn probe() -> HostInfo {
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
         page_size: page_size(),
-        kvm: kvm.is_some(),
         support: HostSupport {
+            kvm: kvm.is_some(),
             root: read("/proc/self/status").is_some_and(|s| has_cap_sys_admin(&s)),
             memory_failure: std::path::Path::new(MEMORY_FAILURE_SYSCTL).exists(),
             hard_offline_page: std::path::Path::new(HARD_OFFLINE_PAGE).exists(),
@@ -149,7 +147,7 @@ mod tests {
         assert!(!info.arch.is_empty());
         assert!(info.page_size >= 4096);
         if info.arch != "aarch64" {
-            assert!(!info.kvm && info.support.caps.is_empty());
+            assert!(!info.support.kvm && info.support.caps.is_empty());
         }
         let json = serde_json::to_value(&info).unwrap();
         for key in [

@@ -22,7 +22,7 @@ pub fn run(args: CapsArgs) -> Result<u8, String> {
     println!("arch                {}", info.arch);
     println!("kernel              {}", info.kernel);
     println!("page size           {} bytes", info.page_size);
-    println!("arm64 KVM           {}", yes(info.kvm));
+    println!("arm64 KVM           {}", yes(info.support.kvm));
     println!("KVM caps present    {:?}", s.caps);
     println!("root (SYS_ADMIN)    {}", yes(s.root));
     println!("memory failure      {}", yes(s.memory_failure));

@@ -15,8 +15,9 @@ pub enum CperCommand {
         /// Guest physical address of the error (0x-prefixed hex or decimal).
         #[arg(long, value_parser = super::parse_u64)]
         address: u64,
-        /// `qemu`: byte-identical to QEMU's hw/acpi/ghes.c (172 bytes). `strict`: what the
-        /// UEFI spec asks (entry count in block status, primary flag, address mask).
+        /// `qemu`: byte-identical to QEMU's hw/acpi/ghes.c (172 bytes). `strict`: also the
+        /// entry count in block status ACPI requires, and the optional primary flag and
+        /// address mask.
         #[arg(long, value_enum, default_value_t = ProfileArg::Qemu)]
         profile: ProfileArg,
         /// Error severity written to the status block and the data entry.

@@ -12,12 +12,14 @@ use clap::{Parser, Subcommand};
 /// Fault-injection and RAS conformance harness for arm64 KVM.
 ///
 /// `run` boots tiny guests under KVM, poisons their memory for real and judges what the
-/// reference VMM told the guest against each scenario's `expect` (scenarios/README.md).
+/// guest saw and the host kernel signalled against each scenario's `expect`
+/// (scenarios/README.md).
 /// Off arm64 KVM it runs inside an emulated arm64 KVM host (emuhost/README.md). The codecs
 /// (`cper`, `esr`) work on any host: use them to check another VMM's records and syndromes.
 ///
-/// Exit status: 0 success (skips with a stated reason included), 1 a scenario failed,
-/// 2 bad input or a harness error.
+/// Exit status: 0 success (at least one scenario passed, the rest skipped with a stated
+/// reason), 1 a scenario failed, 2 bad input or a harness error, 3 nothing was tested
+/// (every scenario skipped).
 #[derive(Parser, Debug)]
 #[command(name = "ras-harness", version, about)]
 pub struct Cli {

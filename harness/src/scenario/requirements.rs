@@ -28,6 +28,8 @@ pub struct Requirements {
 /// What the runner found on the host; the input of [`Requirements::unmet`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HostSupport {
+    /// /dev/kvm could be opened and the host is arm64: every scenario needs it.
+    pub kvm: bool,
     /// Running with CAP_SYS_ADMIN.
     pub root: bool,
     /// CONFIG_MEMORY_FAILURE is in the kernel.
@@ -83,6 +85,11 @@ impl Requirements {
     /// Why `host` cannot run the scenario, one reason per missing thing; empty when it can.
     pub fn unmet(&self, host: &HostSupport) -> Vec<String> {
         let mut out = Vec::new();
+        if !host.kvm {
+            out.push(
+                "no arm64 KVM this user can open (/dev/kvm missing or not permitted)".to_owned(),
+            );
+        }
         if self.root && !host.root {
             out.push("poisoning needs root (CAP_SYS_ADMIN)".to_owned());
         }
@@ -107,6 +114,10 @@ impl Requirements {
                     "needs {count} free {unit} hugetlb pages, the host has {free}"
                 ));
             }
+        }
+        // Without KVM nothing can be said of its capabilities.
+        if !host.kvm {
+            return out;
         }
         for cap in &self.caps {
             if !host.caps.contains(&cap.number()) {

@@ -377,7 +377,8 @@ pub enum SeaVia {
 pub enum CperProfile {
     /// What QEMU writes.
     Qemu,
-    /// What the specs ask for.
+    /// QEMU's, plus the entry count ACPI requires and the optional Primary flag and
+    /// address mask (formats::cper::Profile).
     Strict,
 }
 

@@ -279,6 +279,7 @@ fn requirements_follow_the_configuration() {
     let r = requirements(&s);
     assert_eq!(r.hugetlb, Some((1024, 2)));
     let host = HostSupport {
+        kvm: true,
         root: true,
         memory_failure: true,
         hugetlb_1g_free: 1,
@@ -308,12 +309,31 @@ fn serror_with_esr_needs_cap_158() {
     s.vmm.on_memory_error = OnMemoryError::Serror;
     s.vmm.serror_esr = Some(Hex(0x811));
     let unmet = requirements(&s).unmet(&HostSupport {
+        kvm: true,
         root: true,
         memory_failure: true,
         caps: vec![41],
         ..HostSupport::default()
     });
     assert_eq!(unmet, ["KVM lacks KVM_CAP_ARM_INJECT_SERROR_ESR (158)"]);
+}
+
+/// Without a KVM this user can open, that is the reason, and its capabilities are not
+/// listed as missing one by one.
+#[test]
+fn no_kvm_is_one_reason() {
+    let mut s = base();
+    s.vmm.on_memory_error = OnMemoryError::Serror;
+    s.vmm.serror_esr = Some(Hex(0x811));
+    let unmet = requirements(&s).unmet(&HostSupport {
+        root: true,
+        memory_failure: true,
+        ..HostSupport::default()
+    });
+    assert_eq!(
+        unmet,
+        ["no arm64 KVM this user can open (/dev/kvm missing or not permitted)"]
+    );
 }
 
 #[test]
@@ -397,6 +417,7 @@ mod hardening {
         let s = load(&path).unwrap();
         let r = requirements(&s);
         let everything = HostSupport {
+            kvm: true,
             root: true,
             memory_failure: true,
             hard_offline_page: true,

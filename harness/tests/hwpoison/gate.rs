@@ -1,6 +1,7 @@
 //! `ras-harness run` as a CI gate uses it, natively on this (real or emulated) arm64 KVM
-//! host: the whole matrix passes, the JSON report has the documented shape, and the JUnit
-//! report parses as XML with one test case per scenario.
+//! host: the whole matrix passes, the JSON report has the documented shape, the JUnit
+//! report parses as XML with one test case per scenario, and a run in which everything
+//! skipped does not exit 0.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,6 +12,10 @@ pub fn trials() -> Vec<Trial> {
     vec![
         Trial::test("gate::run_matrix_json_report", run_matrix_json_report),
         Trial::test("gate::run_junit_report_parses", run_junit_report_parses),
+        Trial::test(
+            "gate::nothing_tested_is_exit_status_3",
+            nothing_tested_is_exit_status_3,
+        ),
     ]
 }
 
@@ -77,6 +82,48 @@ fn run_matrix_json_report() -> Result<(), Failed> {
     let count = |k: &str| summary[k].as_u64().unwrap_or(u64::MAX);
     assert_eq!(count("pass") + count("skip"), files as u64, "{summary}");
     assert_eq!((count("fail"), count("error")), (0, 0), "{summary}");
+    assert!(
+        count("pass") > 0,
+        "exit 0 means something was tested: {summary}"
+    );
+    Ok(())
+}
+
+/// The whole matrix run by an unprivileged user (nobody, 65534), who may neither poison nor
+/// open /dev/kvm: every scenario skips, saying which, and the run exits 3, not 0.
+fn nothing_tested_is_exit_status_3() -> Result<(), Failed> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_ras-harness"))
+        .arg("run")
+        .arg(scenarios())
+        .args(["--report", "json"])
+        .uid(65534)
+        .gid(65534)
+        .output()?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "{e}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let summary = &report["summary"];
+    assert_eq!(summary["pass"], 0, "{summary}");
+    assert_eq!(summary["fail"], 0, "{summary}");
+    assert!(summary["skip"].as_u64().is_some_and(|n| n > 0), "{summary}");
+    let reasons: Vec<&str> = report["results"]
+        .as_array()
+        .ok_or("no results")?
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("needs root") || r.contains("/dev/kvm")),
+        "every skip says why: {reasons:?}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{summary}");
     Ok(())
 }
 

@@ -23,7 +23,17 @@ fn main() -> ExitCode {
         trials.extend(gate::trials());
         trials.extend(hardening::trials());
         trials.extend(wrong_vmm::trials());
-        return libtest_mimic::run(&args, trials).exit_code();
+        let list = args.list;
+        let conclusion = libtest_mimic::run(&args, trials);
+        // Everything ignored (no root, say) or filtered away is not a pass.
+        if !list && conclusion.num_passed == 0 && !conclusion.has_failed() {
+            eprintln!(
+                "nothing was tested: {} ignored, {} filtered out",
+                conclusion.num_ignored, conclusion.num_filtered_out
+            );
+            return ExitCode::from(3);
+        }
+        return conclusion.exit_code();
     }
     relaunch()
 }

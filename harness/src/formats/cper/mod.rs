@@ -5,8 +5,9 @@
 //! - [`Record`] is a whole status block: [`Record::decode`] and [`Record::encode`], and
 //!   `serde::Serialize` for JSON with every address and bit field as a `"0x..."` string.
 //! - [`memory_error_record`] builds the record for a guest memory error, as QEMU writes it
-//!   ([`Profile::Qemu`]) or as the specs ask ([`Profile::Strict`]).
-//! - [`linux_accepts`] says whether a Linux guest would act on a record, and why not.
+//!   ([`Profile::Qemu`]) or with the fields QEMU leaves out ([`Profile::Strict`]).
+//! - [`linux_response`] predicts what a Linux guest does with a record, for the exception
+//!   that notifies it and the kernel it runs: recover the page, kill the task, panic, ...
 //! - Each structure also has its own codec: [`ErrorStatusBlock`], [`DataEntryHeader`],
 //!   [`MemoryErrorSection`], [`ArmProcessorSection`], [`Guid`].
 //!
@@ -15,11 +16,16 @@
 //! ([`Severity::Unknown`], [`MemoryErrorType::Reserved`], [`SectionType::Other`]).
 //!
 //! ```
-//! use ras_harness::formats::cper::{memory_error_record, linux_accepts, Profile, Record, Severity};
+//! use ras_harness::formats::cper::{linux_response, memory_error_record, Kernel, LinuxContext};
+//! use ras_harness::formats::cper::{Notification, Profile, Record, Severity, SigbusCode};
+//! use ras_harness::formats::esr::Origin;
 //! let bytes = memory_error_record(0x4001_0000, Severity::Recoverable, Profile::Strict).encode();
 //! let record = Record::decode(&bytes).unwrap();
 //! assert_eq!(record.status.block_status.entry_count(), 1);
-//! assert_eq!(linux_accepts(&bytes, 1024), Ok(()));
+//! let el0 = Notification::Sea { from: Origin::LowerEl };
+//! let guest = LinuxContext { notification: el0, kernel: Kernel::V6_18_2 };
+//! let response = linux_response(&bytes, 1024, guest).unwrap();
+//! assert_eq!(response.sigbus(), Some(SigbusCode::BusMceerrAr));
 //! ```
 
 mod arm_processor;
@@ -46,7 +52,10 @@ pub use data_entry::{
 pub use guid::{
     Guid, ParseGuidError, SectionType, CPER_SEC_PLATFORM_MEM, CPER_SEC_PROC_ARM, GUID_LEN,
 };
-pub use linux::{linux_accepts, Rejection};
+pub use linux::{
+    linux_response, Incomplete, Kernel, LinuxContext, LinuxResponse, MemoryFailure, MfFlags,
+    Notification, PanicCause, Rejection, SigbusCode,
+};
 pub use memory::{valid as memory_valid, MemoryErrorSection, MemoryErrorType, MEMORY_SECTION_LEN};
 pub use record::{
     memory_error_record, memory_error_record_with_granule, Entry, ParseProfileError, Profile,

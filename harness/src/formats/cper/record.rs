@@ -264,16 +264,19 @@ fn decode_entries(data: &[u8], status: &ErrorStatusBlock) -> Result<Vec<Entry>> 
 /// when the severity is [`Severity::Recoverable`], the only one QEMU writes; another
 /// severity goes into both severity fields and nothing else changes.
 ///
-/// `Strict` differs from `Qemu` in exactly these fields, each something the spec asks for
-/// that QEMU leaves out:
-/// 1. Block Status (ACPI 6.5 table 18.11): bits 13:4 carry the Error Data Entry Count (1);
-///    QEMU leaves it 0. The valid bit follows the severity: Uncorrectable Error Valid (bit 0)
+/// `Strict` differs from `Qemu` in exactly these fields, which QEMU leaves out: the first one
+/// ACPI requires, the other two the UEFI spec leaves optional (Linux's recovery path reads
+/// none of them):
+/// 1. Block Status (ACPI 6.5 §18.3.2.7.1, Generic Error Status Block): bits 13:4 are the
+///    Error Data Entry Count, "the number of Error Data Entries found in the Data
+///    section", a plain field (1 here); QEMU leaves it 0. The valid bit follows the severity: Uncorrectable Error Valid (bit 0)
 ///    for recoverable and fatal, Correctable Error Valid (bit 1) for corrected, neither for
 ///    informational (QEMU always sets bit 0). So a recoverable record is 0x11, not 0x1.
 /// 2. Data entry Flags: Primary (0x01), since the single section is the one the error is
-///    about (UEFI N.2.2 section descriptor flags); QEMU writes 0.
-/// 3. Memory section: Physical Address Mask valid (validation bit 2) with a mask of the
-///    error granule, `!0 << granule_shift` (4 KiB by default, 0xFFFFFFFFFFFFF000);
+///    about (UEFI 2.10 §N.2.2 section descriptor flags: optional, "should be taken as a
+///    hint"); QEMU writes 0.
+/// 3. Memory section (UEFI 2.10 §N.2.5, optional): Physical Address Mask valid (validation
+///    bit 2) with a mask of the error granule, `!0 << granule_shift` (4 KiB by default, 0xFFFFFFFFFFFFF000);
 ///    QEMU writes no mask, so its validation bits are 0x4002 and Strict's 0x4006.
 ///
 /// Kept the same in both: raw data offset/length 0, revision 0x300, no FRU id/text,
@@ -286,7 +289,7 @@ pub enum Profile {
     /// What QEMU writes.
     #[default]
     Qemu,
-    /// What the specs ask for.
+    /// QEMU's, plus the entry count ACPI requires and the two optional UEFI fields.
     Strict,
 }
 
