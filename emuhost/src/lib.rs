@@ -101,6 +101,10 @@ pub struct RunOptions {
     pub workspace: PathBuf,
     /// The binary's working directory.
     pub cwd: PathBuf,
+    /// More directories to share at their host paths: what the binary's arguments name
+    /// outside the workspace (input files, where a report goes), so nothing it reads is
+    /// missing and nothing it writes is lost with the guest.
+    pub extra_shares: Vec<PathBuf>,
     /// The binary's environment (besides PATH, HOME and RAS_EMU_GUEST=1 set by init).
     pub env: Vec<(OsString, OsString)>,
     pub hugepages: u32,
@@ -162,6 +166,7 @@ impl RunOptions {
             cache_dir: default_cache_dir(&workspace),
             cwd: std::env::current_dir()
                 .map_err(|e| Error::Config(format!("no current directory: {e}")))?,
+            extra_shares: Vec::new(),
             workspace,
             env,
             hugepages,
@@ -249,6 +254,13 @@ pub fn run_emulated(
         cwd.clone(),
     ];
     dirs.extend(exe.parent().map(Path::to_owned));
+    dirs.extend(
+        opts.extra_shares
+            .iter()
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+            // "/" cannot be mounted over the guest's own root.
+            .filter(|d| d.parent().is_some()),
+    );
     let shares: Vec<(String, PathBuf)> = outermost(dirs)
         .into_iter()
         .enumerate()

@@ -155,3 +155,33 @@ fn run_rejects_bad_files_before_running_anything() {
     );
     assert_rejected(&ras_harness(&["run", "--report", "html"], b""), "html");
 }
+
+/// `run` as a user on any machine runs it (through the emulated host off arm64 KVM): a
+/// scenario file outside the workspace is read, and `--out` outside it is written on this
+/// machine, not lost with the guest.
+#[test]
+fn run_reads_and_writes_outside_the_workspace() {
+    let dir = std::env::temp_dir().join(format!("ras-cli-{}", std::process::id()));
+    let (inputs, out) = (dir.join("in"), dir.join("reports").join("r.json"));
+    std::fs::create_dir_all(&inputs).unwrap();
+    let good = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/dtb-stop.json");
+    std::fs::copy(good, inputs.join("dtb-stop.json")).unwrap();
+    let o = ras_harness(
+        &[
+            "run",
+            inputs.to_str().unwrap(),
+            "--report",
+            "json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}: {stderr}", o.status);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("--out written")).unwrap();
+    assert_eq!(report["results"][0]["scenario"], "dtb-stop", "{report:#}");
+    assert_eq!(report["results"][0]["verdict"], "pass", "{report:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

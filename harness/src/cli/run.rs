@@ -55,7 +55,15 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         return Ok(0);
     }
     if !(emuhost::kvm_available() || emuhost::in_emulated_host()) {
-        return relaunch(scenarios.len());
+        let mut dirs: Vec<PathBuf> = args.paths.clone();
+        if let Some(out) = &args.out {
+            // The report is written in the guest: its directory must be shared, so it must
+            // exist before the guest boots.
+            let dir = report_dir(out);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            dirs.push(dir);
+        }
+        return relaunch(scenarios.len(), &dirs);
     }
 
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
@@ -106,15 +114,23 @@ pub(super) fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, scenario::Scen
 }
 
 fn write_report(out: &Path, text: &str) -> Result<(), String> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
+    let dir = report_dir(out);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))
 }
 
+/// The directory `--out FILE` writes into.
+fn report_dir(out: &Path) -> PathBuf {
+    match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Runs this same command in the emulated arm64 KVM host and returns its status; the
-/// timeout allows for `scenarios` scenario runs.
-pub(super) fn relaunch(scenarios: usize) -> Result<u8, String> {
+/// timeout allows for `scenarios` scenario runs. `paths` (files or directories the command
+/// reads or writes) are shared into the guest at their host paths.
+pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf]) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"
@@ -129,6 +145,10 @@ pub(super) fn relaunch(scenarios: usize) -> Result<u8, String> {
     };
     let fail = |e: emuhost::Error| format!("cannot run in the emulated arm64 KVM host: {e}");
     let mut opts = emuhost::RunOptions::from_env().map_err(fail)?;
+    opts.extra_shares = paths
+        .iter()
+        .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })
+        .collect();
     if std::env::var_os("RAS_EMU_TIMEOUT").is_none() {
         opts.timeout = Duration::from_secs(120 + EMULATED_SECONDS_PER_SCENARIO * scenarios as u64);
     }
