@@ -8,13 +8,9 @@
 //! CLOCK_MONOTONIC through a line fitted on the host thread: Linux's arm64 clocksource is
 //! the same counter, so the two move together at CNTFRQ_EL0.
 
-use ras_harness::kvm::{sys_reg, Vcpu};
+use ras_harness::kvm::regs::TIMER_CNT;
+use ras_harness::kvm::Vcpu;
 use std::arch::asm;
-
-/// KVM_REG_ARM_TIMER_CNT (arch/arm64/include/uapi/asm/kvm.h): the guest's CNTVCT_EL0.
-/// ARM64_SYS_REG(3, 3, 14, 3, 2): the uapi swapped the CNT and CVAL encodings by mistake
-/// and keeps them for ABI, so this is not CNTVCT_EL0's architectural encoding.
-const KVM_REG_ARM_TIMER_CNT: u64 = sys_reg(3, 3, 14, 3, 2);
 
 /// Samples per fit; the tightest bracket wins.
 const SAMPLES: usize = 32;
@@ -95,12 +91,12 @@ impl Timeline {
 }
 
 /// The guest's counter offset: host counter = guest counter + offset. Read with
-/// KVM_GET_ONE_REG(KVM_REG_ARM_TIMER_CNT) bracketed by two host counter reads, the
+/// KVM_GET_ONE_REG(TIMER_CNT) bracketed by two host counter reads, the
 /// tightest bracket of [`SAMPLES`]. The VMM never writes the offset, so it holds for the
 /// VM's life.
 pub fn guest_offset(vcpu: &Vcpu) -> ras_harness::kvm::Result<u64> {
     let mut err = None;
-    let (host, guest) = tightest(|| match vcpu.get_reg(KVM_REG_ARM_TIMER_CNT) {
+    let (host, guest) = tightest(|| match vcpu.get_reg(TIMER_CNT) {
         Ok(v) => v,
         Err(e) => {
             err = Some(e);

@@ -12,8 +12,9 @@
 //!   pays when the vCPU thread hands the decision to another thread and waits for it.
 
 use crate::clock::{host_counter, Timeline};
-use crate::guest::{params, Guest};
+use crate::guest::Guest;
 use ras_guest_abi::mailbox::{flags, Access};
+use ras_guest_abi::Params;
 use ras_harness::fault::sigbus;
 use ras_harness::kvm::Stop;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +39,7 @@ pub struct RoundTrip {
 
 impl NullExit {
     pub fn boot() -> Result<Self, String> {
-        let p = params(Access::None, &[], flags::DOORBELL_LOOP);
+        let p = Params::new(Access::None, 0, flags::DOORBELL_LOOP, &[]);
         let guest = Guest::boot(&p, |_| Ok(()))?;
         Ok(Self {
             guest,

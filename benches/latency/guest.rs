@@ -1,11 +1,9 @@
 //! Booting the guest payload for a bench: one vCPU, the payload in RAM, a GICv3, a
 //! watchdog, run up to its first `ReadyForFault`.
 
-use ras_guest_abi::mailbox::{Access, State};
-use ras_guest_abi::map::{self, mailbox_offset};
-use ras_guest_abi::{Params, Report, ABI_VERSION, PARAMS_MAGIC};
-use ras_harness::kvm::{Backing, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog};
-use ras_harness::payload;
+use ras_guest_abi::mailbox::State;
+use ras_guest_abi::{Params, Report};
+use ras_harness::kvm::{boot, RunState, Stop, Vcpu, Vm, Watchdog};
 use std::time::Duration;
 
 /// A bench VM lives for at most a few criterion calls; a stuck guest is kicked after this.
@@ -20,21 +18,6 @@ pub struct Guest {
     pub state: RunState,
 }
 
-/// Params for `access` at EL0 on `targets`, with `flags`.
-pub fn params(access: Access, targets: &[u64], flags: u32) -> Params {
-    let mut p = Params {
-        magic: PARAMS_MAGIC,
-        abi_version: ABI_VERSION,
-        access: access as u32,
-        el: 0,
-        flags,
-        target_count: targets.len() as u32,
-        ..Params::default()
-    };
-    p.targets[..targets.len()].copy_from_slice(targets);
-    p
-}
-
 impl Guest {
     /// A VM with guest RAM holding the payload; `prepare` adds memory and writes tables
     /// before the vCPU starts.
@@ -46,21 +29,10 @@ impl Guest {
             move |e| format!("{what}: {e}")
         }
         let mut vm = Vm::new().map_err(err("create VM"))?;
-        let ram = Mapping::new(Backing::Anonymous, map::RAM_SIZE as usize).map_err(err("RAM"))?;
-        vm.add_memory(map::RAM_BASE, ram)
-            .map_err(err("RAM memslot"))?;
-        vm.write_guest(map::RAM_BASE, payload::IMAGE)
-            .map_err(err("load payload"))?;
+        boot::add_payload_ram(&mut vm).map_err(err("payload RAM"))?;
         prepare(&mut vm)?;
-        let mailbox = map::mailbox_base(0).ok_or("no mailbox 0")?;
-        vm.write_guest(mailbox + mailbox_offset::PARAMS, params.as_bytes())
-            .map_err(err("params"))?;
-        let vcpu = vm.create_vcpu(0).map_err(err("vCPU"))?;
-        vcpu.set_core(CoreReg::Pc, payload::ENTRY)
-            .map_err(err("PC"))?;
-        vcpu.set_core(CoreReg::X(0), mailbox).map_err(err("x0"))?;
-        vm.create_gic_v3(map::GIC_DIST_BASE, map::GIC_REDIST_BASE)
-            .map_err(err("GICv3"))?;
+        let vcpu = boot::add_payload_vcpu(&vm, 0, params).map_err(err("vCPU"))?;
+        boot::add_gic(&vm).map_err(err("GICv3"))?;
         let watchdog = Watchdog::start(&vcpu, WATCHDOG).map_err(err("watchdog"))?;
         let mut guest = Self {
             _watchdog: watchdog,
@@ -86,12 +58,7 @@ impl Guest {
 
     /// The guest's report.
     pub fn report(&self) -> Result<Report, String> {
-        let mut bytes = vec![0u8; std::mem::size_of::<Report>()];
-        let at = map::mailbox_base(0).ok_or("no mailbox 0")? + mailbox_offset::REPORT;
-        self.vm
-            .read_guest(at, &mut bytes)
-            .map_err(|e| e.to_string())?;
-        let report = Report::from_bytes(&bytes).ok_or("short report")?;
+        let report = boot::read_report(&self.vm, 0).map_err(|e| e.to_string())?;
         if State::from_code(report.state) == Some(State::Fatal) {
             return Err(format!(
                 "the guest stopped: {:?}",

@@ -21,9 +21,9 @@
 //! checked (vector, ESR) so that a number is never taken from a path that did not work.
 
 use crate::clock::{guest_offset, host_counter, Timeline};
-use crate::guest::{params, Guest};
+use crate::guest::Guest;
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
-use ras_guest_abi::map;
+use ras_guest_abi::{map, Params};
 use ras_harness::fault::sigbus::{self, SigbusCode};
 use ras_harness::fault::translate::Memslot;
 use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner};
@@ -182,10 +182,10 @@ impl PoisonVm {
         let (mut p, tables) = match firmware {
             Firmware::Acpi => {
                 let tables = AcpiTables::build(&layout).map_err(|e| e.to_string())?;
-                let p = params(Access::Load, &targets, flags::WALK_ACPI | flags::ACK);
+                let p = Params::new(Access::Load, 0, flags::WALK_ACPI | flags::ACK, &targets);
                 (p, Some(tables))
             }
-            Firmware::Dtb => (params(Access::Load, &targets, 0), None),
+            Firmware::Dtb => (Params::new(Access::Load, 0, 0, &targets), None),
         };
         if tables.is_some() {
             p.rsdp_gpa = layout.rsdp;
@@ -269,7 +269,7 @@ impl Path {
             vm: None,
             poisoned: Vec::new(),
             tid: sigbus::gettid(),
-            marks: Marks(Vec::with_capacity(MARKS)),
+            marks: Marks(Vec::with_capacity(MARKS), 0),
         })
     }
 
@@ -312,11 +312,17 @@ impl Path {
             .into_iter()
             .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
+        let error = vm
+            .handler
+            .memory_error(&ev)
+            .ok_or_else(|| format!("step {step}: the SIGBUS is not in guest memory"))?;
+        let translated = host_counter();
         let marks = &mut self.marks;
         marks.0.clear();
+        marks.1 = translated;
         let handled = vm
             .handler
-            .on_memory_error(&vm.guest.vm, &vm.guest.vcpu, 0, &ev, marks)
+            .on_memory_error(&vm.guest.vm, &vm.guest.vcpu, 0, &error, marks)
             .map_err(|e| e.to_string())?;
         let injected = host_counter();
         if handled.injection.is_none() {
@@ -363,11 +369,7 @@ impl Path {
                 .at(mark)
                 .ok_or(format!("step {step}: no {mark:?} mark"))
         };
-        let (translated, decided, recorded) = (
-            at(Mark::Translated)?,
-            at(Mark::Decided)?,
-            at(Mark::Recorded)?,
-        );
+        let (decided, recorded) = (at(Mark::Decided)?, at(Mark::Recorded)?);
         Ok(Parts {
             signal: (t.counter_to_ns(back) - i128::from(ev.monotonic_ns)) as i64,
             hva_to_gpa: ticks(back, translated),
@@ -387,8 +389,9 @@ impl Path {
 /// allocation falls inside a timed part.
 const MARKS: usize = 16;
 
-/// The handler's marks, each with the host counter when it was reached.
-struct Marks(Vec<(Mark, u64)>);
+/// The handler's marks, each with the host counter when it was reached, and the counter
+/// when the handler was called.
+struct Marks(Vec<(Mark, u64)>, u64);
 
 impl Probe for Marks {
     fn mark(&mut self, at: Mark) {
@@ -403,9 +406,13 @@ impl Marks {
 
     /// Each ioctl with its ticks: from the mark before it (the calls follow one another).
     fn ioctls(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        self.0.windows(2).filter_map(|w| match w[1].0 {
-            Mark::Ioctl(name) => Some((name, w[1].1.wrapping_sub(w[0].1))),
-            _ => None,
-        })
+        let before = std::iter::once(self.1).chain(self.0.iter().map(|&(_, c)| c));
+        self.0
+            .iter()
+            .zip(before)
+            .filter_map(|(&(mark, at), prev)| match mark {
+                Mark::Ioctl(name) => Some((name, at.wrapping_sub(prev))),
+                _ => None,
+            })
     }
 }

@@ -94,6 +94,25 @@ pub struct Params {
     pub dtb_gpa: u64,
 }
 
+impl Params {
+    /// Params of this ABI version: `access` at `el` on each of `targets` (at most
+    /// [`MAX_TARGETS`]; the rest are ignored), with [`flags`] bits; no tables.
+    pub fn new(access: Access, el: u32, flags: u32, targets: &[u64]) -> Self {
+        let count = targets.len().min(MAX_TARGETS);
+        let mut p = Self {
+            magic: crate::PARAMS_MAGIC,
+            abi_version: crate::ABI_VERSION,
+            access: access as u32,
+            el,
+            flags,
+            target_count: count as u32,
+            ..Self::default()
+        };
+        p.targets[..count].copy_from_slice(&targets[..count]);
+        p
+    }
+}
+
 /// One exception as the guest saw it on entry to its vector.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -368,15 +387,8 @@ mod tests {
 
     #[test]
     fn params_bytes_round_trip_and_start_with_the_magic() {
-        let p = Params {
-            magic: crate::PARAMS_MAGIC,
-            abi_version: crate::ABI_VERSION,
-            access: Access::Store as u32,
-            el: 1,
-            target_count: 1,
-            targets: [0x8000_0000, 0, 0, 0],
-            ..Params::default()
-        };
+        let p = Params::new(Access::Store, 1, 0, &[0x8000_0000]);
+        assert_eq!((p.target_count, p.targets), (1, [0x8000_0000, 0, 0, 0]));
         let bytes = p.as_bytes();
         assert_eq!(&bytes[..8], b"RASPARAM");
         assert_eq!(bytes[12], 2, "access is the u32 at offset 12");

@@ -95,19 +95,16 @@ struct KvmProbe {
 /// lowered before the first KVM_RUN; `None` without arm64 KVM.
 #[cfg(target_arch = "aarch64")]
 fn kvm_probe() -> Option<KvmProbe> {
-    use crate::kvm::{sys_reg, Cap, Vm};
+    use crate::kvm::{Cap, Vm};
     let vm = Vm::new().ok()?;
     let caps = Cap::ALL
         .iter()
         .filter(|&&c| vm.caps().host_has(c))
         .map(|&c| c as u32)
         .collect();
-    // ID_AA64PFR0_EL1 (op0 3, op1 0, CRn 0, CRm 4, op2 0); RAS is bits [31:28].
-    let pfr0 = sys_reg(3, 0, 0, 4, 0);
-    let writable_id_regs = vm.create_vcpu(0).is_ok_and(|vcpu| {
-        vcpu.get_reg(pfr0)
-            .is_ok_and(|v| vcpu.set_reg(pfr0, v & !(0xF << 28)).is_ok())
-    });
+    let writable_id_regs = vm
+        .create_vcpu(0)
+        .is_ok_and(|vcpu| vcpu.hide_feat_ras().is_ok());
     Some(KvmProbe {
         caps,
         writable_id_regs,

@@ -65,6 +65,35 @@ pub fn translate(
     si_addr: u64,
     si_addr_lsb: i16,
 ) -> Result<Vec<Translation>, TranslateError> {
+    let out = translations(slots, si_addr, si_addr_lsb)?.collect::<Result<Vec<_>, _>>()?;
+    if out.is_empty() {
+        return Err(TranslateError::OutsideGuestRam { si_addr });
+    }
+    Ok(out)
+}
+
+/// The first of [`translate`]'s ranges, without allocating: what a VMM's memory-error path
+/// needs (the slot the vCPU faulted in comes first when slots do not alias).
+///
+/// # Errors
+///
+/// As [`translate`], for the slots up to the first that maps `si_addr`.
+pub fn translate_first(
+    slots: &[Memslot],
+    si_addr: u64,
+    si_addr_lsb: i16,
+) -> Result<Translation, TranslateError> {
+    translations(slots, si_addr, si_addr_lsb)?
+        .next()
+        .unwrap_or(Err(TranslateError::OutsideGuestRam { si_addr }))
+}
+
+/// Each slot's translation of the signalled page, lazily.
+fn translations(
+    slots: &[Memslot],
+    si_addr: u64,
+    si_addr_lsb: i16,
+) -> Result<impl Iterator<Item = Result<Translation, TranslateError>> + '_, TranslateError> {
     let lsb = u32::try_from(si_addr_lsb)
         .ok()
         .filter(|&l| l <= 63)
@@ -73,38 +102,32 @@ pub fn translate(
     let page_len = 1u128 << lsb;
     let page_start = u128::from(si_addr) & !(page_len - 1);
     let page_end = page_start + page_len;
-
-    let mut out = Vec::new();
-    for (index, s) in slots.iter().enumerate() {
+    Ok(slots.iter().enumerate().filter_map(move |(index, s)| {
         if s.hva.checked_add(s.size).is_none() || s.gpa.checked_add(s.size).is_none() {
-            return Err(TranslateError::BadSlot {
+            return Some(Err(TranslateError::BadSlot {
                 slot: index,
                 gpa: s.gpa,
                 hva: s.hva,
                 size: s.size,
-            });
+            }));
         }
         let (slot_start, slot_end) = (u128::from(s.hva), u128::from(s.hva) + u128::from(s.size));
         if !(slot_start..slot_end).contains(&u128::from(si_addr)) {
-            continue;
+            return None;
         }
         let start = page_start.max(slot_start);
         let end = page_end.min(slot_end);
         // Every value below is inside the slot, whose ends fit in u64 (checked above).
         let to_gpa = |hva: u128| s.gpa + (hva - slot_start) as u64;
-        out.push(Translation {
+        Some(Ok(Translation {
             slot: index,
             gpa: to_gpa(u128::from(si_addr)),
             range: GpaRange {
                 start: to_gpa(start),
                 len: (end - start) as u64,
             },
-        });
-    }
-    if out.is_empty() {
-        return Err(TranslateError::OutsideGuestRam { si_addr });
-    }
-    Ok(out)
+        }))
+    }))
 }
 
 #[cfg(test)]
@@ -241,6 +264,7 @@ mod tests {
             let t = translate(&[slot], si_addr, lsb).unwrap();
             prop_assert_eq!(t.len(), 1);
             let t = t[0];
+            prop_assert_eq!(translate_first(&[slot], si_addr, lsb), Ok(t));
             let page = 1u64 << lsb;
             let page_start = si_addr & !(page - 1);
             // si_addr keeps its offset within the slot.

@@ -1,62 +1,12 @@
 //! A vCPU: init, registers by id, exception injection, and the run loop.
 
 use super::exit::{handle_exit, Action, Exit, RunState, Stop};
-use super::watchdog::KickTarget;
+use super::kick::{KickTarget, Kicker};
+use super::regs::{core_reg, CoreReg, ID_AA64PFR0_EL1, ID_AA64PFR0_EL1_RAS};
 use super::{Error, Result};
-use kvm_bindings::{
-    kvm_vcpu_events, kvm_vcpu_init, KVM_ARM_VCPU_PSCI_0_2, KVM_REG_ARM64, KVM_REG_ARM64_SYSREG,
-    KVM_REG_ARM_CORE, KVM_REG_SIZE_U64,
-};
+use kvm_bindings::{kvm_vcpu_events, kvm_vcpu_init, KVM_ARM_VCPU_PSCI_0_2};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use std::sync::Arc;
-
-/// A core register: a field of `struct kvm_regs` (arch/arm64/include/uapi/asm/kvm.h).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoreReg {
-    /// `regs.regs[n]`, x0-x30.
-    X(u8),
-    /// `regs.sp` (SP_EL0).
-    Sp,
-    /// `regs.pc`.
-    Pc,
-    /// `regs.pstate`.
-    Pstate,
-    /// `sp_el1`.
-    SpEl1,
-    /// `elr_el1`.
-    ElrEl1,
-}
-
-/// KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset in kvm_regs / 4)
-/// (arch/arm64/include/uapi/asm/kvm.h, KVM_REG_ARM_CORE_REG). `struct kvm_regs` starts
-/// with `struct user_pt_regs { u64 regs[31]; u64 sp; u64 pc; u64 pstate; }`, then
-/// `u64 sp_el1; u64 elr_el1;`. `None` for x31 and above.
-pub fn core_reg(reg: CoreReg) -> Option<u64> {
-    let offset: u64 = match reg {
-        CoreReg::X(n) if n < 31 => 8 * u64::from(n),
-        CoreReg::X(_) => return None,
-        CoreReg::Sp => 8 * 31,
-        CoreReg::Pc => 8 * 32,
-        CoreReg::Pstate => 8 * 33,
-        CoreReg::SpEl1 => 8 * 34,
-        CoreReg::ElrEl1 => 8 * 35,
-    };
-    Some(KVM_REG_ARM64 | KVM_REG_SIZE_U64 | u64::from(KVM_REG_ARM_CORE) | (offset / 4))
-}
-
-/// A system register id from its encoding (arch/arm64/include/uapi/asm/kvm.h,
-/// ARM64_SYS_REG: op0 << 14 | op1 << 11 | CRn << 7 | CRm << 3 | op2). E.g. ESR_EL1 is
-/// (3, 0, 5, 2, 0), ID_AA64PFR0_EL1 (3, 0, 0, 4, 0).
-pub const fn sys_reg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64) -> u64 {
-    KVM_REG_ARM64
-        | KVM_REG_SIZE_U64
-        | KVM_REG_ARM64_SYSREG as u64
-        | (op0 & 3) << 14
-        | (op1 & 7) << 11
-        | (crn & 0xf) << 7
-        | (crm & 0xf) << 3
-        | (op2 & 7)
-}
 
 /// A vCPU fd with its id and the handle the watchdog uses to kick it.
 #[derive(Debug)]
@@ -69,18 +19,17 @@ pub struct Vcpu {
 impl Vcpu {
     /// KVM_ARM_VCPU_INIT with the host's preferred target (KVM_ARM_PREFERRED_TARGET) and
     /// PSCI 0.2, so SYSTEM_OFF arrives as KVM_EXIT_SYSTEM_EVENT.
-    pub(super) fn init(vm: &VmFd, mut fd: VcpuFd, id: u64) -> Result<Self> {
+    pub(super) fn init(vm: &VmFd, fd: VcpuFd, id: u64) -> Result<Self> {
         let mut kvi = kvm_vcpu_init::default();
         vm.get_preferred_target(&mut kvi)
             .map_err(|e| Error::sys("KVM_ARM_PREFERRED_TARGET", e))?;
         kvi.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
         fd.vcpu_init(&kvi)
             .map_err(|e| Error::sys("KVM_ARM_VCPU_INIT", e))?;
-        let immediate_exit = std::ptr::addr_of_mut!(fd.get_kvm_run().immediate_exit);
         Ok(Self {
             fd,
             id,
-            kick: Arc::new(KickTarget::new(immediate_exit)),
+            kick: Arc::default(),
         })
     }
 
@@ -123,6 +72,13 @@ impl Vcpu {
         self.get_reg(id)
     }
 
+    /// Hides FEAT_RAS from the guest: ID_AA64PFR0_EL1.RAS = 0, before the first KVM_RUN.
+    /// Kernels that do not let userspace lower it (6.1, 6.12) answer with an error.
+    pub fn hide_feat_ras(&self) -> Result<()> {
+        let pfr0 = self.get_reg(ID_AA64PFR0_EL1)?;
+        self.set_reg(ID_AA64PFR0_EL1, pfr0 & !ID_AA64PFR0_EL1_RAS)
+    }
+
     /// KVM_SET_VCPU_EVENTS with `ext_dabt_pending` (needs KVM_CAP_ARM_INJECT_EXT_DABT):
     /// KVM takes a synchronous external abort into the guest at once.
     pub fn inject_ext_dabt(&self) -> Result<()> {
@@ -162,9 +118,9 @@ impl Vcpu {
         }
     }
 
-    /// The handle a [`super::Watchdog`] kicks.
-    pub(super) fn kick_target(&self) -> Arc<KickTarget> {
-        Arc::clone(&self.kick)
+    /// A handle that interrupts this vCPU's KVM_RUN from another thread.
+    pub fn kicker(&self) -> Result<Kicker> {
+        Kicker::new(Arc::clone(&self.kick))
     }
 
     /// Runs until [`handle_exit`] says stop. The calling thread is the vCPU thread: a
@@ -172,23 +128,21 @@ impl Vcpu {
     pub fn run_until_stop(&mut self, state: &mut RunState) -> Result<Stop> {
         let _running = self.kick.running_on_this_thread();
         loop {
-            let exit = match self.fd.run() {
-                Ok(exit) => exit_of(exit),
-                Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
-                Err(e) => return Err(Error::sys("KVM_RUN", e)),
+            // A kick whose signal landed between two KVM_RUNs is seen here.
+            let exit = if self.kick.fired() {
+                Exit::Interrupted
+            } else {
+                match self.fd.run() {
+                    Ok(exit) => exit_of(exit),
+                    Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
+                    Err(e) => return Err(Error::sys("KVM_RUN", e)),
+                }
             };
             match handle_exit(&exit, self.kick.fired(), state) {
                 Action::Resume => continue,
                 Action::Stop(stop) => return Ok(stop),
             }
         }
-    }
-}
-
-impl Drop for Vcpu {
-    fn drop(&mut self) {
-        // The kvm_run mapping goes away with the fd: the watchdog must not touch it after.
-        self.kick.detach();
     }
 }
 
@@ -212,22 +166,5 @@ fn exit_of(exit: VcpuExit<'_>) -> Exit {
         VcpuExit::Intr => Exit::Interrupted,
         VcpuExit::Unsupported(reason) => Exit::Other(reason),
         _ => Exit::Other(u32::MAX),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn register_ids_match_the_uapi_encoding() {
-        // 0x6030_0000_0010_0000 | offset/4: KVM_REG_ARM64 (0x6000...), SIZE_U64
-        // (0x0030...), ARM_CORE (0x0010_0000); pc is at byte 256 -> 0x40.
-        assert_eq!(core_reg(CoreReg::X(0)), Some(0x6030_0000_0010_0000));
-        assert_eq!(core_reg(CoreReg::Pc), Some(0x6030_0000_0010_0040));
-        assert_eq!(core_reg(CoreReg::Pstate), Some(0x6030_0000_0010_0042));
-        assert_eq!(core_reg(CoreReg::X(31)), None);
-        // ESR_EL1 = S3_0_C5_C2_0: 0x6030_0000_0013_0000 | 3<<14 | 5<<7 | 2<<3.
-        assert_eq!(sys_reg(3, 0, 5, 2, 0), 0x6030_0000_0013_c290);
     }
 }

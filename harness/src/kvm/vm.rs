@@ -1,6 +1,7 @@
 //! The VM: /dev/kvm, the VM fd, its memslots and the GICv3.
 
-use super::{CapSet, Error, Mapping, Result, Vcpu};
+use super::{CapSet, Error, GuestMemory, Mapping, Result, Vcpu};
+use crate::fault::translate::Memslot;
 use kvm_bindings::{
     kvm_create_device, kvm_device_attr, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
     kvm_userspace_memory_region, KVM_DEV_ARM_VGIC_CTRL_INIT, KVM_DEV_ARM_VGIC_GRP_ADDR,
@@ -79,6 +80,18 @@ impl Vm {
         Ok(slot)
     }
 
+    /// The memslots, as the SIGBUS translation reads them (guest and host addresses).
+    pub fn memslots(&self) -> Vec<Memslot> {
+        self.slots
+            .iter()
+            .map(|s| Memslot {
+                gpa: s.gpa,
+                hva: s.mapping.as_ptr() as u64,
+                size: s.mapping.len() as u64,
+            })
+            .collect()
+    }
+
     /// The mapping and offset that back `gpa`, if any slot does.
     pub fn memory_at(&self, gpa: u64) -> Option<(&Mapping, usize)> {
         self.slots.iter().find_map(|s| {
@@ -148,5 +161,14 @@ impl Vm {
         gic.set_device_attr(&init)
             .map_err(|e| Error::sys("KVM_SET_DEVICE_ATTR(VGIC_CTRL_INIT)", e))?;
         Ok(gic)
+    }
+}
+
+impl GuestMemory for Vm {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> std::result::Result<(), String> {
+        self.read_guest(gpa, buf).map_err(|e| e.to_string())
+    }
+    fn write(&self, gpa: u64, bytes: &[u8]) -> std::result::Result<(), String> {
+        self.write_guest(gpa, bytes).map_err(|e| e.to_string())
     }
 }

@@ -13,6 +13,7 @@ use crate::formats::cper::{
     memory_error_record_with_granule, Profile, Severity, DATA_ENTRY_LEN, MEMORY_SECTION_LEN,
     STATUS_BLOCK_LEN,
 };
+use crate::kvm::GuestMemory;
 
 /// A memory-error record: a Generic Error Status Block, one revision 0x300 Generic Error
 /// Data Entry, one Platform Memory Error section (ACPI 6.5 §18.3.2.7.1, UEFI 2.10 N.2.5).
@@ -52,14 +53,6 @@ impl RecordTemplate {
         }
         bytes
     }
-}
-
-/// Guest physical memory, as the VMM sees it.
-pub trait GuestMemory {
-    /// Copies `buf.len()` bytes from `gpa`.
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String>;
-    /// Copies `bytes` to `gpa`.
-    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), String>;
 }
 
 /// Whether a new record may be written: the Read Ack register is non-zero.

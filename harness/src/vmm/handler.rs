@@ -1,34 +1,29 @@
 //! What the reference VMM does on a vCPU thread with one memory error, between KVM_RUN
-//! returning (EINTR after the SIGBUS) and the next KVM_RUN: HVA to GPA, decide, write the
-//! CPER record, inject. The machine calls it on every vCPU thread; the latency bench calls
-//! the same function and times it through a [`Probe`].
+//! returning (EINTR after the SIGBUS) and the next KVM_RUN: decide, write the CPER record,
+//! inject. The SIGBUS is placed in guest memory once, when it is taken from the recorder
+//! ([`ErrorHandler::memory_error`]). The machine calls the handler on every vCPU thread
+//! with no lock of its own held (the GHESv2 handshake takes the handler's); the latency
+//! bench calls the same functions and times them through a [`Probe`].
 //!
 //! Cost is counted in register ioctls (each a round trip into the host kernel): an SError
 //! takes one (KVM_SET_VCPU_EVENTS), KVM's ext_dabt two (PC for the ifetch check first), the
 //! emulated entry ten: it reads PC, PSTATE, VBAR_EL1 and SCTLR_EL1 and writes six
 //! registers (see [`inject_entry`]). Nothing is read when a stop is not a memory error.
 
+use std::sync::Mutex;
+
 use super::entry::{self, CpuState, EntryKind};
 use super::ghes::{self, RecordTemplate, RECORD_LEN};
 use super::log::{Injection, InjectionKind, InjectionVia};
 use super::policy::{self, Decision, Delivery, FaultInfo, RecordAction};
 use super::ExecError;
-use crate::fault::sigbus::{SigbusEvent, BUS_MCEERR_AO};
-use crate::fault::translate::{translate, Memslot};
+use crate::fault::sigbus::{SigbusCode, SigbusEvent};
+use crate::fault::translate::{translate_first, GpaRange, Memslot};
 use crate::formats::acpi::GhesSource;
 use crate::formats::esr::Esr;
-use crate::kvm::{self, sys_reg, CapSet, CoreReg, Vcpu, Vm};
+use crate::kvm::regs::{ESR_EL1, FAR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1};
+use crate::kvm::{self, CapSet, CoreReg, Vcpu, Vm};
 use crate::scenario::{Firmware, Hex, OnMemoryError, SignalCode, Vmm};
-use kvm_bindings::{KVM_REG_ARM64, KVM_REG_ARM_CORE, KVM_REG_SIZE_U64};
-
-/// ESR_EL1, FAR_EL1, VBAR_EL1, SCTLR_EL1 (Arm ARM encodings op0, op1, CRn, CRm, op2).
-const ESR_EL1: u64 = sys_reg(3, 0, 5, 2, 0);
-const FAR_EL1: u64 = sys_reg(3, 0, 6, 0, 0);
-const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
-const SCTLR_EL1: u64 = sys_reg(3, 0, 1, 0, 0);
-/// SPSR_EL1 is `spsr[KVM_SPSR_EL1]` of `struct kvm_regs`, after `user_pt_regs` (34 u64),
-/// `sp_el1` and `elr_el1`: byte 288 (arch/arm64/include/uapi/asm/kvm.h).
-const SPSR_EL1: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE as u64 | (288 / 4);
 /// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.40).
 const EC_SERROR: u8 = 0x2F;
 
@@ -36,8 +31,6 @@ const EC_SERROR: u8 = 0x2F;
 /// machine passes `()`, which reads nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
-    /// `si_addr` is a guest physical range.
-    Translated,
     /// One register ioctl returned (named as the breakdown shows it).
     Ioctl(&'static str),
     /// The decision is taken (the PC read, the read-ack checked).
@@ -68,9 +61,21 @@ pub struct Handled {
     pub stop: Option<String>,
 }
 
-/// One VM's memory-error handling; shared by its vCPU threads (the caller serialises the
-/// GHESv2 handshake: one error source, one status block).
-#[derive(Clone, Debug)]
+/// A BUS_MCEERR_AR or AO placed in guest memory: what the decision needs of a SIGBUS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryError {
+    /// Action required or optional.
+    pub code: SignalCode,
+    /// The guest physical address of `si_addr`.
+    pub gpa: u64,
+    /// The guest range the signalled host page covers in that slot.
+    pub range: GpaRange,
+    /// `si_addr_lsb`: log2 of the host page's size.
+    pub lsb: u8,
+}
+
+/// One VM's memory-error handling; shared by its vCPU threads.
+#[derive(Debug)]
 pub struct ErrorHandler {
     firmware: Firmware,
     caps: CapSet,
@@ -78,6 +83,9 @@ pub struct ErrorHandler {
     slots: Vec<Memslot>,
     ghes: Option<GhesSource>,
     record: RecordTemplate,
+    /// Held from reading the read-ack register to writing the record: one error source,
+    /// one status block, several vCPU threads.
+    handshake: Mutex<()>,
 }
 
 impl ErrorHandler {
@@ -97,7 +105,33 @@ impl ErrorHandler {
             slots,
             ghes,
             record: RecordTemplate::new(vmm.cper_profile.into()).map_err(ExecError::Failed)?,
+            handshake: Mutex::new(()),
         })
+    }
+
+    /// `ev` placed in guest memory, or `None` for a signal that is not a memory error of
+    /// guest RAM (another si_code, or an address outside every slot).
+    pub fn memory_error(&self, ev: &SigbusEvent) -> Option<MemoryError> {
+        let code = match ev.code() {
+            SigbusCode::MceerrAr => SignalCode::Ar,
+            SigbusCode::MceerrAo => SignalCode::Ao,
+            _ => return None,
+        };
+        let t = translate_first(&self.slots, ev.si_addr, ev.si_addr_lsb).ok()?;
+        Some(MemoryError {
+            code,
+            gpa: t.gpa,
+            range: t.range,
+            lsb: u8::try_from(ev.si_addr_lsb).ok()?,
+        })
+    }
+
+    /// Whether the guest acknowledged the last record (always, without GHES).
+    pub fn guest_acked(&self, vm: &Vm) -> Result<bool, ExecError> {
+        match &self.ghes {
+            Some(g) => ghes::acked(vm, g).map_err(ExecError::Failed),
+            None => Ok(true),
+        }
     }
 
     /// The GHESv2 source the records go to (ACPI).
@@ -105,20 +139,16 @@ impl ErrorHandler {
         self.ghes.as_ref()
     }
 
-    /// Handles `ev` (BUS_MCEERR_AR, or an AO the VMM acts on) for `vcpu` (number `id`),
-    /// stopped in the VMM: at the faulting access for an AR, at its doorbell for an AO.
+    /// Handles `err` (an AR, or an AO the VMM acts on) for `vcpu` (number `id`), stopped
+    /// in the VMM: at the faulting access for an AR, at its doorbell for an AO.
     pub fn on_memory_error(
         &self,
         vm: &Vm,
         vcpu: &Vcpu,
         id: u8,
-        ev: &SigbusEvent,
+        err: &MemoryError,
         probe: &mut impl Probe,
     ) -> Result<Handled, ExecError> {
-        let t = translate(&self.slots, ev.si_addr, ev.si_addr_lsb)
-            .map_err(|e| ExecError::Failed(format!("SIGBUS outside guest memory: {e}")))?;
-        let t = t[0];
-        probe.mark(Mark::Translated);
         // Only an SEA depends on the PC (policy::decide: an Instruction Abort when the PC is
         // in the poisoned range). Otherwise it is not read, and the decision is given one
         // just past the range, which no ifetch check can take for a fetch from it.
@@ -127,35 +157,33 @@ impl ErrorHandler {
             probe.mark(Mark::Ioctl("get pc"));
             pc
         } else {
-            t.range.start.wrapping_add(t.range.len)
+            err.range.start.wrapping_add(err.range.len)
         };
-        let acked = match &self.ghes {
-            Some(g) => ghes::acked(vm, g).map_err(ExecError::Failed)?,
-            None => true,
-        };
-        let info = FaultInfo {
-            code: if ev.si_code == BUS_MCEERR_AO {
-                SignalCode::Ao
-            } else {
-                SignalCode::Ar
-            },
-            gpa: t.gpa,
-            gpa_start: t.range.start,
-            gpa_len: t.range.len,
-            pc,
-            acked,
-        };
-        let Decision { record, delivery } =
-            policy::decide(self.firmware, self.caps, &self.vmm, &info);
-        probe.mark(Mark::Decided);
         let mut handled = Handled::default();
-        if let (RecordAction::Write { gpa }, Some(g)) = (record, &self.ghes) {
-            let lsb = u32::try_from(ev.si_addr_lsb).unwrap_or(12);
-            let bytes = self.record.encode(gpa, lsb);
-            ghes::write_record(vm, g, &bytes).map_err(ExecError::Failed)?;
-            handled.record = Some(bytes);
-        }
-        probe.mark(Mark::Recorded);
+        let delivery = {
+            let _handshake = self
+                .handshake
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let info = FaultInfo {
+                code: err.code,
+                gpa: err.gpa,
+                gpa_start: err.range.start,
+                gpa_len: err.range.len,
+                pc,
+                acked: self.guest_acked(vm)?,
+            };
+            let Decision { record, delivery } =
+                policy::decide(self.firmware, self.caps, &self.vmm, &info);
+            probe.mark(Mark::Decided);
+            if let (RecordAction::Write { gpa }, Some(g)) = (record, &self.ghes) {
+                let bytes = self.record.encode(gpa, u32::from(err.lsb));
+                ghes::write_record(vm, g, &bytes).map_err(ExecError::Failed)?;
+                handled.record = Some(bytes);
+            }
+            probe.mark(Mark::Recorded);
+            delivery
+        };
         handled.injection = match delivery {
             Delivery::Nothing => None,
             Delivery::Stop(reason) => {

@@ -1,20 +1,21 @@
-//! The machine: one VM, one thread per vCPU, and the VMM thread that poisons. A memory
-//! error is handled where it lands: the vCPU thread whose KVM_RUN the SIGBUS interrupted
-//! takes it, decides, writes the CPER record and injects ([`ErrorHandler`]), and runs on,
-//! with no hand-over to another thread (a hand-over and back costs about two null MMIO
-//! exits, docs/benchmarks.md). The threads share one [`Controller`] under a mutex: the
-//! SIGBUS ring, the fault states and what the outcome reports.
+//! The machine: one VM, one thread per vCPU ([`super::vcpu_thread`]), and the VMM thread
+//! that poisons in the scenario's order ([`super::order`]). A memory error is handled where
+//! it lands: the vCPU thread whose KVM_RUN the SIGBUS interrupted takes it, decides, writes
+//! the CPER record and injects ([`ErrorHandler`]), and runs on, with no hand-over to
+//! another thread (a hand-over and back costs about two null MMIO exits,
+//! docs/benchmarks.md). The threads share a [`Controller`] under a mutex held only for
+//! bookkeeping: never across a KVM ioctl.
 //!
 //! ```text
-//! vCPU thread                               VMM thread (execute)
+//! vCPU thread                               VMM thread (drive)
 //! run_until_stop -> ReadyForFault --------> poison now, or hold until the previous fault
 //!   (complete_mmio first), wait for            is notified / acknowledged; answer
 //!   Resume / Halt / Notify(AO)                 Resume, or Notify an early-kill AO
 //! run_until_stop -> EINTR (SIGBUS)
-//!   lock: drain the ring, take this
-//!   thread's AR, on_memory_error, record;
-//!   hold (condvar) while a scenario's
-//!   before-ack order asks for it; run on
+//!   take this thread's AR from the
+//!   recorder, handle it (no lock), record;
+//!   hold while the scenario's before-ack
+//!   order asks for it; run on
 //! ```
 
 use std::collections::HashMap;
@@ -22,32 +23,26 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ras_guest_abi::map::{self, mailbox_offset, RAM_BASE, TARGET_BASE};
-use ras_guest_abi::Report;
+use ras_guest_abi::map::TARGET_BASE;
 
-use super::ghes::{self, GuestMemory};
-use super::handler::ErrorHandler;
+use super::handler::{ErrorHandler, MemoryError};
 use super::log::{Injection, VmmLog};
+use super::order::{AtReady, Order, Until};
 use super::plan::{self, Plan};
+use super::vcpu_thread::{self, Command, Ended, Msg};
 use super::{ExecError, Options};
-use crate::fault::sigbus::{self, SigbusEvent, BUS_MCEERR_AO, BUS_MCEERR_AR};
-use crate::fault::translate::{translate, Memslot};
+use crate::fault::sigbus::{self, SigbusCode, SigbusEvent};
+use crate::fault::translate::Memslot;
 use crate::fault::{self, GuestRanges, PoisonError, PoisonedPage, Poisoner};
-use crate::kvm::Watchdog;
-use crate::kvm::{self, sys_reg, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm};
-use crate::payload;
+use crate::kvm::{self, boot, Cap, Kicker, Mapping, Vcpu, Vm};
 use crate::scenario::{
     Backing, GuestReport, Hex, HexBytes, HostSignal, KvmCap, MceKill, Method, Outcome, Scenario,
-    VmmEnd, When,
+    VmmEnd,
 };
 
-/// ID_AA64PFR0_EL1 (Arm ARM encoding op0, op1, CRn, CRm, op2).
-const ID_AA64PFR0_EL1: u64 = sys_reg(3, 0, 0, 4, 0);
-/// ID_AA64PFR0_EL1.RAS, bits \[31:28\].
-const PFR0_RAS: u64 = 0xF << 28;
 /// How long the VMM thread waits for a message, and a held vCPU for a change, before
 /// re-checking (an acknowledgement is a guest memory write: nothing signals it).
-const TICK: Duration = Duration::from_millis(20);
+pub(super) const TICK: Duration = Duration::from_millis(20);
 /// How long an early-kill BUS_MCEERR_AO may take to reach the ring after the poison call
 /// (it is queued to whichever thread the kernel picks, and handled when that thread runs).
 const AO_GRACE: Duration = Duration::from_millis(300);
@@ -85,25 +80,16 @@ pub fn execute(s: &Scenario, opts: &Options) -> Result<(Outcome, VmmLog), ExecEr
 }
 
 /// The VM and what the VMM knows about it.
-struct Machine {
+pub(super) struct Machine {
     /// Declared before `vm`: the registry must not outlive the mappings it vouches for.
     ranges: GuestRanges,
     slots: Vec<Memslot>,
     target_hva: usize,
-    vm: Vm,
+    pub(super) vm: Vm,
     vcpus: Vec<Vcpu>,
     /// Every page poisoned, for giving back at the end (the VMM thread poisons).
     poisoned: Mutex<Vec<PoisonedPage>>,
     _gic: kvm_ioctls::DeviceFd,
-}
-
-impl GuestMemory for Vm {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.read_guest(gpa, buf).map_err(|e| e.to_string())
-    }
-    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<(), String> {
-        self.write_guest(gpa, bytes).map_err(|e| e.to_string())
-    }
 }
 
 fn failed(what: &str) -> impl Fn(kvm::Error) -> ExecError + '_ {
@@ -137,62 +123,34 @@ impl Machine {
         let mask: Vec<Cap> = s.vmm.mask_caps.iter().map(|&c| kvm_cap(c)).collect();
         vm.set_caps(vm.caps().masked(&mask));
 
-        let ram = Mapping::new(kvm::Backing::Anonymous, map::RAM_SIZE as usize)
-            .map_err(failed("map RAM"))?;
+        boot::add_payload_ram(&mut vm).map_err(failed("the payload's RAM"))?;
         let target = Mapping::new(kvm_backing(s.guest.backing), plan.target_size as usize)
             .map_err(failed("map the target slot"))?;
-        let slots = vec![
-            Memslot {
-                gpa: RAM_BASE,
-                hva: ram.as_ptr() as u64,
-                size: ram.len() as u64,
-            },
-            Memslot {
-                gpa: TARGET_BASE,
-                hva: target.as_ptr() as u64,
-                size: target.len() as u64,
-            },
-        ];
         let target_hva = target.as_ptr() as usize;
         let mut ranges = GuestRanges::new();
         // SAFETY: the target slot is a mapping made above as guest RAM; `ranges` is dropped
         // before `vm`, which owns the mapping from the next line on (field order).
         unsafe { ranges.add(target_hva, target.len()) }
             .map_err(|e| ExecError::Failed(e.to_string()))?;
-        vm.add_memory(RAM_BASE, ram)
-            .map_err(failed("RAM memslot"))?;
         vm.add_memory(TARGET_BASE, target)
             .map_err(failed("target memslot"))?;
+        let slots = vm.memslots();
 
-        vm.write_guest(RAM_BASE, payload::IMAGE)
-            .map_err(failed("load the payload"))?;
         for (name, gpa, bytes) in &plan.blobs {
             vm.write_guest(*gpa, bytes)
                 .map_err(|e| ExecError::Failed(format!("write {name}: {e}")))?;
         }
         let mut vcpus = Vec::new();
         for (i, v) in plan.vcpus.iter().enumerate() {
-            let mailbox = map::mailbox_base(i)
-                .ok_or_else(|| ExecError::Failed(format!("no mailbox for vCPU {i}")))?;
-            vm.write_guest(mailbox + mailbox_offset::PARAMS, v.params.as_bytes())
-                .map_err(failed("write params"))?;
-            let vcpu = vm.create_vcpu(i as u64).map_err(failed("create a vCPU"))?;
-            vcpu.set_core(CoreReg::Pc, payload::ENTRY)
-                .map_err(failed("set PC"))?;
-            vcpu.set_core(CoreReg::X(0), mailbox)
-                .map_err(failed("set x0"))?;
+            let vcpu = boot::add_payload_vcpu(&vm, i, &v.params).map_err(failed("a vCPU"))?;
             if !s.guest.ras {
-                let pfr0 = vcpu.get_reg(ID_AA64PFR0_EL1).map_err(failed("read PFR0"))?;
-                vcpu.set_reg(ID_AA64PFR0_EL1, pfr0 & !PFR0_RAS)
-                    .map_err(|e| {
-                        ExecError::Unsupported(format!("KVM cannot hide FEAT_RAS: {e}"))
-                    })?;
+                vcpu.hide_feat_ras().map_err(|e| {
+                    ExecError::Unsupported(format!("KVM cannot hide FEAT_RAS: {e}"))
+                })?;
             }
             vcpus.push(vcpu);
         }
-        let gic = vm
-            .create_gic_v3(map::GIC_DIST_BASE, map::GIC_REDIST_BASE)
-            .map_err(failed("GICv3"))?;
+        let gic = boot::add_gic(&vm).map_err(failed("GICv3"))?;
         Ok(Self {
             ranges,
             slots,
@@ -237,15 +195,6 @@ impl Machine {
     }
 
     fn run(&mut self, s: &Scenario, plan: &Plan, opts: &Options) -> Result<Run, ExecError> {
-        let mut ctl = Controller::new(s, plan);
-        ctl.tids.insert(sigbus::gettid(), "vmm".to_owned());
-        for i in 0..s.faults.len() {
-            if s.faults[i].when == When::BeforeBoot {
-                self.poison(s, i)?;
-                ctl.faults[i].poisoned = true;
-            }
-        }
-        ctl.collect();
         let handler = ErrorHandler::new(
             s.firmware,
             self.vm.caps(),
@@ -253,9 +202,23 @@ impl Machine {
             self.slots.clone(),
             plan.ghes,
         )?;
+        let steps = plan.vcpus.iter().map(|v| v.step_faults.clone()).collect();
+        let mut ctl = Controller::new(Order::new(s, steps));
+        ctl.tids.insert(sigbus::gettid(), "vmm".to_owned());
+        let early: Vec<usize> = ctl.order.before_boot().collect();
+        for i in early {
+            self.poison(s, i)?;
+            ctl.order.poisoned(i);
+        }
+        ctl.collect(&handler);
 
-        let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
         let vcpus = std::mem::take(&mut self.vcpus);
+        let kickers = vcpus
+            .iter()
+            .map(Vcpu::kicker)
+            .collect::<kvm::Result<Vec<Kicker>>>()
+            .map_err(failed("vCPU kicker"))?;
+        let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
         let shared = Shared {
             m: self,
             s,
@@ -274,28 +237,34 @@ impl Machine {
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
                     .spawn_scoped(scope, move || {
-                        vcpu_thread(sh, i as u8, vcpu, timeout, &tx, &cmd_rx)
+                        vcpu_thread::run(sh, i as u8, vcpu, timeout, &tx, &cmd_rx)
                     })
                     .map_err(|e| ExecError::Failed(format!("spawn vCPU thread: {e}")))?;
             }
             drop(msg_tx);
             let deadline = Instant::now() + opts.vcpu_timeout + Duration::from_secs(10);
-            let result = shared.drive(&msg_rx, &commands, deadline);
+            let result = shared.drive(&msg_rx, &commands, &kickers, deadline);
             // Whatever happened, held vCPUs halt now, and dropping the senders lets every
             // vCPU waiting for a command end.
             lock(&shared.ctl).halt = true;
             shared.changed.notify_all();
             drop(commands);
             // Wait for every vCPU thread to end: the iterator stops when the last one drops
-            // its sender.
-            for _ in msg_rx.iter() {}
+            // its sender. A vCPU still in KVM_RUN (CPU_OFF after a stop) is interrupted.
+            loop {
+                match msg_rx.recv_timeout(TICK) {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => kickers.iter().for_each(Kicker::interrupt),
+                    Ok(_) => {}
+                }
+            }
             result
         })?;
         let ctl = shared
             .ctl
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(ctl.into_run(&self.slots))
+        Ok(ctl.into_run())
     }
 
     /// The outcome as for any VMM: each vCPU's report read back from guest memory, the
@@ -303,13 +272,7 @@ impl Machine {
     fn outcome(&self, s: &Scenario, run: Run) -> Result<(Outcome, VmmLog), ExecError> {
         let mut guest = Vec::new();
         for v in 0..s.guest.vcpus {
-            let at = map::mailbox_base(usize::from(v)).unwrap_or(0) + mailbox_offset::REPORT;
-            let mut bytes = vec![0u8; std::mem::size_of::<Report>()];
-            self.vm
-                .read_guest(at, &mut bytes)
-                .map_err(failed("read a report"))?;
-            let r = Report::from_bytes(&bytes)
-                .ok_or_else(|| ExecError::Failed("short report".into()))?;
+            let r = boot::read_report(&self.vm, usize::from(v)).map_err(failed("read a report"))?;
             guest.push(GuestReport::from_report(v, &r));
         }
         let outcome = Outcome {
@@ -321,133 +284,9 @@ impl Machine {
     }
 }
 
-/// vCPU thread -> VMM thread.
-enum Msg {
-    /// The guest rang ReadyForFault for this step (the MMIO is already completed); the
-    /// vCPU waits for a [`Command`].
-    Ready { vcpu: u8, step: u16 },
-    /// A fault was notified while the VMM thread holds a vCPU: check the holds now.
-    Notified,
-    /// The thread ends.
-    Exited { vcpu: u8, how: Ended },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Ended {
-    SystemOff,
-    Halted,
-    Timeout,
-    Error(String),
-}
-
-/// VMM thread -> a vCPU thread waiting at its doorbell.
-#[derive(Clone, Copy, Debug)]
-enum Command {
-    Resume,
-    Halt,
-    /// Act on this early-kill BUS_MCEERR_AO (`on_ao: notify`).
-    Notify(SigbusEvent),
-}
-
-/// What a vCPU thread does after handling a stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Next {
-    Run,
-    Halt,
-}
-
 /// Locks `m`; a thread that panicked holding it leaves data still worth reporting.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn vcpu_thread(
-    sh: &Shared<'_>,
-    id: u8,
-    mut vcpu: Vcpu,
-    timeout: Duration,
-    tx: &Sender<Msg>,
-    rx: &Receiver<Command>,
-) {
-    let how = vcpu_loop(sh, id, &mut vcpu, timeout, tx, rx).unwrap_or_else(Ended::Error);
-    // Unregister while still alive, under the lock kick_the_rest holds: a scoped thread
-    // whose handle was dropped is detached, and musl unmaps a detached thread's pthread_t
-    // with its stack when it ends, so a pthread_kill after that faults in the VMM
-    // thread (the 4-vCPU SIGSEGV, scenarios/README.md). `exited` is no guard: the VMM
-    // thread records it only when it reads this thread's Exited message.
-    lock(&sh.ctl).threads.remove(&id);
-    let _ = tx.send(Msg::Exited { vcpu: id, how });
-}
-
-fn vcpu_loop(
-    sh: &Shared<'_>,
-    id: u8,
-    vcpu: &mut Vcpu,
-    timeout: Duration,
-    tx: &Sender<Msg>,
-    rx: &Receiver<Command>,
-) -> Result<Ended, String> {
-    // Known before the first fault, so the SIGBUS path makes no gettid call.
-    let tid = sigbus::gettid();
-    {
-        let mut ctl = lock(&sh.ctl);
-        ctl.tids.insert(tid, format!("vcpu{id}"));
-        // SAFETY: pthread_self has no preconditions.
-        ctl.threads
-            .insert(id, unsafe { libc::pthread_self() } as usize);
-    }
-    let watchdog = Watchdog::start(vcpu, timeout).map_err(|e| e.to_string())?;
-    let mut state = RunState::default();
-    loop {
-        let next = match vcpu.run_until_stop(&mut state).map_err(|e| e.to_string())? {
-            Stop::ReadyForFault { step } => {
-                // Retire the doorbell store now, so that an injection written while the
-                // vCPU waits does not lose its first instruction (RAS-FACTS.md §2).
-                vcpu.complete_mmio().map_err(|e| e.to_string())?;
-                tx.send(Msg::Ready { vcpu: id, step })
-                    .map_err(|_| "the VMM thread is gone".to_owned())?;
-                match rx.recv() {
-                    Ok(Command::Resume) => Next::Run,
-                    Ok(Command::Halt) | Err(_) => Next::Halt,
-                    Ok(Command::Notify(ev)) => {
-                        let ctl = lock(&sh.ctl);
-                        sh.on_memory_error(ctl, id, vcpu, &ev, tx)
-                            .map_err(|e| e.to_string())?
-                    }
-                }
-            }
-            Stop::Interrupted => sh
-                .on_interrupt(id, tid, vcpu, tx)
-                .map_err(|e| e.to_string())?,
-            Stop::SystemOff => return Ok(Ended::SystemOff),
-            Stop::Kicked => return Ok(Ended::Timeout),
-            other => return Err(format!("vCPU {id}: unexpected stop {other:?}")),
-        };
-        if next == Next::Halt {
-            return Ok(Ended::Halted);
-        }
-        if watchdog.fired() {
-            return Ok(Ended::Timeout);
-        }
-    }
-}
-
-/// One fault's progress.
-#[derive(Clone, Copy, Debug, Default)]
-struct FaultState {
-    poisoned: bool,
-    notified: bool,
-}
-
-/// What a held vCPU waits for before it goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Until {
-    /// Nothing: released at the next check.
-    Now,
-    /// Fault n has been notified to the guest.
-    Notified(usize),
-    /// Fault n has been notified and the guest acknowledged its record.
-    Acked(usize),
 }
 
 /// How the run ended, the host's signals, and the VMM's own log.
@@ -457,49 +296,48 @@ struct Run {
     log: VmmLog,
 }
 
+/// A SIGBUS taken from the recorder, placed in guest memory once.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Signal {
+    pub(super) event: SigbusEvent,
+    /// `None` when it is not a memory error of guest RAM.
+    pub(super) error: Option<MemoryError>,
+}
+
 /// What the VMM thread and the vCPU threads share, under [`Shared::ctl`].
-struct Controller {
-    faults: Vec<FaultState>,
-    /// Step -> fault index, per vCPU.
-    steps: Vec<Vec<Option<usize>>>,
-    tids: HashMap<i32, String>,
+pub(super) struct Controller<'s> {
+    pub(super) order: Order<'s>,
+    /// Thread id -> name (`vcpu0`, `vmm`), for the outcome's `host_signals`.
+    pub(super) tids: HashMap<i32, String>,
     /// vCPUs the VMM thread holds at their doorbell: poison fault n once `Until` holds.
     held: Vec<(u8, Until, usize)>,
     /// vCPU threads waiting on [`Shared::changed`].
-    waiting: usize,
-    /// pthread_t of each live vCPU thread, to interrupt its KVM_RUN (removed by the
-    /// thread itself before it ends).
-    threads: HashMap<u8, usize>,
+    pub(super) waiting: usize,
     /// A vCPU called PSCI SYSTEM_OFF: the VM is off.
-    vm_off: bool,
+    pub(super) vm_off: bool,
     /// The VMM thread stopped driving: held vCPUs halt.
-    halt: bool,
+    pub(super) halt: bool,
     timed_out: bool,
-    /// The fault each vCPU is in the middle of (from its last ReadyForFault).
-    current: HashMap<u8, usize>,
-    /// Every SIGBUS taken from the ring, in order (the outcome's `host_signals`).
-    signals: Vec<SigbusEvent>,
-    /// AR/AO events not yet acted on.
-    pending: Vec<SigbusEvent>,
+    /// Every SIGBUS taken from the recorder, in order (the outcome's `host_signals`).
+    signals: Vec<Signal>,
+    /// Memory errors not yet acted on.
+    pending: Vec<(SigbusEvent, MemoryError)>,
     exited: HashMap<u8, Ended>,
     injections: Vec<Injection>,
     records: Vec<Vec<u8>>,
-    stopped: Option<String>,
+    pub(super) stopped: Option<String>,
 }
 
-impl Controller {
-    fn new(s: &Scenario, plan: &Plan) -> Self {
+impl<'s> Controller<'s> {
+    fn new(order: Order<'s>) -> Self {
         Self {
-            faults: vec![FaultState::default(); s.faults.len()],
-            steps: plan.vcpus.iter().map(|v| v.step_faults.clone()).collect(),
+            order,
             tids: HashMap::new(),
             held: Vec::new(),
             waiting: 0,
-            threads: HashMap::new(),
             vm_off: false,
             halt: false,
             timed_out: false,
-            current: HashMap::new(),
             signals: Vec::new(),
             pending: Vec::new(),
             exited: HashMap::new(),
@@ -509,7 +347,7 @@ impl Controller {
         }
     }
 
-    fn into_run(self, slots: &[Memslot]) -> Run {
+    fn into_run(self) -> Run {
         let end = if let Some(message) = self.stopped {
             VmmEnd::Stopped { message }
         } else if self.timed_out || self.exited.values().any(|e| *e == Ended::Timeout) {
@@ -520,15 +358,15 @@ impl Controller {
         let host_signals = self
             .signals
             .iter()
-            .map(|ev| HostSignal {
-                code: ev.si_code,
-                lsb: u8::try_from(ev.si_addr_lsb).unwrap_or(0),
-                gpa: translate(slots, ev.si_addr, ev.si_addr_lsb)
-                    .ok()
-                    .and_then(|t| t.first().map(|t| Hex(t.gpa))),
+            .map(|s| HostSignal {
+                code: s.event.si_code,
+                lsb: s
+                    .error
+                    .map_or_else(|| u8::try_from(s.event.si_addr_lsb).unwrap_or(0), |e| e.lsb),
+                gpa: s.error.map(|e| Hex(e.gpa)),
                 thread: self
                     .tids
-                    .get(&ev.tid)
+                    .get(&s.event.tid)
                     .cloned()
                     .unwrap_or_else(|| "other".to_owned()),
             })
@@ -543,157 +381,83 @@ impl Controller {
         }
     }
 
-    /// Moves the SIGBUS ring into `signals`, keeping AR/AO events for decisions. Only
-    /// copies: what the outcome reports of them is worked out at the end.
-    fn collect(&mut self) {
-        for ev in sigbus::take_events() {
-            self.signals.push(ev);
-            if ev.si_code == BUS_MCEERR_AR || ev.si_code == BUS_MCEERR_AO {
-                self.pending.push(ev);
+    /// Moves the recorder's events into `signals`, each placed in guest memory once, and
+    /// keeps the memory errors for the threads that act on them.
+    pub(super) fn collect(&mut self, handler: &ErrorHandler) {
+        for event in sigbus::take_events() {
+            let error = handler.memory_error(&event);
+            self.signals.push(Signal { event, error });
+            if let Some(error) = error {
+                self.pending.push((event, error));
             }
         }
     }
 
-    /// After SYSTEM_OFF the payload's other vCPUs have ended with PSCI CPU_OFF, which does
-    /// not exit: their threads sleep in KVM_RUN. SIGRTMIN (the watchdog's empty handler)
-    /// makes KVM_RUN return EINTR; the vCPU then sees the VM off and halts. Repeated each
-    /// tick, in case a signal lands between two KVM_RUNs.
-    fn kick_the_rest(&self) {
-        for (v, &thread) in &self.threads {
-            if !self.exited.contains_key(v) {
-                // SAFETY: a vCPU thread removes itself from `threads` under the lock held
-                // here before it ends, so the pthread_t is of a live thread; SIGRTMIN has a
-                // handler (installed by Watchdog::start before the thread's first KVM_RUN).
-                unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGRTMIN()) };
-            }
-        }
+    /// Takes the action-required error KVM signalled to thread `tid`, if it is pending.
+    pub(super) fn take_ar(&mut self, tid: i32) -> Option<MemoryError> {
+        let at = self
+            .pending
+            .iter()
+            .position(|(ev, _)| ev.code() == SigbusCode::MceerrAr && ev.tid == tid)?;
+        Some(self.pending.remove(at).1)
     }
 
-    /// After vCPU `v` was notified: hold it while a later fault must arrive before the
-    /// guest can acknowledge ("before-ack"), so the order is the scenario's, not the
-    /// scheduler's.
-    /// The vCPU notified of the later fault then waits until the guest acknowledged the
-    /// first record, so which of them reads the status block first is fixed too.
-    /// (It cannot wait for the first vCPU to end: vCPU 0 powers off only after the others.)
-    /// A guest that never acknowledges leaves the record in place whoever reads first.
-    fn hold_after_notify(&self, s: &Scenario, v: u8) -> Option<Until> {
-        let i = *self.current.get(&v)?;
-        if let Some(next) = s.faults.get(i + 1) {
-            if next.when == When::BeforeAck && next.vcpu != v && !self.faults[i + 1].notified {
-                return Some(Until::Notified(i + 1));
-            }
-        }
-        let prev = i.checked_sub(1)?;
-        (s.faults[i].when == When::BeforeAck && s.faults[prev].vcpu != v && s.guest.ack)
-            .then_some(Until::Acked(prev))
+    /// Takes any pending action-optional error (an early-kill AO goes to one thread).
+    fn take_ao(&mut self) -> Option<MemoryError> {
+        let at = self
+            .pending
+            .iter()
+            .position(|(ev, _)| ev.code() == SigbusCode::MceerrAo)?;
+        Some(self.pending.remove(at).1)
     }
 
-    fn satisfied(&self, sh: &Shared<'_>, until: Until) -> bool {
-        match until {
-            Until::Now => true,
-            Until::Notified(i) => self.faults.get(i).is_some_and(|f| f.notified),
-            Until::Acked(i) => {
-                self.faults.get(i).is_some_and(|f| f.notified)
-                    && sh
-                        .handler
-                        .ghes()
-                        .is_some_and(|g| ghes::acked(&sh.m.vm, g).unwrap_or(false))
-            }
+    /// What vCPU `v`'s handler did, in the log and in the order.
+    pub(super) fn handled(
+        &mut self,
+        v: u8,
+        record: Option<&[u8]>,
+        injection: Option<Injection>,
+        stop: Option<String>,
+    ) -> bool {
+        if let Some(bytes) = record {
+            self.records.push(bytes.to_vec());
         }
+        let notified = stop.is_some() || injection.is_some();
+        if let Some(reason) = stop {
+            self.stopped = Some(reason);
+        }
+        if let Some(injection) = injection {
+            self.injections.push(injection);
+        }
+        // A fault counts as notified once its injection is done, so that a vCPU held for
+        // it runs only after it, and the order of injections is fixed.
+        if notified {
+            self.order.notified(v);
+        }
+        notified
     }
 }
 
 /// The machine during a run, as every thread sees it.
-struct Shared<'a> {
-    m: &'a Machine,
-    s: &'a Scenario,
-    handler: ErrorHandler,
-    ctl: Mutex<Controller>,
+pub(super) struct Shared<'a> {
+    pub(super) m: &'a Machine,
+    pub(super) s: &'a Scenario,
+    pub(super) handler: ErrorHandler,
+    pub(super) ctl: Mutex<Controller<'a>>,
     /// Signalled when a fault is notified or the run ends, for vCPUs held after theirs.
-    changed: Condvar,
+    pub(super) changed: Condvar,
 }
 
 impl Shared<'_> {
-    /// KVM_RUN returned EINTR on vCPU `v` (thread `tid`): its SIGBUS, or a stray signal.
-    fn on_interrupt(
-        &self,
-        v: u8,
-        tid: i32,
-        vcpu: &Vcpu,
-        tx: &Sender<Msg>,
-    ) -> Result<Next, ExecError> {
-        let mut ctl = lock(&self.ctl);
-        if ctl.stopped.is_some() || ctl.vm_off || ctl.halt {
-            return Ok(Next::Halt);
-        }
-        ctl.collect();
-        let Some(at) = ctl
-            .pending
-            .iter()
-            .position(|e| e.si_code == BUS_MCEERR_AR && e.tid == tid)
-        else {
-            // A stray EINTR (a signal that was not this vCPU's SIGBUS): run on.
-            return Ok(Next::Run);
-        };
-        let ev = ctl.pending.remove(at);
-        self.on_memory_error(ctl, v, vcpu, &ev, tx)
-    }
-
-    /// Handles `ev` on vCPU `v`'s thread, records what was done, and holds the vCPU while
-    /// the scenario's order asks for it.
-    fn on_memory_error(
-        &self,
-        mut ctl: MutexGuard<'_, Controller>,
-        v: u8,
-        vcpu: &Vcpu,
-        ev: &SigbusEvent,
-        tx: &Sender<Msg>,
-    ) -> Result<Next, ExecError> {
-        let fault = ctl.current.get(&v).copied();
-        let handled = self
-            .handler
-            .on_memory_error(&self.m.vm, vcpu, v, ev, &mut ())?;
-        if let Some(bytes) = handled.record {
-            ctl.records.push(bytes.to_vec());
-        }
-        if let Some(reason) = handled.stop {
-            ctl.stopped = Some(reason);
-            if let Some(i) = fault {
-                ctl.faults[i].notified = true;
-            }
-            self.wake(&ctl, tx);
-            return Ok(Next::Halt);
-        }
-        let Some(injection) = handled.injection else {
-            return Ok(Next::Run);
-        };
-        // A fault counts as notified once its injection is done, so that a vCPU held for
-        // it runs only after it, and the order of injections is fixed.
-        ctl.injections.push(injection);
-        if let Some(i) = fault {
-            ctl.faults[i].notified = true;
-        }
-        self.wake(&ctl, tx);
-        let Some(until) = ctl.hold_after_notify(self.s, v) else {
-            return Ok(Next::Run);
-        };
-        while !ctl.satisfied(self, until) {
-            if ctl.halt || ctl.stopped.is_some() {
-                return Ok(Next::Halt);
-            }
-            ctl.waiting += 1;
-            ctl = self
-                .changed
-                .wait_timeout(ctl, TICK)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-            ctl.waiting -= 1;
-        }
-        Ok(Next::Run)
+    /// Whether `until` holds now.
+    pub(super) fn satisfied(&self, ctl: &Controller<'_>, until: Until) -> bool {
+        ctl.order.satisfied(until, || {
+            self.handler.guest_acked(&self.m.vm).unwrap_or(false)
+        })
     }
 
     /// Tells whoever waits for a notification, and only them: a wake-up is a system call.
-    fn wake(&self, ctl: &Controller, tx: &Sender<Msg>) {
+    pub(super) fn wake(&self, ctl: &Controller<'_>, tx: &Sender<Msg>) {
         if ctl.waiting > 0 {
             self.changed.notify_all();
         }
@@ -707,12 +471,12 @@ impl Shared<'_> {
         &self,
         rx: &Receiver<Msg>,
         commands: &[Sender<Command>],
+        kickers: &[Kicker],
         deadline: Instant,
     ) -> Result<(), ExecError> {
         let send = |v: u8, c: Command| {
             let _ = commands[usize::from(v)].send(c);
         };
-        let s = self.s;
         loop {
             if lock(&self.ctl).exited.len() >= commands.len() {
                 return Ok(());
@@ -737,26 +501,11 @@ impl Shared<'_> {
                         if ctl.stopped.is_some() || ctl.vm_off {
                             send(vcpu, Command::Halt);
                         } else {
-                            let fault = ctl
-                                .steps
-                                .get(usize::from(vcpu))
-                                .and_then(|st| st.get(usize::from(step)).copied())
-                                .flatten();
-                            match fault {
-                                Some(i) if !ctl.faults[i].poisoned => {
-                                    ctl.current.insert(vcpu, i);
-                                    let until = match s.faults[i].when {
-                                        When::BeforeAck => Until::Notified(i - 1),
-                                        When::AfterAck => Until::Acked(i - 1),
-                                        When::AtReady | When::BeforeBoot => Until::Now,
-                                    };
-                                    ctl.held.push((vcpu, until, i));
+                            match ctl.order.at_ready(vcpu, step) {
+                                AtReady::Resume => send(vcpu, Command::Resume),
+                                AtReady::Poison { fault, after } => {
+                                    ctl.held.push((vcpu, after, fault));
                                 }
-                                Some(i) => {
-                                    ctl.current.insert(vcpu, i);
-                                    send(vcpu, Command::Resume);
-                                }
-                                None => send(vcpu, Command::Resume),
                             }
                         }
                     }
@@ -765,7 +514,15 @@ impl Shared<'_> {
             self.release(&send)?;
             let mut ctl = lock(&self.ctl);
             if ctl.vm_off {
-                ctl.kick_the_rest();
+                // After SYSTEM_OFF the payload's other vCPUs have ended with PSCI CPU_OFF,
+                // which does not exit: their threads sleep in KVM_RUN until interrupted;
+                // they then see the VM off and halt. Repeated each tick, in case a signal
+                // lands between two KVM_RUNs.
+                for (v, k) in kickers.iter().enumerate() {
+                    if !ctl.exited.contains_key(&(v as u8)) {
+                        k.interrupt();
+                    }
+                }
             }
             if Instant::now() > deadline {
                 for v in 0..commands.len() as u8 {
@@ -786,7 +543,7 @@ impl Shared<'_> {
                 let Some(at) = ctl
                     .held
                     .iter()
-                    .position(|&(_, until, _)| ctl.satisfied(self, until))
+                    .position(|&(_, until, _)| self.satisfied(&ctl, until))
                 else {
                     return Ok(());
                 };
@@ -794,15 +551,15 @@ impl Shared<'_> {
                 (v, i)
             };
             self.m.poison(self.s, i)?;
-            lock(&self.ctl).faults[i].poisoned = true;
-            send(v, self.after_poison()?);
+            lock(&self.ctl).order.poisoned(i);
+            send(v, self.after_poison());
         }
     }
 
     /// Right after poisoning a fault for its vCPU (waiting at its ReadyForFault): an
     /// early-kill AO may have arrived; the vCPU acts on it (with `on_ao: ignore` its
     /// handler does nothing).
-    fn after_poison(&self) -> Result<Command, ExecError> {
+    fn after_poison(&self) -> Command {
         let until = Instant::now()
             + if self.s.vmm.mce_kill == MceKill::Early {
                 AO_GRACE
@@ -812,13 +569,13 @@ impl Shared<'_> {
         loop {
             {
                 let mut ctl = lock(&self.ctl);
-                ctl.collect();
-                if let Some(at) = ctl.pending.iter().position(|e| e.si_code == BUS_MCEERR_AO) {
-                    return Ok(Command::Notify(ctl.pending.remove(at)));
+                ctl.collect(&self.handler);
+                if let Some(error) = ctl.take_ao() {
+                    return Command::Notify(error);
                 }
             }
             if Instant::now() >= until {
-                return Ok(Command::Resume);
+                return Command::Resume;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

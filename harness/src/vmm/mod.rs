@@ -20,8 +20,11 @@ pub mod handler;
 pub mod log;
 #[cfg(target_arch = "aarch64")]
 mod machine;
+pub mod order;
 pub mod plan;
 pub mod policy;
+#[cfg(target_arch = "aarch64")]
+mod vcpu_thread;
 
 #[cfg(target_arch = "aarch64")]
 pub use machine::execute;

@@ -5,7 +5,7 @@
 
 use ras_guest_abi::mailbox::{flags, Access as AbiAccess, MAX_TARGETS};
 use ras_guest_abi::map::{self, FIRMWARE_BASE, TARGET_BASE, TARGET_MAX_SIZE};
-use ras_guest_abi::{Params, ABI_VERSION, PARAMS_MAGIC};
+use ras_guest_abi::Params;
 
 use crate::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
 use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
@@ -183,24 +183,19 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         } else {
             step_faults.len()
         };
-        let mut params = Params {
-            magic: PARAMS_MAGIC,
-            abi_version: ABI_VERSION,
-            access: access as u32,
-            el: match s.guest.el {
-                El::El0 => 0,
-                El::El1 => 1,
-            },
-            flags: flag_bits,
-            target_count: access_steps as u32,
-            reserved: 0,
-            targets: [0; MAX_TARGETS],
+        let targets: Vec<u64> = step_faults[..access_steps]
+            .iter()
+            .map(|fault| fault.map_or(TARGET_BASE, |i| s.faults[i].gpa()))
+            .collect();
+        let el = match s.guest.el {
+            El::El0 => 0,
+            El::El1 => 1,
+        };
+        let params = Params {
             rsdp_gpa: rsdp,
             dtb_gpa: dtb,
+            ..Params::new(access, el, flag_bits, &targets)
         };
-        for (slot, fault) in params.targets[..access_steps].iter_mut().zip(&step_faults) {
-            *slot = fault.map_or(TARGET_BASE, |i| s.faults[i].gpa());
-        }
         vcpus.push(VcpuPlan {
             params,
             step_faults,

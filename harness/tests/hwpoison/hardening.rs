@@ -17,7 +17,8 @@ use libtest_mimic::{Completion, Failed, Trial};
 use ras_guest_abi::map;
 use ras_harness::fault::unpoison::hardware_corrupted_kib;
 use ras_harness::fault::{GuestRanges, Method, PoisonError, Poisoner};
-use ras_harness::kvm::{sys_reg, Backing, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog};
+use ras_harness::kvm::regs::VBAR_EL1;
+use ras_harness::kvm::{Backing, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog};
 use ras_harness::runner::ExecLine;
 use ras_harness::scenario::{self, When};
 use ras_harness::vmm::{self, ExecError, Options};
@@ -365,8 +366,6 @@ const UDF_0: u32 = 0x0000_0000; // udf  #0
 const CODE: u64 = map::RAM_BASE;
 /// An unbacked GPA the PSCI program stores its result to (an MMIO exit, not memory).
 const PROBE: u64 = 0x1_0000_0000;
-/// VBAR_EL1 (Arm ARM: op0 3, op1 0, CRn 12, CRm 0, op2 0).
-const VBAR_EL1: u64 = sys_reg(3, 0, 12, 0, 0);
 /// How long any guest trial may run before its watchdog kicks it.
 const TIMEOUT: Duration = Duration::from_secs(10);
 

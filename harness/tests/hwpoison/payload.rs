@@ -7,13 +7,13 @@
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{acpi_found, flags, Access, State};
-use ras_guest_abi::map::{self, mailbox_offset};
-use ras_guest_abi::{Params, Report, ABI_VERSION, PARAMS_MAGIC, REPORT_MAGIC};
+use ras_guest_abi::map;
+use ras_guest_abi::{Params, Report, REPORT_MAGIC};
 use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
 use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
 use ras_harness::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
 use ras_harness::kvm::{
-    self, core_reg, sys_reg, Backing, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog,
+    self, regs, Backing, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog,
 };
 use ras_harness::payload;
 use std::os::unix::thread::JoinHandleExt;
@@ -133,28 +133,16 @@ fn vm_with_payload() -> Result<Vm, Completion> {
         return Err(Completion::ignored_with("no /dev/kvm"));
     }
     let mut vm = Vm::new().expect("create VM");
-    let ram = Mapping::new(Backing::Anonymous, map::RAM_SIZE as usize).expect("map RAM");
-    vm.add_memory(map::RAM_BASE, ram).expect("RAM memslot");
-    vm.write_guest(map::RAM_BASE, payload::IMAGE)
-        .expect("load image");
+    kvm::boot::add_payload_ram(&mut vm).expect("payload RAM");
     Ok(vm)
 }
 
-/// Writes `params` into mailbox `index` and creates vCPU `index` at the entry, x0 = mailbox.
 fn add_vcpu(vm: &Vm, index: usize, params: &Params) -> Vcpu {
-    let mailbox = map::mailbox_base(index).unwrap();
-    vm.write_guest(mailbox + mailbox_offset::PARAMS, params.as_bytes())
-        .expect("write params");
-    let vcpu = vm.create_vcpu(index as u64).expect("vCPU");
-    vcpu.set_core(CoreReg::Pc, payload::ENTRY).expect("PC");
-    vcpu.set_core(CoreReg::X(0), mailbox).expect("x0");
-    vcpu
+    kvm::boot::add_payload_vcpu(vm, index, params).expect("vCPU")
 }
 
-/// The GICv3, once every vCPU exists.
 fn add_gic(vm: &Vm) {
-    vm.create_gic_v3(map::GIC_DIST_BASE, map::GIC_REDIST_BASE)
-        .expect("GICv3");
+    kvm::boot::add_gic(vm).expect("GICv3");
 }
 
 /// A one-vCPU VM with the payload and `params`, no target memslot.
@@ -172,23 +160,11 @@ fn back_target(vm: &mut Vm, backing: Backing) -> Result<(), kvm::Error> {
 }
 
 fn params(access: Access, el: u32, targets: &[u64]) -> Params {
-    let mut p = Params {
-        magic: PARAMS_MAGIC,
-        abi_version: ABI_VERSION,
-        access: access as u32,
-        el,
-        target_count: targets.len() as u32,
-        ..Params::default()
-    };
-    p.targets[..targets.len()].copy_from_slice(targets);
-    p
+    Params::new(access, el, 0, targets)
 }
 
 fn report_of(vm: &Vm, index: usize) -> Report {
-    let mut bytes = vec![0u8; std::mem::size_of::<Report>()];
-    let at = map::mailbox_base(index).unwrap() + mailbox_offset::REPORT;
-    vm.read_guest(at, &mut bytes).expect("read report");
-    Report::from_bytes(&bytes).expect("report size")
+    kvm::boot::read_report(vm, index).expect("read report")
 }
 
 fn report(vm: &Vm) -> Report {
@@ -389,12 +365,6 @@ fn stores_reach_every_target_backing() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// KVM_REG_ARM_CORE id of `spsr[KVM_SPSR_EL1]`: `struct kvm_regs` has it after `regs`
-/// (34 u64), `sp_el1` and `elr_el1`, at byte 288 (arch/arm64/include/uapi/asm/kvm.h).
-fn spsr_el1_reg() -> u64 {
-    core_reg(CoreReg::X(0)).unwrap() + 288 / 4
-}
-
 /// QEMU does not use ext_dabt_pending: it writes the exception entry itself
 /// (target/arm/kvm.c, kvm_inject_arm_sea). The same with KVM_SET_ONE_REG after the EL0
 /// load's MMIO exit: ESR_EL1 = 0x92000410 (FnV: FAR not valid), FAR_EL1 = 0, ELR_EL1 = the
@@ -415,12 +385,12 @@ fn el0_load_takes_an_emulated_sea_entry_like_qemus() -> Result<Completion, Faile
     vcpu.complete_mmio().unwrap();
     let pc = vcpu.get_core(CoreReg::Pc).unwrap() - 4;
     let pstate = vcpu.get_core(CoreReg::Pstate).unwrap();
-    let vbar = vcpu.get_reg(sys_reg(3, 0, 12, 0, 0)).unwrap();
-    vcpu.set_reg(sys_reg(3, 0, 5, 2, 0), u64::from(ESR_DABT_LOW_SEA_FNV))
-        .unwrap(); // ESR_EL1
-    vcpu.set_reg(sys_reg(3, 0, 6, 0, 0), 0).unwrap(); // FAR_EL1
+    let vbar = vcpu.get_reg(regs::VBAR_EL1).unwrap();
+    vcpu.set_reg(regs::ESR_EL1, u64::from(ESR_DABT_LOW_SEA_FNV))
+        .unwrap();
+    vcpu.set_reg(regs::FAR_EL1, 0).unwrap();
     vcpu.set_core(CoreReg::ElrEl1, pc).unwrap();
-    vcpu.set_reg(spsr_el1_reg(), pstate).unwrap();
+    vcpu.set_reg(regs::SPSR_EL1, pstate).unwrap();
     vcpu.set_core(CoreReg::Pstate, PSTATE_EL1H_DAIF).unwrap();
     vcpu.set_core(CoreReg::Pc, vbar + VECTOR_LOWER_A64_SYNC)
         .unwrap();
