@@ -143,23 +143,57 @@ impl Mapping {
         self.fd.as_ref().map(|f| f.as_fd())
     }
 
-    /// Copies `bytes` to `offset`.
+    /// Copies `bytes` to `offset`, with volatile stores: a running guest may access the
+    /// same memory at any time, so the compiler may neither elide, merge nor reorder the
+    /// accesses as it could for memory only Rust touches (vm-memory's reason for
+    /// `VolatileSlice`). Aligned words where possible, bytes at the edges.
     pub fn write(&self, offset: usize, bytes: &[u8]) -> Result<()> {
         self.check(offset, bytes.len())?;
-        // SAFETY: bounds checked; the source is a distinct Rust slice.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.as_ptr().add(offset), bytes.len())
-        };
+        // SAFETY: bounds checked; the mapping lives as long as `self`.
+        let dst = unsafe { self.as_ptr().add(offset) };
+        let head = dst.align_offset(8).min(bytes.len());
+        let (edge, rest) = bytes.split_at(head);
+        let (words, tail) = rest.split_at(rest.len() / 8 * 8);
+        for (i, &b) in edge.iter().enumerate() {
+            // SAFETY: inside the checked range.
+            unsafe { dst.add(i).write_volatile(b) };
+        }
+        for (i, w) in words.chunks_exact(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            let word = u64::from_ne_bytes(word);
+            // SAFETY: inside the checked range, and 8-aligned (`head` aligned it).
+            unsafe { dst.add(head + 8 * i).cast::<u64>().write_volatile(word) };
+        }
+        for (i, &b) in tail.iter().enumerate() {
+            // SAFETY: inside the checked range.
+            unsafe { dst.add(head + words.len() + i).write_volatile(b) };
+        }
         Ok(())
     }
 
-    /// Copies from `offset` into `buf`.
+    /// Copies from `offset` into `buf`, with volatile loads (see [`Mapping::write`]).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        // SAFETY: bounds checked; the destination is a distinct Rust slice.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        // SAFETY: bounds checked; the mapping lives as long as `self`.
+        let src = unsafe { self.as_ptr().add(offset).cast_const() };
+        let head = src.align_offset(8).min(buf.len());
+        let (edge, rest) = buf.split_at_mut(head);
+        let (words, tail) = rest.split_at_mut(rest.len() / 8 * 8);
+        for (i, b) in edge.iter_mut().enumerate() {
+            // SAFETY: inside the checked range.
+            *b = unsafe { src.add(i).read_volatile() };
+        }
+        let whole = words.len();
+        for (i, w) in words.chunks_exact_mut(8).enumerate() {
+            // SAFETY: inside the checked range, and 8-aligned (`head` aligned it).
+            let word = unsafe { src.add(head + 8 * i).cast::<u64>().read_volatile() };
+            w.copy_from_slice(&word.to_ne_bytes());
+        }
+        for (i, b) in tail.iter_mut().enumerate() {
+            // SAFETY: inside the checked range.
+            *b = unsafe { src.add(head + whole + i).read_volatile() };
+        }
         Ok(())
     }
 
