@@ -29,7 +29,7 @@ const SCTLR_EL1: u64 = sys_reg(3, 0, 1, 0, 0);
 /// SPSR_EL1 is `spsr[KVM_SPSR_EL1]` of `struct kvm_regs`, after `user_pt_regs` (34 u64),
 /// `sp_el1` and `elr_el1`: byte 288 (arch/arm64/include/uapi/asm/kvm.h).
 const SPSR_EL1: u64 = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE as u64 | (288 / 4);
-/// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.40).
+/// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.45).
 const EC_SERROR: u8 = 0x2F;
 
 /// A point in [`ErrorHandler::on_memory_error`], for a bench to put a clock read on. The

@@ -402,7 +402,7 @@ fn vcpu_loop(
         let next = match vcpu.run_until_stop(&mut state).map_err(|e| e.to_string())? {
             Stop::ReadyForFault { step } => {
                 // Retire the doorbell store now, so that an injection written while the
-                // vCPU waits does not lose its first instruction (RAS-FACTS.md §2).
+                // vCPU waits does not lose its first instruction (docs/ras-facts.md §3).
                 vcpu.complete_mmio().map_err(|e| e.to_string())?;
                 tx.send(Msg::Ready { vcpu: id, step })
                     .map_err(|_| "the VMM thread is gone".to_owned())?;
