@@ -32,14 +32,14 @@ use ras_harness::kvm::{Backing, Cap, Mapping, Stop};
 use ras_harness::scenario::{self, Hex, OnMemoryError, SeaVia, Vmm};
 use ras_harness::vmm::handler::{ErrorHandler, Mark, Probe};
 
-/// VBAR_EL1 offsets (Arm ARM D1.3.1, table D1-7): lower EL (AArch64) synchronous, SError.
+/// VBAR_EL1 offsets (Arm ARM D1.4.1.6): lower EL (AArch64) synchronous, SError.
 const VECTOR_LOWER_SYNC: u64 = 0x400;
 const VECTOR_LOWER_SERROR: u64 = 0x580;
 /// Data abort from EL0 (EC 0x24), IL, DFSC 0x10: KVM's ext_dabt (FnV 0) and QEMU's
-/// emulated entry (FnV, bit 10, set). RAS-FACTS.md §3.
+/// emulated entry (FnV, bit 10, set). docs/ras-facts.md §6.
 const ESR_DABT_LOW_SEA: u32 = 0x9200_0010;
 const ESR_DABT_LOW_SEA_FNV: u32 = 0x9200_0410;
-/// SError ISS a Linux guest survives: AET UEO (0b010 << 10), DFSC 0x11 (RAS-FACTS.md §3),
+/// SError ISS a Linux guest survives: AET UEO (0b010 << 10), DFSC 0x11 (docs/ras-facts.md §7),
 /// and the ESR_EL1 it becomes (EC 0x2F, IL).
 const SERROR_ISS_UEO: u64 = 0x811;
 const ESR_SERROR_UEO: u32 = 0xBE00_0811;

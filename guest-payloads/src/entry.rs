@@ -26,7 +26,7 @@ _start:
 1:  wfi
     b       1b
 
-    // VBAR_EL1 needs 2 KiB alignment (Arm ARM D1.3.1): 16 entries of 0x80 bytes.
+    // VBAR_EL1 needs 2 KiB alignment (Arm ARM D24.2.214): 16 entries of 0x80 bytes.
     .section .text.vectors, "ax"
     .balign 0x800
 vector_table:

@@ -8,9 +8,9 @@ use crate::read_sysreg;
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{flags, ExceptionRecord, NO_STEP};
 
-/// VBAR_EL1 offset of "Synchronous, lower EL using AArch64" (Arm ARM D1.3.1 table D1-7).
+/// VBAR_EL1 offset of "Synchronous, lower EL using AArch64" (Arm ARM D1.4.1.6).
 const VECTOR_LOWER_SYNC: u64 = 0x400;
-/// ESR_EL1.EC for SVC from AArch64 (Arm ARM D19.2.37: 0b010101).
+/// ESR_EL1.EC for SVC from AArch64 (Arm ARM D24.2.45: 0b010101).
 const EC_SVC64: u64 = 0x15;
 
 /// Entered from every vector with its offset; never returns to the interrupted code.

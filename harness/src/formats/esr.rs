@@ -1,7 +1,7 @@
 //! ESR_ELx, the Exception Syndrome Register: encode, decode and describe the syndromes a
 //! memory error produces (data and instruction aborts, SErrors).
 //!
-//! Layout from the Arm ARM (DDI 0487), D17.2.37 ESR_EL1: EC \[31:26\], IL \[25\], ISS \[24:0\],
+//! Layout from the Arm ARM (DDI 0487), D24.2.45 ESR_EL1: EC \[31:26\], IL \[25\], ISS \[24:0\],
 //! ISS2 \[55:32\]. The ISS layouts are those of "ISS encoding for an exception from a Data
 //! Abort", "... from an Instruction Abort" and "... for an SError exception".
 //!
@@ -22,7 +22,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-// Exception classes, ESR_ELx.EC (Arm ARM D17.2.37, table "ESR_EL1.EC"). The names are the
+// Exception classes, ESR_ELx.EC (Arm ARM D24.2.45, table "ESR_EL1.EC"). The names are the
 // Linux spelling (arch/arm64/include/asm/esr.h) so that they grep across both.
 /// EC 0x20: Instruction Abort from a lower Exception level.
 pub const ESR_ELx_EC_IABT_LOW: u8 = 0x20;
@@ -35,7 +35,7 @@ pub const ESR_ELx_EC_DABT_CUR: u8 = 0x25;
 /// EC 0x2F: SError exception.
 pub const ESR_ELx_EC_SERROR: u8 = 0x2F;
 
-// Fault status codes, ISS.DFSC / ISS.IFSC (Arm ARM D17.2.37, Data Abort ISS, DFSC).
+// Fault status codes, ISS.DFSC / ISS.IFSC (Arm ARM D24.2.45, Data Abort ISS, DFSC).
 /// FSC 0b010000: synchronous External abort, not on a translation table walk.
 pub const ESR_ELx_FSC_EXTABT: u8 = 0x10;
 /// SError DFSC 0b010001: asynchronous SError interrupt (Arm ARM, SError ISS, DFSC).
@@ -44,7 +44,7 @@ pub const ESR_ELx_FSC_SERROR: u8 = 0x11;
 /// SError DFSC 0b000000: uncategorized error.
 pub const ESR_ELx_FSC_UNCATEGORIZED: u8 = 0x00;
 
-// Field positions (Arm ARM D17.2.37).
+// Field positions (Arm ARM D24.2.45).
 const EC_SHIFT: u32 = 26;
 const IL: u32 = 1 << 25;
 const ISS_MASK: u32 = (1 << 25) - 1;
@@ -97,7 +97,7 @@ impl Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Esr(u64);
 
-/// Access syndrome of a Data Abort, valid when ISS.ISV is 1 (Arm ARM D17.2.37, ISS \[23:14\]).
+/// Access syndrome of a Data Abort, valid when ISS.ISV is 1 (Arm ARM D24.2.45, ISS \[23:14\]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct AccessSyndrome {
     /// SAS \[23:22\]: access size, log2 of bytes (0 byte .. 3 doubleword).
@@ -333,7 +333,7 @@ impl Esr {
     }
 
     /// True when bits \[63:32\] are a sign extension of bit 31, as Linux 6.1 reports an
-    /// injected ESR (RAS-FACTS §2: 0xffffffff96000010 for 0x96000010).
+    /// injected ESR (docs/ras-facts.md §3: 0xffffffff96000010 for 0x96000010).
     pub const fn is_sign_extended(self) -> bool {
         self.high32() == u32::MAX && self.low32() & (1 << 31) != 0
     }
@@ -613,7 +613,7 @@ pub const fn ec_name(ec: u8) -> Option<&'static str> {
     })
 }
 
-/// A Data/Instruction Abort fault status code in words (Arm ARM D17.2.37, DFSC/IFSC).
+/// A Data/Instruction Abort fault status code in words (Arm ARM D24.2.45, DFSC/IFSC).
 fn abort_fsc_name(fsc: u8) -> Option<&'static str> {
     Some(match fsc {
         0x00..=0x03 => "address size fault",
@@ -631,7 +631,7 @@ fn abort_fsc_name(fsc: u8) -> Option<&'static str> {
     })
 }
 
-/// SError DFSC in words (Arm ARM D17.2.37, SError ISS).
+/// SError DFSC in words (Arm ARM D24.2.45, SError ISS).
 fn serror_dfsc_name(dfsc: u8) -> Option<&'static str> {
     match dfsc {
         ESR_ELx_FSC_UNCATEGORIZED => Some("uncategorized"),
@@ -848,7 +848,7 @@ mod tests {
         }
     }
 
-    /// The values of RAS-FACTS §2-§3 built from typed fields give the seen raw values.
+    /// The values of docs/ras-facts.md §6 built from typed fields give the seen raw values.
     #[test]
     fn builders_give_the_values_kvm_and_qemu_inject() {
         let sea = |from, fnv| {
@@ -928,7 +928,7 @@ mod tests {
         );
     }
 
-    /// Every encoding of RAS-FACTS §3, described. The 0x2F SErrors show why a Linux guest
+    /// Every encoding of docs/ras-facts.md §6, described. The 0x2F SErrors show why a Linux guest
     /// survives only 0x0811/0x1811 (IDS=0, AET UEO/CE, DFSC async SError): ISS 0x11 has
     /// AET=0b000, which is UC (uncontainable), and IDS=1 says nothing it can act on.
     #[test]

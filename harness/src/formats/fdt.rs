@@ -1,4 +1,4 @@
-//! The device tree a DTB-only guest boots with (no ACPI, so no GHES: RAS-FACTS §5), built
+//! The device tree a DTB-only guest boots with (no ACPI, so no GHES: docs/ras-facts.md §9), built
 //! with rust-vmm `vm-fdt`, and a small decoder that prints a DTB as dts-like text.
 //!
 //! Nodes and properties follow the Linux bindings: Documentation/devicetree/bindings/

@@ -106,7 +106,7 @@ impl Vcpu {
     /// Finishes the MMIO access of the last exit without running guest code: KVM_RUN
     /// with `immediate_exit = 1` retires the instruction (PC += 4) and returns EINTR.
     /// Needed before setting registers after an MMIO exit, or KVM skips an instruction of
-    /// the new PC (RAS-FACTS.md §2, seen).
+    /// the new PC (docs/ras-facts.md §3, seen).
     pub fn complete_mmio(&mut self) -> Result<()> {
         self.fd.set_kvm_immediate_exit(1);
         let result = self.fd.run().map(drop);

@@ -12,7 +12,7 @@ pub struct Hex(pub u64);
 
 impl Hex {
     /// The low 32 bits: ESR_ELx values are compared on these, because Linux 6.1 returns
-    /// injected syndromes sign-extended (RAS-FACTS.md §2: 0xffffffff96000010).
+    /// injected syndromes sign-extended (docs/ras-facts.md §3: 0xffffffff96000010).
     pub fn low32(self) -> u32 {
         // Truncation is the point: bits 63:32 of ESR_ELx are RES0 for every syndrome here.
         (self.0 & 0xFFFF_FFFF) as u32

@@ -9,7 +9,7 @@ use super::spec::{Backing, KvmCap, Method, OnMemoryError, Scenario, SeaVia};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Requirements {
     /// CAP_SYS_ADMIN: every poisoning method needs it (madvise EPERM, /proc/self/pagemap
-    /// PFNs, hard_offline_page), RAS-FACTS.md §1.
+    /// PFNs, hard_offline_page), docs/ras-facts.md §1.
     pub root: bool,
     /// CONFIG_MEMORY_FAILURE (madvise EINVAL without it).
     pub memory_failure: bool,

@@ -42,7 +42,7 @@ pub struct Scenario {
 pub enum Firmware {
     /// RSDP/XSDT/HEST with a GHESv2 source notified by SEA: CPER records reach the guest.
     Acpi,
-    /// A device tree only: there is no upstream transport for CPER (RAS-FACTS.md §5), so
+    /// A device tree only: there is no upstream transport for CPER (docs/ras-facts.md §9), so
     /// an error can only be signalled, not described.
     Dtb,
 }
@@ -213,7 +213,7 @@ impl Scenario {
     }
 }
 
-/// How a page is poisoned (RAS-FACTS.md §1).
+/// How a page is poisoned (docs/ras-facts.md §1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -237,7 +237,7 @@ pub enum When {
     #[default]
     AtReady,
     /// After the VMM has notified the previous fault, before the guest acknowledges it:
-    /// the "second error before the ack" case (QEMU abort()s, RAS-FACTS.md §4).
+    /// the "second error before the ack" case (QEMU abort()s, docs/ras-facts.md §9).
     BeforeAck,
     /// After the guest has acknowledged the previous fault's record.
     AfterAck,
@@ -395,7 +395,7 @@ impl From<CperProfile> for Profile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnAo {
-    /// Nothing, as QEMU (RAS-FACTS.md §5).
+    /// Nothing, as QEMU (docs/ras-facts.md §9).
     Ignore,
     /// Treat it like an AR: `on_memory_error` applies at poison time.
     Notify,
@@ -482,7 +482,7 @@ impl SignalCode {
     }
 }
 
-/// The exception a guest took, classified from its ESR_EL1 EC (Arm ARM D24.2.40).
+/// The exception a guest took, classified from its ESR_EL1 EC (Arm ARM D24.2.45).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GuestException {

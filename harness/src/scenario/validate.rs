@@ -17,7 +17,7 @@ pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 16..=1024;
 /// vCPU bounds.
 pub const VCPUS: std::ops::RangeInclusive<u8> = 1..=8;
 /// The largest SError syndrome KVM accepts: ISS is bits \[24:0\]; anything above is EINVAL
-/// (RAS-FACTS.md §2).
+/// (docs/ras-facts.md §3).
 pub const SERROR_ISS_MAX: u64 = 0x1FF_FFFF;
 
 /// One thing wrong with a scenario: the field, as a path like `faults[1].page`, and why.
@@ -373,7 +373,7 @@ fn check_syndrome(s: &Scenario, out: &mut Vec<Invalid>) {
         }
     }
     if let Some(offset) = e.vector_offset {
-        // Arm ARM D1.3.1 Table D1-5: +0x200 current EL with SPx, +0x400 lower EL AArch64;
+        // Arm ARM D1.4.1.6: +0x200 current EL with SPx, +0x400 lower EL AArch64;
         // SError adds 0x180. An SError may be taken after the guest is back at EL1.
         let allowed: &[u64] = match (kind, s.guest.el) {
             (GuestException::Sea | GuestException::Iabt, El::El1) => &[0x200],

@@ -27,7 +27,7 @@ const SSBS: u64 = 1 << 12;
 const SCTLR_SPAN: u64 = 1 << 23;
 const SCTLR_DSSBS: u64 = 1 << 44;
 
-/// VBAR_EL1 offsets (Arm ARM D1.3.1, Table D1-7): the four groups, then +0 synchronous,
+/// VBAR_EL1 offsets (Arm ARM D1.4.1.6): the four groups, then +0 synchronous,
 /// +0x180 SError within a group.
 const GROUP_CURRENT_SP0: u64 = 0x000;
 const GROUP_CURRENT_SPX: u64 = 0x200;
@@ -63,7 +63,7 @@ pub struct EntryRegs {
     /// ESR_EL1.
     pub esr: u64,
     /// FAR_EL1: 0, since the syndrome says FnV (FAR not valid; its value is UNKNOWN, and
-    /// QEMU's guests were seen reading 0, RAS-FACTS.md §5).
+    /// QEMU's guests were seen reading 0, docs/ras-facts.md §9).
     pub far: u64,
     /// ELR_EL1.
     pub elr: u64,

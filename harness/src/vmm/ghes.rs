@@ -1,6 +1,6 @@
 //! The VMM's side of a GHESv2 error source (ACPI 6.5 §18.3.2.8): before writing a record it
 //! requires the Read Ack register to be non-zero (the guest acknowledged the previous one)
-//! and clears it; the guest sets it again after reading (RAS-FACTS.md §4). QEMU does the
+//! and clears it; the guest sets it again after reading (docs/ras-facts.md §8). QEMU does the
 //! same in hw/acpi/ghes.c, and abort()s when the register is still 0; this VMM keeps the
 //! old record instead ([`super::policy::RecordAction::KeepUnacknowledged`]).
 //!

@@ -24,7 +24,7 @@ use crate::formats::esr::Esr;
 use crate::kvm::regs::{ESR_EL1, FAR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1};
 use crate::kvm::{self, CapSet, CoreReg, Vcpu, Vm};
 use crate::scenario::{Firmware, Hex, OnMemoryError, SignalCode, Vmm};
-/// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.40).
+/// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.45).
 const EC_SERROR: u8 = 0x2F;
 
 /// A point in [`ErrorHandler::on_memory_error`], for a bench to put a clock read on. The

@@ -23,7 +23,7 @@ pub struct FaultInfo {
     /// the stage-1 tables first).
     pub pc: u64,
     /// The GHESv2 read-ack register is non-zero: the guest has acknowledged the last record
-    /// (or none was written yet), so a new one may be written (RAS-FACTS.md §4).
+    /// (or none was written yet), so a new one may be written (docs/ras-facts.md §8).
     pub acked: bool,
 }
 
@@ -48,7 +48,7 @@ pub enum RecordAction {
         gpa: u64,
     },
     /// The guest has not acknowledged the previous record: leave it untouched (QEMU
-    /// `abort()`s here instead; RAS-FACTS.md §4). The notification still goes out, so the
+    /// `abort()`s here instead; docs/ras-facts.md §9). The notification still goes out, so the
     /// guest learns of the error even though it finds no new record.
     KeepUnacknowledged,
 }

@@ -135,7 +135,7 @@ impl Thread<'_, '_> {
         Ok(match stop {
             Stop::ReadyForFault { step } => {
                 // Retire the doorbell store now, so that an injection written while the
-                // vCPU waits does not lose its first instruction (docs/ras-facts.md §2).
+                // vCPU waits does not lose its first instruction (docs/ras-facts.md §3).
                 self.vcpu
                     .complete_mmio()
                     .map_err(|e| ExecError::Failed(e.to_string()))?;

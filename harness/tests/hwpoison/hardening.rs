@@ -412,7 +412,7 @@ fn run_one(vcpu: &mut Vcpu, index: usize, addr: u64, value: u64) -> Stop {
     vcpu.set_core(CoreReg::X(1), addr).unwrap();
     vcpu.set_core(CoreReg::X(2), value).unwrap();
     let stop = vcpu.run_until_stop(&mut RunState::default()).unwrap();
-    // Retire the access before the next register write (RAS-FACTS.md §2).
+    // Retire the access before the next register write (docs/ras-facts.md §3).
     vcpu.complete_mmio().unwrap();
     stop
 }

@@ -96,7 +96,7 @@ const KVM_MP_STATE_STOPPED: u32 = 5;
 const BACKED_TARGET_LEN: u64 = 2 << 20;
 const UNBACKED_TARGET: u64 = map::TARGET_BASE + BACKED_TARGET_LEN;
 
-// ESR_EL1 values (Arm ARM D19.2.37: EC [31:26], IL [25], ISS [24:0]; RAS-FACTS.md §3).
+// ESR_EL1 values (Arm ARM D24.2.45: EC [31:26], IL [25], ISS [24:0]; docs/ras-facts.md §6).
 /// Data abort from EL1 (EC 0x25), IL, FSC 0x10 synchronous external abort.
 const ESR_DABT_CUR_SEA: u32 = 0x9600_0010;
 /// Data abort from EL0 (EC 0x24), IL, FSC 0x10.
@@ -112,14 +112,14 @@ const ESR_SERROR_UEO: u32 = 0xBE00_0811;
 /// SError as KVM injects it without an ESR: IDS (bit 24), ISS otherwise 0.
 const ESR_SERROR_IDS: u32 = 0xBF00_0000;
 
-/// VBAR_EL1 offsets (Arm ARM D1.3.1, table D1-7).
+/// VBAR_EL1 offsets (Arm ARM D1.4.1.6).
 const VECTOR_CUR_SPX_SYNC: u64 = 0x200;
 const VECTOR_CUR_SPX_SERROR: u64 = 0x380;
 const VECTOR_LOWER_A64_SYNC: u64 = 0x400;
 
-/// ISR_EL1.A (bit 8): an SError is pending (Arm ARM D19.2.64).
+/// ISR_EL1.A (bit 8): an SError is pending (Arm ARM D24.2.118).
 const ISR_A: u64 = 1 << 8;
-/// DISR_EL1.A (bit 31): an SError was deferred by ESB (Arm ARM D19.2.33).
+/// DISR_EL1.A (bit 31): an SError was deferred by ESB (Arm ARM D24.9.1).
 const DISR_A: u64 = 1 << 31;
 
 /// PSTATE as an exception entry to EL1h sets it: M[3:0] = 0b0101, D, A, I, F masked.
@@ -560,7 +560,7 @@ fn esb_defers_a_masked_serror_into_disr() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// The VMM's side of the GHESv2 protocol (RAS-FACTS.md §4) and the guest's: QEMU-like
+/// The VMM's side of the GHESv2 protocol (docs/ras-facts.md §8) and the guest's: QEMU-like
 /// tables in the firmware area; at ReadyForFault the VMM finds read-ack non-zero, sets it
 /// to 0 and writes a CPER memory error record into source 0's status block, then answers
 /// the guest's load from the (unbacked) target with an SEA. In its handler, as an OS does

@@ -2,7 +2,7 @@
 //! (`ras-harness __exec`, through `runner::run_isolated`). Each must pass; a scenario the host
 //! cannot run is ignored with the reason. The outcome is snapshotted under
 //! snapshots/scenarios/<name>.snap with only what varies between runs and kernels normalised:
-//! the poisoning thread's own BUS_MCEERR_AR (sent since about Linux 6.11, RAS-FACTS.md §1)
+//! the poisoning thread's own BUS_MCEERR_AR (sent since about Linux 6.11, docs/ras-facts.md §1)
 //! is asserted here, by kernel version, and left out of the snapshot; signals and
 //! injections are sorted (simultaneous errors on several vCPUs arrive in any order); ELR is
 //! named after the guest's reported step addresses ([`symbolic_elr`]).
@@ -216,7 +216,7 @@ fn symbolic_elr(pretty: &str) -> String {
 }
 
 /// Linux 6.1 sign-extends the ESR it injects for `ext_dabt_pending` (seen 0xffffffff96000010,
-/// RAS-FACTS.md §2); ESR_EL1 bits \[63:32\] are RES0 otherwise. The snapshot keeps bits
+/// docs/ras-facts.md §3); ESR_EL1 bits \[63:32\] are RES0 otherwise. The snapshot keeps bits
 /// \[31:0\], as the judge compares them, after checking the upper half is 0 or that
 /// extension.
 fn check_esr_widths(o: &mut Outcome) -> Result<(), Failed> {
@@ -238,7 +238,7 @@ fn check_esr_widths(o: &mut Outcome) -> Result<(), Failed> {
 }
 
 /// Since about 6.11 the thread that calls madvise(MADV_HWPOISON) gets BUS_MCEERR_AR for its
-/// own mapping (RAS-FACTS.md §1): one per madvise fault there, none before. Asserted and
+/// own mapping (docs/ras-facts.md §1): one per madvise fault there, none before. Asserted and
 /// removed, so the snapshot holds on 6.1 and 6.12.
 fn check_poisoner_signals(s: &Scenario, o: &mut Outcome) -> Result<(), Failed> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn platform_mem_guid_has_the_spec_wire_bytes() {
-        // RAS-FACTS.md §4 and QEMU ghes.c UUID_LE(0xA5BC1114, ...): mixed endian.
+        // docs/ras-facts.md §8 and QEMU ghes.c UUID_LE(0xA5BC1114, ...): mixed endian.
         assert_eq!(
             CPER_SEC_PLATFORM_MEM.to_bytes(),
             [

@@ -320,7 +320,7 @@ impl FromStr for Profile {
 }
 
 /// The error granule [`memory_error_record`] assumes: a 4 KiB page, the `si_addr_lsb`
-/// KVM reports for anonymous memory on a 4K-page host (RAS-FACTS.md §1).
+/// KVM reports for anonymous memory on a 4K-page host (docs/ras-facts.md §2).
 pub const DEFAULT_GRANULE_SHIFT: u32 = 12;
 
 /// The record a VMM writes for a guest memory error at guest physical `address`: one
