@@ -45,11 +45,11 @@ const NORMAL: u64 = VALID | ATTR_NORMAL | INNER_SHAREABLE | AF;
 
 /// MAIR_EL1: Attr0 = 0x00 Device-nGnRnE, Attr1 = 0xff Normal write-back RW-allocate.
 const MAIR: u64 = 0xff << 8;
-/// TCR_EL1 (Arm ARM D19.2.139): T0SZ = 25 (39-bit VA, walks start at level 1), IRGN0 =
+/// TCR_EL1 (Arm ARM D24.2.194): T0SZ = 25 (39-bit VA, walks start at level 1), IRGN0 =
 /// ORGN0 = 0b01 (write-back), SH0 = 0b11, TG0 = 0b00 (4 KiB), EPD1 = 1 (no TTBR1 walks),
 /// IPS = 0b010 (40-bit PA).
 const TCR: u64 = 25 | (1 << 8) | (1 << 10) | (0b11 << 12) | (1 << 23) | (0b010 << 32);
-/// SCTLR_EL1 (Arm ARM D19.2.118): M, C, SA, SA0, EOS, I, nTWI, nTWE, TSCXT, EIS, SPAN
+/// SCTLR_EL1 (Arm ARM D24.2.175): M, C, SA, SA0, EOS, I, nTWI, nTWE, TSCXT, EIS, SPAN
 /// (PSTATE.PAN untouched on exception entry, so EL1 can reach EL0-accessible pages),
 /// nTLSMD, LSMAOE. WXN stays 0: the target may be writable and executable.
 const SCTLR: u64 = (1 << 0)
@@ -154,7 +154,7 @@ pub fn enable_identity_map(mb: Mailbox, el: u32) {
     write_sysreg!("tcr_el1", TCR);
     write_sysreg!("ttbr0_el1", l1);
     // SAFETY: orders the table writes before the walker uses them and drops stale TLB
-    // entries (Arm ARM D8.14 "TLB maintenance"); no memory is accessed.
+    // entries (Arm ARM D8.17 "TLB maintenance"); no memory is accessed.
     unsafe {
         asm!(
             "dsb ish",      // table writes complete

@@ -35,7 +35,7 @@ macro_rules! write_sysreg {
     }};
 }
 
-/// ID_AA64PFR0_EL1.RAS, bits [31:28] (Arm ARM D19.2): non-zero means FEAT_RAS, so
+/// ID_AA64PFR0_EL1.RAS, bits [31:28] (Arm ARM D24.2.93): non-zero means FEAT_RAS, so
 /// DISR_EL1 and ESB exist.
 pub fn has_feat_ras() -> bool {
     (read_sysreg!("id_aa64pfr0_el1") >> 28) & 0xf != 0

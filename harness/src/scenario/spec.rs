@@ -220,7 +220,8 @@ pub enum Method {
     /// `madvise(MADV_HWPOISON)` (100) on the VMM's mapping.
     #[default]
     MadviseHwpoison,
-    /// The page's PFN written to /sys/devices/system/memory/hard_offline_page.
+    /// The page's physical address (its PFN << PAGE_SHIFT) written to
+    /// /sys/devices/system/memory/hard_offline_page (docs/ras-facts.md §1).
     HardOffline,
     /// `madvise(MADV_SOFT_OFFLINE)` (101): the kernel migrates the data away; no signal
     /// is expected.

@@ -10,7 +10,7 @@
 
 use crate::formats::esr::{DataAbort, ESR_ELx_FSC_EXTABT, Esr, InstructionAbort, Origin};
 
-/// PSTATE.M\[3:0\] values (Arm ARM C5.2.19, SPSR_EL1.M): EL0t, EL1t, EL1h.
+/// PSTATE.M\[3:0\] values (Arm ARM C5.2.20, SPSR_EL1.M): EL0t, EL1t, EL1h.
 const MODE_EL0T: u64 = 0b0000;
 const MODE_EL1T: u64 = 0b0100;
 const MODE_EL1H: u64 = 0b0101;
