@@ -8,6 +8,7 @@
 mod hex;
 mod judge;
 mod load;
+pub mod normalise;
 mod observe;
 mod outcome;
 mod requirements;

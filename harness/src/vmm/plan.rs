@@ -76,6 +76,36 @@ pub fn backing_page(backing: Backing) -> u64 {
     }
 }
 
+/// The device tree of a DTB-only guest with `vcpus` vCPUs and `target_size` bytes of
+/// target slot: the RAM slot and the target slot as memory, one CPU node per vCPU, the
+/// GICv3 at the payload's map.
+pub fn fdt_config(vcpus: u8, target_size: u64) -> FdtConfig {
+    FdtConfig {
+        memory: vec![
+            MemoryRegion {
+                base: map::RAM_BASE,
+                size: map::RAM_SIZE,
+            },
+            MemoryRegion {
+                base: TARGET_BASE,
+                size: target_size,
+            },
+        ],
+        cpu_mpidrs: (0..u32::from(vcpus)).map(fdt::kvm_mpidr).collect(),
+        gic: Gicv3 {
+            distributor: MemoryRegion {
+                base: map::GIC_DIST_BASE,
+                size: map::GIC_DIST_SIZE,
+            },
+            redistributor: MemoryRegion {
+                base: map::GIC_REDIST_BASE,
+                size: map::GIC_REDIST_SIZE_PER_CPU * u64::from(vcpus),
+            },
+        },
+        bootargs: None,
+    }
+}
+
 /// Lays out `s`.
 pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     let size = u64::from(s.guest.memory_mib) << 20;
@@ -103,30 +133,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             )
         }
         Firmware::Dtb => {
-            let config = FdtConfig {
-                memory: vec![
-                    MemoryRegion {
-                        base: map::RAM_BASE,
-                        size: map::RAM_SIZE,
-                    },
-                    MemoryRegion {
-                        base: TARGET_BASE,
-                        size: target_size,
-                    },
-                ],
-                cpu_mpidrs: (0..u32::from(s.guest.vcpus)).map(fdt::kvm_mpidr).collect(),
-                gic: Gicv3 {
-                    distributor: MemoryRegion {
-                        base: map::GIC_DIST_BASE,
-                        size: map::GIC_DIST_SIZE,
-                    },
-                    redistributor: MemoryRegion {
-                        base: map::GIC_REDIST_BASE,
-                        size: map::GIC_REDIST_SIZE_PER_CPU * u64::from(s.guest.vcpus),
-                    },
-                },
-                bootargs: None,
-            };
+            let config = fdt_config(s.guest.vcpus, target_size);
             let dtb = fdt::build(&config).map_err(|e| PlanError::Firmware(e.to_string()))?;
             (
                 vec![("DTB".to_owned(), FIRMWARE_BASE, dtb)],

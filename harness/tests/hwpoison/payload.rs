@@ -11,7 +11,7 @@ use ras_guest_abi::map;
 use ras_guest_abi::{Params, Report, REPORT_MAGIC};
 use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
 use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
-use ras_harness::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
+use ras_harness::formats::fdt;
 use ras_harness::kvm::{
     self, regs, Backing, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog,
 };
@@ -646,28 +646,10 @@ fn acpi_walk_copies_the_record_and_acknowledges() -> Result<Completion, Failed> 
     Ok(Completion::Completed)
 }
 
-/// A DTB from formats::fdt at the firmware area: the guest finds its big-endian magic and
-/// reports its totalsize.
+/// The DTB a DTB-only scenario gets, at the firmware area: the guest finds its big-endian
+/// magic and reports its totalsize.
 fn dtb_is_recognised() -> Result<Completion, Failed> {
-    let dtb = fdt::build(&FdtConfig {
-        memory: vec![MemoryRegion {
-            base: map::RAM_BASE,
-            size: map::RAM_SIZE,
-        }],
-        cpu_mpidrs: vec![fdt::kvm_mpidr(0)],
-        gic: Gicv3 {
-            distributor: MemoryRegion {
-                base: map::GIC_DIST_BASE,
-                size: map::GIC_DIST_SIZE,
-            },
-            redistributor: MemoryRegion {
-                base: map::GIC_REDIST_BASE,
-                size: map::GIC_REDIST_SIZE_PER_CPU,
-            },
-        },
-        bootargs: None,
-    })
-    .expect("dtb");
+    let dtb = fdt::build(&ras_harness::vmm::plan::fdt_config(1, BACKED_TARGET_LEN)).expect("dtb");
     let mut p = params(Access::None, 1, &[]);
     p.dtb_gpa = map::FIRMWARE_BASE;
     let (vm, mut vcpu) = match boot(p) {

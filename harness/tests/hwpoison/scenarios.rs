@@ -1,18 +1,15 @@
 //! One trial per scenarios/**/*.json, run by the reference VMM in a child process
 //! (`ras-harness __exec`, through `runner::run_isolated`). Each must pass; a scenario the host
 //! cannot run is ignored with the reason. The outcome is snapshotted under
-//! snapshots/scenarios/<name>.snap with only what varies between runs and kernels normalised:
-//! the poisoning thread's own BUS_MCEERR_AR (sent since about Linux 6.11, docs/ras-facts.md §1)
-//! is asserted here, by kernel version, and left out of the snapshot; signals and
-//! injections are sorted (simultaneous errors on several vCPUs arrive in any order); ELR is
-//! named after the guest's reported step addresses ([`symbolic_elr`]).
+//! snapshots/scenarios/<name>.snap with only what varies between runs and kernels normalised,
+//! each rule checked first (`ras_harness::scenario::normalise`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::runner::run_isolated;
-use ras_harness::scenario::{self, Method, Outcome, Scenario, Verdict};
+use ras_harness::scenario::{self, normalise, Outcome, Verdict};
 use ras_harness::vmm::log::VmmLog;
 
 /// Per scenario, boot to power-off included; a run takes a few seconds under TCG.
@@ -140,24 +137,15 @@ fn run(path: &Path) -> Result<Completion, Failed> {
             .into())
         }
     }
-    let (Some(mut outcome), Some(mut log)) = (result.observed, result.vmm_log) else {
+    let (Some(outcome), Some(log)) = (result.observed, result.vmm_log) else {
         return Err("a pass without an outcome".into());
     };
     check_records_read_were_written(&outcome, &log)?;
-    check_poisoner_signals(&s, &mut outcome)?;
-    check_esr_widths(&mut outcome)?;
-    outcome.host_signals.sort_by(|a, b| {
-        (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
-    });
-    // Stable: one vCPU's injections keep their order.
-    log.injections.sort_by_key(|i| i.vcpu);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     // The records the VMM wrote are the ones the guest read (checked above): the
     // snapshot shows the guest's copies, decoded, and only how many were written.
-    let snapshot = serde_json::json!({
-        "observed": outcome,
-        "vmm_log": { "injections": log.injections, "records_written": log.records.len() },
-    });
-    let text = symbolic_elr(&serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?);
+    let snapshot = normalise::snapshot(&s, &outcome, &log, &release)?;
+    let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
     let mut settings = insta::Settings::clone_current();
     let snapshots: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "snapshots", "scenarios"]
         .iter()
@@ -190,83 +178,5 @@ fn check_records_read_were_written(o: &Outcome, log: &VmmLog) -> Result<(), Fail
             }
         }
     }
-    Ok(())
-}
-
-/// ELR_EL1 moves whenever the payload's code changes: where the guest reported it as one of
-/// its step's addresses (`elr_at`: "access", "target", "ready", "unmask+0x4"), the snapshot
-/// shows that name in place of the raw value, which is exactly as strict; otherwise the raw
-/// value stays. Works on the pretty JSON, where `elr_at` directly follows `elr`, so that the
-/// fields keep their order.
-fn symbolic_elr(pretty: &str) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    for line in pretty.lines() {
-        if let Some(name) = line.trim_start().strip_prefix("\"elr_at\": ") {
-            if let Some(prev) = lines.last_mut() {
-                if let Some(at) = prev.find("\"elr\": ") {
-                    let comma = if name.ends_with(',') { "" } else { "," };
-                    *prev = format!("{}\"elr\": {name}{comma}", &prev[..at]);
-                    continue;
-                }
-            }
-        }
-        lines.push(line.to_owned());
-    }
-    lines.join("\n")
-}
-
-/// Linux 6.1 sign-extends the ESR it injects for `ext_dabt_pending` (seen 0xffffffff96000010,
-/// docs/ras-facts.md §3); ESR_EL1 bits \[63:32\] are RES0 otherwise. The snapshot keeps bits
-/// \[31:0\], as the judge compares them, after checking the upper half is 0 or that
-/// extension.
-fn check_esr_widths(o: &mut Outcome) -> Result<(), Failed> {
-    for g in &mut o.guest {
-        for e in &mut g.exceptions {
-            let esr = &mut e.esr;
-            let sign_extended = esr.0 >> 32 == 0xffff_ffff && esr.0 & (1 << 31) != 0;
-            if esr.0 >> 32 != 0 && !sign_extended {
-                return Err(format!(
-                    "vcpu{} ESR_EL1 {esr}: bits [63:32] are neither 0 nor a sign extension",
-                    g.vcpu
-                )
-                .into());
-            }
-            esr.0 &= 0xffff_ffff;
-        }
-    }
-    Ok(())
-}
-
-/// Since about 6.11 the thread that calls madvise(MADV_HWPOISON) gets BUS_MCEERR_AR for its
-/// own mapping (docs/ras-facts.md §1): one per madvise fault there, none before. Asserted and
-/// removed, so the snapshot holds on 6.1 and 6.12.
-fn check_poisoner_signals(s: &Scenario, o: &mut Outcome) -> Result<(), Failed> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-    let signals_poisoner = (major, minor) >= (6, 11);
-    let madvise = s
-        .faults
-        .iter()
-        .filter(|f| f.method == Method::MadviseHwpoison)
-        .count();
-    let on_vmm = o
-        .host_signals
-        .iter()
-        .filter(|h| h.thread == "vmm" && h.code == 4)
-        .count();
-    let want = if signals_poisoner { madvise } else { 0 };
-    if on_vmm != want {
-        return Err(format!(
-            "kernel {}: the poisoning thread got {on_vmm} BUS_MCEERR_AR, expected {want}",
-            release.trim()
-        )
-        .into());
-    }
-    o.host_signals
-        .retain(|h| !(h.thread == "vmm" && h.code == 4));
     Ok(())
 }

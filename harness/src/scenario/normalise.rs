@@ -1,0 +1,192 @@
+//! What a snapshot of a run keeps: the outcome with only what varies between runs and host
+//! kernels normalised, each rule checked before it is applied, so that one baseline holds
+//! on every kernel and a change of behaviour still shows as a diff. Used by the scenario
+//! trials (snapshots/scenarios/) and by anything else that keeps a baseline of a VMM's
+//! behaviour; the run report keeps the raw values.
+//!
+//! The rules:
+//! - the poisoning thread's own BUS_MCEERR_AR, which Linux sends from about 6.11 (seen on
+//!   6.12, not on 6.1, docs/ras-facts.md §1), is checked against the kernel version (one
+//!   per `madvise-hwpoison` fault, or none) and left out;
+//! - ESR_EL1 keeps bits \[31:0\], as the judge compares them, once bits \[63:32\] are checked
+//!   to be 0 or the sign extension Linux 6.1 adds (seen 0xffffffff96000010, §3);
+//! - signals are sorted by thread, code and address, and the VMM's injections by vCPU
+//!   (errors on several vCPUs at once arrive in any order);
+//! - ELR_EL1 is shown by the name the guest reported for it (`"access"`, `"target"`,
+//!   `"ready"`, `"unmask+0x4"`: [`super::code_address_name`]), which is exactly as strict
+//!   and does not move when the payload's code does; a raw value stays raw.
+
+use serde_json::{json, Value};
+
+use super::outcome::Outcome;
+use super::spec::{Method, Scenario, SignalCode};
+use crate::vmm::log::VmmLog;
+
+/// The snapshot of a run of `s` on a host kernel whose release is `kernel_release`
+/// (`uname -r`): `{ "observed": ..., "vmm_log": { "injections", "records_written" } }`.
+///
+/// # Errors
+///
+/// A rule's check failed: the message says which and what was seen.
+pub fn snapshot(
+    s: &Scenario,
+    observed: &Outcome,
+    log: &VmmLog,
+    kernel_release: &str,
+) -> Result<Value, String> {
+    let mut o = observed.clone();
+    drop_poisoner_signals(s, &mut o, kernel_release)?;
+    keep_esr_low_half(&mut o)?;
+    o.host_signals.sort_by(|a, b| {
+        (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
+    });
+    let mut injections = log.injections.clone();
+    // Stable: one vCPU's injections keep their order.
+    injections.sort_by_key(|i| i.vcpu);
+    let mut observed = serde_json::to_value(&o).map_err(|e| e.to_string())?;
+    name_elr(&mut observed);
+    Ok(json!({
+        "observed": observed,
+        "vmm_log": { "injections": injections, "records_written": log.records.len() },
+    }))
+}
+
+/// `(major, minor)` of a kernel release such as `6.12.48+deb13-arm64`; 0 for what does not
+/// parse.
+pub fn kernel_version(release: &str) -> (u32, u32) {
+    let mut v = release
+        .trim()
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0))
+}
+
+fn drop_poisoner_signals(s: &Scenario, o: &mut Outcome, release: &str) -> Result<(), String> {
+    let signals_poisoner = kernel_version(release) >= (6, 11);
+    let madvise = s
+        .faults
+        .iter()
+        .filter(|f| f.method == Method::MadviseHwpoison)
+        .count();
+    let own = |h: &super::HostSignal| h.thread == "vmm" && h.code == SignalCode::Ar.si_code();
+    let on_vmm = o.host_signals.iter().filter(|h| own(h)).count();
+    let want = if signals_poisoner { madvise } else { 0 };
+    if on_vmm != want {
+        return Err(format!(
+            "kernel {}: the poisoning thread got {on_vmm} BUS_MCEERR_AR, expected {want}",
+            release.trim()
+        ));
+    }
+    o.host_signals.retain(|h| !own(h));
+    Ok(())
+}
+
+fn keep_esr_low_half(o: &mut Outcome) -> Result<(), String> {
+    for g in &mut o.guest {
+        for e in &mut g.exceptions {
+            let esr = &mut e.esr;
+            let sign_extended = esr.0 >> 32 == 0xffff_ffff && esr.0 & (1 << 31) != 0;
+            if esr.0 >> 32 != 0 && !sign_extended {
+                return Err(format!(
+                    "vcpu{} ESR_EL1 {esr}: bits [63:32] are neither 0 nor a sign extension",
+                    g.vcpu
+                ));
+            }
+            esr.0 &= 0xffff_ffff;
+        }
+    }
+    Ok(())
+}
+
+/// Each exception's `elr` replaced by its `elr_at` name, where it has one.
+fn name_elr(observed: &mut Value) {
+    let exceptions = observed["guest"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["exceptions"].as_array_mut())
+        .flatten();
+    for e in exceptions.filter_map(Value::as_object_mut) {
+        if let Some(name) = e.remove("elr_at") {
+            e.insert("elr".to_owned(), name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{load, ExceptionTaken, GuestException, GuestReport, GuestState, Hex};
+    use crate::scenario::{HostSignal, VmmEnd};
+    use std::path::Path;
+
+    fn outcome(esr: u64, signals: &[(&str, i32)]) -> Outcome {
+        Outcome {
+            vmm_end: VmmEnd::Completed,
+            host_signals: signals
+                .iter()
+                .map(|&(thread, code)| HostSignal {
+                    code,
+                    lsb: 12,
+                    gpa: Some(Hex(0x8000_0000)),
+                    thread: thread.into(),
+                })
+                .collect(),
+            guest: vec![GuestReport {
+                vcpu: 0,
+                state: GuestState::Done,
+                exceptions: vec![ExceptionTaken {
+                    kind: GuestException::Sea,
+                    vector_offset: Hex(0x200),
+                    esr: Hex(esr),
+                    far: Hex(0),
+                    elr: Hex(0x4000_1234),
+                    elr_at: Some("access".into()),
+                    spsr: Hex(0x3c5),
+                    isr: Hex(0),
+                    step: Some(0),
+                    record: None,
+                }],
+                serror_wait: None,
+            }],
+        }
+    }
+
+    fn scenario() -> Scenario {
+        load(Path::new("../scenarios/acpi-el1-load-emulated.json")).unwrap()
+    }
+
+    #[test]
+    fn the_poisoners_own_ar_depends_on_the_kernel_and_is_checked() {
+        let s = scenario();
+        let with = outcome(0x9600_0410, &[("vcpu0", 4), ("vmm", 4)]);
+        let without = outcome(0x9600_0410, &[("vcpu0", 4)]);
+        let log = VmmLog::default();
+        let a = snapshot(&s, &with, &log, "6.12.48+deb13-arm64").unwrap();
+        let b = snapshot(&s, &without, &log, "6.1.0-37-arm64").unwrap();
+        assert_eq!(a, b, "the same baseline on 6.12 and 6.1");
+        assert!(snapshot(&s, &without, &log, "6.12.48")
+            .unwrap_err()
+            .contains("got 0 BUS_MCEERR_AR, expected 1"));
+        assert!(snapshot(&s, &with, &log, "6.1.0")
+            .unwrap_err()
+            .contains("got 1 BUS_MCEERR_AR, expected 0"));
+        assert_eq!(kernel_version("7.2.13-arm64-16k"), (7, 2));
+    }
+
+    #[test]
+    fn esr_keeps_its_low_half_only_after_a_sign_extension() {
+        let s = scenario();
+        let log = VmmLog::default();
+        let signals = [("vcpu0", 4)];
+        let v = snapshot(&s, &outcome(0xffff_ffff_9600_0010, &signals), &log, "6.1").unwrap();
+        let e = &v["observed"]["guest"][0]["exceptions"][0];
+        assert_eq!(
+            (&e["esr"], &e["elr"]),
+            (&json!("0x96000010"), &json!("access"))
+        );
+        assert!(e.get("elr_at").is_none());
+        let junk = snapshot(&s, &outcome(0x1_9600_0010, &signals), &log, "6.1").unwrap_err();
+        assert!(junk.contains("neither 0 nor a sign extension"), "{junk}");
+    }
+}
