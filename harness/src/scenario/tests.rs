@@ -358,11 +358,11 @@ fn code_addresses_are_named_exactly_or_by_a_short_offset() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hardening (issue 7): properties of what a scenario file and a guest can put in front of
+// Untrusted input: properties of what a scenario file and a guest can put in front of
 // the harness. A scenario names no path; junk from a guest or a child never panics.
 // ---------------------------------------------------------------------------------------
 
-mod hardening {
+mod untrusted_input {
     use std::path::{Path, PathBuf};
 
     use proptest::prelude::*;
@@ -389,7 +389,7 @@ mod hardening {
 
     /// Outside `description`, no string of a loaded scenario contains a path separator, and
     /// the name is a plain token: nothing in a scenario can name a file for the harness to
-    /// read or write (the runner writes `--out` only: hardening::run_writes_only_its_out_file).
+    /// read or write (the runner writes `--out` only: safety::run_writes_only_its_out_file).
     #[rstest]
     fn a_scenario_holds_no_path(#[files("../scenarios/**/*.json")] path: PathBuf) {
         let s = load(&path).unwrap();
@@ -409,7 +409,7 @@ mod hardening {
     /// Every scenario file that poisons is gated on root and on memory-failure support:
     /// on a host without either, it is a skip whose reason says which (decided by
     /// `runner::exec_line` before a VM exists; the non-root case end to end is
-    /// hardening::without_root_a_poisoning_scenario_skips_with_the_reason).
+    /// safety::without_root_a_poisoning_scenario_skips_with_the_reason).
     #[rstest]
     fn a_poisoning_scenario_needs_root_and_memory_failure(
         #[files("../scenarios/**/*.json")] path: PathBuf,

@@ -21,7 +21,8 @@ fn main() -> ExitCode {
         trials.extend(payload::trials());
         trials.extend(scenarios::trials());
         trials.extend(gate::trials());
-        trials.extend(hardening::trials());
+        trials.extend(safety::trials());
+        trials.extend(guest_control::trials());
         trials.extend(wrong_vmm::trials());
         let list = args.list;
         let conclusion = libtest_mimic::run(&args, trials);
@@ -66,9 +67,11 @@ mod fault;
 #[cfg(target_arch = "aarch64")]
 mod gate;
 #[cfg(target_arch = "aarch64")]
-mod hardening;
+mod guest_control;
 #[cfg(target_arch = "aarch64")]
 mod payload;
+#[cfg(target_arch = "aarch64")]
+mod safety;
 #[cfg(target_arch = "aarch64")]
 mod scenarios;
 #[cfg(target_arch = "aarch64")]
