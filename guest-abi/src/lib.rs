@@ -3,6 +3,9 @@
 //! Both sides compile this crate: the harness (any host) and the bare-metal payload
 //! (`aarch64-unknown-none`). It holds no code that touches hardware, only
 //!
+//! - [`arch`]: the architectural numbers both sides test and build with (ESR_ELx exception
+//!   classes and fault status codes, vector offsets from VBAR_EL1, PSTATE mode and mask
+//!   bits), each from the Arm ARM;
 //! - [`map`]: the guest physical memory map (RAM slot, per-vCPU mailboxes, firmware area,
 //!   the MMIO doorbell, the target slot that is the only memory ever poisoned);
 //! - [`mailbox`]: the `#[repr(C)]` records exchanged through a vCPU's mailbox:
@@ -39,6 +42,7 @@
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod arch;
 pub mod doorbell;
 pub mod mailbox;
 pub mod map;

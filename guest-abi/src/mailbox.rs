@@ -118,7 +118,7 @@ impl Params {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExceptionRecord {
     /// Offset of the vector taken from VBAR_EL1 (0x200 current EL sync, 0x380 current EL
-    /// SError, 0x400 lower EL sync, 0x580 lower EL SError, ...).
+    /// SError, 0x400 lower EL sync, 0x580 lower EL SError, ...: [`crate::arch`]).
     pub vector_offset: u64,
     /// ESR_EL1.
     pub esr: u64,

@@ -1,6 +1,7 @@
 //! The only hand-written assembly: entry, the vector table, the step guard, EL0 code.
 
 use core::arch::global_asm;
+use ras_guest_abi::arch::{VECTOR_ENTRY_SIZE, VECTOR_TABLE_SIZE};
 
 global_asm!(
     r#"
@@ -28,10 +29,10 @@ _start:
 
     // VBAR_EL1 needs 2 KiB alignment (Arm ARM D24.2.214): 16 entries of 0x80 bytes.
     .section .text.vectors, "ax"
-    .balign 0x800
+    .balign {table_size}
 vector_table:
     .irp    offset, 0x000, 0x080, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0x400, 0x480, 0x500, 0x580, 0x600, 0x680, 0x700, 0x780
-    .balign 0x80
+    .balign {entry_size}
     // x0 = this entry's offset; the interrupted context is never resumed, so no
     // register needs saving.
     mov     x0, #\offset
@@ -95,7 +96,9 @@ el0_store:
 el0_store_access:
     str     x1, [x0]                // the access: an 8-byte store to the target
     svc     #0                      // step done
-"#
+"#,
+    table_size = const VECTOR_TABLE_SIZE,
+    entry_size = const VECTOR_ENTRY_SIZE,
 );
 
 extern "C" {

@@ -5,13 +5,9 @@ use crate::entry::guard_resume;
 use crate::mailbox::Mailbox;
 use crate::platform::{fatal, park, psci_system_off, ring};
 use crate::read_sysreg;
+use ras_guest_abi::arch::{ESR_ELx_EC_SHIFT, ESR_ELx_EC_SVC64, VECTOR_LOWER_A64_SYNC};
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{flags, ExceptionRecord, NO_STEP};
-
-/// VBAR_EL1 offset of "Synchronous, lower EL using AArch64" (Arm ARM D1.4.1.6).
-const VECTOR_LOWER_SYNC: u64 = 0x400;
-/// ESR_EL1.EC for SVC from AArch64 (Arm ARM D24.2.45: 0b010101).
-const EC_SVC64: u64 = 0x15;
 
 /// Entered from every vector with its offset; never returns to the interrupted code.
 #[no_mangle]
@@ -27,7 +23,10 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
 
     let esr = read_sysreg!("esr_el1");
     // An EL0 step ends with `svc #0`: that is the step returning, not an observation.
-    if vector_offset == VECTOR_LOWER_SYNC && esr >> 26 == EC_SVC64 && scratch.in_el0 != 0 {
+    if vector_offset == VECTOR_LOWER_A64_SYNC
+        && esr >> ESR_ELx_EC_SHIFT == u64::from(ESR_ELx_EC_SVC64)
+        && scratch.in_el0 != 0
+    {
         resume(mb, 0);
     }
 

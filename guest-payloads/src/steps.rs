@@ -6,6 +6,7 @@ use crate::entry::{el0_load, el0_load_access, el0_store, el0_store_access, guard
 use crate::mailbox::Mailbox;
 use crate::{read_sysreg, sysreg};
 use core::arch::asm;
+use ras_guest_abi::arch::{SPSR_D, SPSR_F, SPSR_I, SPSR_M_EL0T};
 use ras_guest_abi::doorbell::{Doorbell, Event};
 use ras_guest_abi::mailbox::Access;
 use ras_guest_abi::map::{mailbox_offset, DOORBELL};
@@ -15,9 +16,9 @@ use ras_guest_abi::{Params, StepAddresses};
 const INSN_RET: u32 = 0xd65f_03c0;
 /// `svc #0` (0xd4000001): what an EL0 instruction fetch step executes to come back.
 const INSN_SVC0: u32 = 0xd400_0001;
-/// SPSR_EL1 for entering EL0: M[3:0] = 0 (EL0t), D, I, F masked, A (bit 8) unmasked so a
-/// pending SError is taken at the access.
-const SPSR_EL0T_A_UNMASKED: u64 = (1 << 9) | (1 << 7) | (1 << 6);
+/// SPSR_EL1 for entering EL0: EL0t, D, I, F masked, A unmasked so a pending SError is
+/// taken at the access.
+const SPSR_EL0T_A_UNMASKED: u64 = SPSR_M_EL0T | SPSR_D | SPSR_I | SPSR_F;
 
 struct AccessArgs {
     mb: Mailbox,
