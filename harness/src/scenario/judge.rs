@@ -5,6 +5,7 @@
 use super::json_name;
 use super::outcome::{ExceptionTaken, GuestState, HostSignal, Mismatch, Outcome, Verdict, VmmEnd};
 use super::spec::{CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario};
+use crate::formats::esr::Esr;
 
 /// Judges `outcome` against `scenario.expect`. Never returns Skip or Error: those come from
 /// the runner, before or instead of an outcome.
@@ -64,7 +65,7 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
             "expect.esr",
             &events,
             esr.to_string(),
-            |g| g.esr.low32() == esr.low32(),
+            |g| Esr::from_raw(g.esr.0).same_syndrome(Esr::from_raw(esr.0)),
             |g| format!("{:#x}", g.esr.low32()),
         );
     }

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::hex::Hex;
 use crate::formats::cper::Profile;
+use crate::formats::esr::{
+    ESR_ELx_EC_DABT_CUR, ESR_ELx_EC_DABT_LOW, ESR_ELx_EC_IABT_CUR, ESR_ELx_EC_IABT_LOW,
+    ESR_ELx_EC_SERROR, Esr, Origin,
+};
 
 /// A whole scenario file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +145,16 @@ impl TryFrom<u8> for El {
             0 => Ok(Self::El0),
             1 => Ok(Self::El1),
             _ => Err(format!("invalid value {v}, expected 0 or 1")),
+        }
+    }
+}
+
+impl El {
+    /// Where an exception taken to EL1 from this level comes from, as ESR_EL1.EC says it.
+    pub fn origin(self) -> Origin {
+        match self {
+            El::El0 => Origin::LowerEl,
+            El::El1 => Origin::SameEl,
         }
     }
 }
@@ -503,16 +517,16 @@ impl GuestException {
     /// The ESR_EL1 exception classes this kind covers, from a lower EL and from the same EL.
     pub fn exception_classes(self) -> &'static [u8] {
         match self {
-            Self::Sea => &[0x24, 0x25],
-            Self::Iabt => &[0x20, 0x21],
-            Self::Serror => &[0x2F],
+            Self::Sea => &[ESR_ELx_EC_DABT_LOW, ESR_ELx_EC_DABT_CUR],
+            Self::Iabt => &[ESR_ELx_EC_IABT_LOW, ESR_ELx_EC_IABT_CUR],
+            Self::Serror => &[ESR_ELx_EC_SERROR],
             Self::None | Self::Other => &[],
         }
     }
 
     /// Classifies an ESR_EL1 value by its EC, bits \[31:26\].
     pub fn from_esr(esr: u64) -> Self {
-        let ec = ((esr >> 26) & 0x3F) as u8;
+        let ec = Esr::from_raw(esr).ec();
         [Self::Sea, Self::Iabt, Self::Serror]
             .into_iter()
             .find(|k| k.exception_classes().contains(&ec))

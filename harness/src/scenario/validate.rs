@@ -2,11 +2,16 @@
 //! contradict each other. Whether the *host* can run a scenario is a different question,
 //! answered at run time by [`super::requirements`].
 
+use ras_guest_abi::arch::{
+    VECTOR_CUR_SPX_SERROR, VECTOR_CUR_SPX_SYNC, VECTOR_LOWER_A64_SERROR, VECTOR_LOWER_A64_SYNC,
+};
+
 use super::json_name;
 use super::spec::{
     Access, CperExpectation, El, ExpectedCper, ExpectedOutcome, Firmware, GuestException, MceKill,
     OnAo, OnMemoryError, Scenario, SeaVia, When,
 };
+use crate::formats::esr::{ESR_ELx_EC_SERROR, Esr};
 
 /// Size of a target region page: the guest's identity map uses a 4 KiB granule whatever the
 /// host page size, so page indices mean the same on every host.
@@ -353,12 +358,12 @@ fn check_syndrome(s: &Scenario, out: &mut Vec<Invalid>) {
         return;
     };
     if let Some(esr) = e.esr {
-        let ec = (esr.low32() >> 26) & 0x3F;
-        let lower = s.guest.el == El::El0;
+        let ec = Esr::from_raw(esr.0).ec();
+        let from = s.guest.el.origin();
         let want = match kind {
-            GuestException::Sea => Some(if lower { 0x24 } else { 0x25 }),
-            GuestException::Iabt => Some(if lower { 0x20 } else { 0x21 }),
-            GuestException::Serror => Some(0x2F),
+            GuestException::Sea => Some(from.data_abort_ec()),
+            GuestException::Iabt => Some(from.instruction_abort_ec()),
+            GuestException::Serror => Some(ESR_ELx_EC_SERROR),
             GuestException::None | GuestException::Other => None,
         };
         if let Some(want) = want.filter(|&w| w != ec) {
@@ -373,13 +378,12 @@ fn check_syndrome(s: &Scenario, out: &mut Vec<Invalid>) {
         }
     }
     if let Some(offset) = e.vector_offset {
-        // Arm ARM D1.4.1.6: +0x200 current EL with SPx, +0x400 lower EL AArch64;
-        // SError adds 0x180. An SError may be taken after the guest is back at EL1.
+        // Arm ARM D1.4.1.6. An SError may be taken after the guest is back at EL1.
         let allowed: &[u64] = match (kind, s.guest.el) {
-            (GuestException::Sea | GuestException::Iabt, El::El1) => &[0x200],
-            (GuestException::Sea | GuestException::Iabt, El::El0) => &[0x400],
-            (GuestException::Serror, El::El1) => &[0x380],
-            (GuestException::Serror, El::El0) => &[0x380, 0x580],
+            (GuestException::Sea | GuestException::Iabt, El::El1) => &[VECTOR_CUR_SPX_SYNC],
+            (GuestException::Sea | GuestException::Iabt, El::El0) => &[VECTOR_LOWER_A64_SYNC],
+            (GuestException::Serror, El::El1) => &[VECTOR_CUR_SPX_SERROR],
+            (GuestException::Serror, El::El0) => &[VECTOR_CUR_SPX_SERROR, VECTOR_LOWER_A64_SERROR],
             (GuestException::None | GuestException::Other, _) => &[],
         };
         if !allowed.is_empty() && !allowed.contains(&offset.0) {
