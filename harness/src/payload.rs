@@ -36,6 +36,7 @@ const _: () = assert!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ras_guest_abi::arch::{VECTOR_ENTRY_SIZE, VECTOR_TABLE_SIZE};
     use ras_guest_abi::map::IMAGE_MAX_SIZE;
 
     #[test]
@@ -57,9 +58,11 @@ mod tests {
     fn vector_table_is_where_vbar_alignment_puts_it() {
         // The table is the first 2 KiB-aligned block after _start; each entry begins
         // `mov x0, #offset` (movz x0, imm16 = 0xd2800000 | imm16 << 5).
-        for (i, entry) in IMAGE[0x800..0x1000].chunks(0x80).enumerate() {
+        let (table, entry_size) = (VECTOR_TABLE_SIZE as usize, VECTOR_ENTRY_SIZE as usize);
+        for (i, entry) in IMAGE[table..2 * table].chunks(entry_size).enumerate() {
             let insn = u32::from_le_bytes(entry[..4].try_into().unwrap());
-            assert_eq!(insn, 0xd280_0000 | ((i as u32 * 0x80) << 5), "entry {i}");
+            let offset = (i * entry_size) as u32;
+            assert_eq!(insn, 0xd280_0000 | (offset << 5), "entry {i}");
         }
     }
 }
