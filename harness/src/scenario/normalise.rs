@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::outcome::Outcome;
 use super::spec::{Method, Scenario, SignalCode};
+use crate::formats::esr::Esr;
 use crate::vmm::log::VmmLog;
 
 /// The snapshot of a run of `s` on a host kernel whose release is `kernel_release`
@@ -84,15 +85,14 @@ fn drop_poisoner_signals(s: &Scenario, o: &mut Outcome, release: &str) -> Result
 fn keep_esr_low_half(o: &mut Outcome) -> Result<(), String> {
     for g in &mut o.guest {
         for e in &mut g.exceptions {
-            let esr = &mut e.esr;
-            let sign_extended = esr.0 >> 32 == 0xffff_ffff && esr.0 & (1 << 31) != 0;
-            if esr.0 >> 32 != 0 && !sign_extended {
+            let esr = Esr::from_raw(e.esr.0);
+            if esr.high32() != 0 && !esr.is_sign_extended() {
                 return Err(format!(
-                    "vcpu{} ESR_EL1 {esr}: bits [63:32] are neither 0 nor a sign extension",
-                    g.vcpu
+                    "vcpu{} ESR_EL1 {}: bits [63:32] are neither 0 nor a sign extension",
+                    g.vcpu, e.esr
                 ));
             }
-            esr.0 &= 0xffff_ffff;
+            e.esr.0 = esr.canonical().raw();
         }
     }
     Ok(())
