@@ -22,6 +22,7 @@
 
 use crate::clock::{guest_offset, host_counter, Timeline};
 use crate::guest::Guest;
+use ras_guest_abi::arch::{VECTOR_LOWER_A64_SERROR, VECTOR_LOWER_A64_SYNC};
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
 use ras_guest_abi::{map, Params};
 use ras_harness::fault::sigbus::{self, SigbusCode};
@@ -32,9 +33,6 @@ use ras_harness::kvm::{Backing, Cap, Mapping, Stop};
 use ras_harness::scenario::{self, Hex, OnMemoryError, SeaVia, Vmm};
 use ras_harness::vmm::handler::{ErrorHandler, Mark, Probe};
 
-/// VBAR_EL1 offsets (Arm ARM D1.4.1.6): lower EL (AArch64) synchronous, SError.
-const VECTOR_LOWER_SYNC: u64 = 0x400;
-const VECTOR_LOWER_SERROR: u64 = 0x580;
 /// Data abort from EL0 (EC 0x24), IL, DFSC 0x10: KVM's ext_dabt (FnV 0) and QEMU's
 /// emulated entry (FnV, bit 10, set). docs/ras-facts.md §6.
 const ESR_DABT_LOW_SEA: u32 = 0x9200_0010;
@@ -69,9 +67,9 @@ impl Delivery {
     /// The vector and ESR_EL1 (32 bits: 6.1 sign-extends) the guest must record.
     fn expected(self) -> (u64, u32) {
         match self {
-            Delivery::ExtDabt => (VECTOR_LOWER_SYNC, ESR_DABT_LOW_SEA),
-            Delivery::Emulated => (VECTOR_LOWER_SYNC, ESR_DABT_LOW_SEA_FNV),
-            Delivery::SerrorEsr => (VECTOR_LOWER_SERROR, ESR_SERROR_UEO),
+            Delivery::ExtDabt => (VECTOR_LOWER_A64_SYNC, ESR_DABT_LOW_SEA),
+            Delivery::Emulated => (VECTOR_LOWER_A64_SYNC, ESR_DABT_LOW_SEA_FNV),
+            Delivery::SerrorEsr => (VECTOR_LOWER_A64_SERROR, ESR_SERROR_UEO),
         }
     }
 

@@ -9,15 +9,11 @@
 //! PSTATE = EL1h with D, A, I, F masked, PC = VBAR_EL1 + the vector offset.
 
 use crate::formats::esr::{DataAbort, ESR_ELx_FSC_EXTABT, Esr, InstructionAbort, Origin};
+use ras_guest_abi::arch::{
+    SPSR_DAIF, SPSR_M_AARCH32, SPSR_M_EL0T, SPSR_M_EL1H, SPSR_M_EL1T, SPSR_M_MASK, VECTOR_CUR_SP0,
+    VECTOR_CUR_SPX, VECTOR_LOWER_A64,
+};
 
-/// PSTATE.M\[3:0\] values (Arm ARM C5.2.20, SPSR_EL1.M): EL0t, EL1t, EL1h.
-const MODE_EL0T: u64 = 0b0000;
-const MODE_EL1T: u64 = 0b0100;
-const MODE_EL1H: u64 = 0b0101;
-/// PSTATE.M\[4\]: the interrupted state was AArch32.
-const MODE_AARCH32: u64 = 1 << 4;
-/// PSTATE.{D,A,I,F}, bits 9:6.
-const DAIF: u64 = 0b1111 << 6;
 /// PSTATE.PAN (bit 22), DIT (bit 24), SSBS (bit 12).
 const PAN: u64 = 1 << 22;
 const DIT: u64 = 1 << 24;
@@ -26,14 +22,6 @@ const SSBS: u64 = 1 << 12;
 /// on exception entry.
 const SCTLR_SPAN: u64 = 1 << 23;
 const SCTLR_DSSBS: u64 = 1 << 44;
-
-/// VBAR_EL1 offsets (Arm ARM D1.4.1.6): the four groups, then +0 synchronous,
-/// +0x180 SError within a group.
-const GROUP_CURRENT_SP0: u64 = 0x000;
-const GROUP_CURRENT_SPX: u64 = 0x200;
-const GROUP_LOWER_A64: u64 = 0x400;
-/// Offset of the SError entry within a group.
-pub const SERROR_IN_GROUP: u64 = 0x180;
 
 /// What is being delivered through the emulated entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,13 +75,13 @@ pub enum EntryError {
 
 /// Where the exception comes from and which vector group it uses.
 pub fn origin(pstate: u64) -> Result<(Origin, u64), EntryError> {
-    if pstate & MODE_AARCH32 != 0 {
+    if pstate & SPSR_M_AARCH32 != 0 {
         return Err(EntryError::UnsupportedMode(pstate));
     }
-    match pstate & 0xF {
-        MODE_EL0T => Ok((Origin::LowerEl, GROUP_LOWER_A64)),
-        MODE_EL1T => Ok((Origin::SameEl, GROUP_CURRENT_SP0)),
-        MODE_EL1H => Ok((Origin::SameEl, GROUP_CURRENT_SPX)),
+    match pstate & SPSR_M_MASK {
+        SPSR_M_EL0T => Ok((Origin::LowerEl, VECTOR_LOWER_A64)),
+        SPSR_M_EL1T => Ok((Origin::SameEl, VECTOR_CUR_SP0)),
+        SPSR_M_EL1H => Ok((Origin::SameEl, VECTOR_CUR_SPX)),
         _ => Err(EntryError::UnsupportedMode(pstate)),
     }
 }
@@ -134,7 +122,7 @@ pub fn syndrome(kind: EntryKind, from: Origin) -> Esr {
 /// The registers of a synchronous exception entry to EL1 for `kind` from `cpu`.
 pub fn enter(kind: EntryKind, cpu: CpuState) -> Result<EntryRegs, EntryError> {
     let (from, group) = origin(cpu.pstate)?;
-    let mut pstate = MODE_EL1H | DAIF | (cpu.pstate & (PAN | DIT));
+    let mut pstate = SPSR_M_EL1H | SPSR_DAIF | (cpu.pstate & (PAN | DIT));
     if cpu.sctlr & SCTLR_SPAN == 0 {
         pstate |= PAN;
     }

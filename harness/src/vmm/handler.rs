@@ -20,12 +20,10 @@ use super::ExecError;
 use crate::fault::sigbus::{SigbusCode, SigbusEvent};
 use crate::fault::translate::{translate_first, GpaRange, Memslot};
 use crate::formats::acpi::GhesSource;
-use crate::formats::esr::Esr;
+use crate::formats::esr::{ESR_ELx_EC_SERROR, Esr};
 use crate::kvm::regs::{ESR_EL1, FAR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1};
 use crate::kvm::{self, CapSet, CoreReg, Vcpu, Vm};
 use crate::scenario::{Firmware, Hex, OnMemoryError, SignalCode, Vmm};
-/// ESR_ELx.EC for an SError interrupt (Arm ARM D24.2.45).
-const EC_SERROR: u8 = 0x2F;
 
 /// A point in [`ErrorHandler::on_memory_error`], for a bench to put a clock read on. The
 /// machine passes `()`, which reads nothing.
@@ -210,7 +208,7 @@ impl ErrorHandler {
                 vcpu.inject_serror(iss).map_err(kvm_failed)?;
                 probe.mark(Mark::Ioctl("set_vcpu_events"));
                 // ESR_EL1 as the guest should see it: EC 0x2F, IL 1, the ISS.
-                let esr = iss.map(|iss| Hex(Esr::new(EC_SERROR, true, iss as u32).raw()));
+                let esr = iss.map(|iss| Hex(Esr::new(ESR_ELx_EC_SERROR, true, iss as u32).raw()));
                 Some(Injection {
                     vcpu: id,
                     kind: InjectionKind::Serror,

@@ -5,6 +5,10 @@
 //! as ignored, with the reason, when /dev/kvm or a capability is missing.
 
 use libtest_mimic::{Completion, Failed, Trial};
+use ras_guest_abi::arch::{
+    SPSR_DAIF, SPSR_M_EL0T, SPSR_M_EL1H, SPSR_M_MASK, VECTOR_CUR_SPX_SERROR, VECTOR_CUR_SPX_SYNC,
+    VECTOR_LOWER_A64_SYNC,
+};
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{acpi_found, flags, Access, State};
 use ras_guest_abi::map;
@@ -112,20 +116,13 @@ const ESR_SERROR_UEO: u32 = 0xBE00_0811;
 /// SError as KVM injects it without an ESR: IDS (bit 24), ISS otherwise 0.
 const ESR_SERROR_IDS: u32 = 0xBF00_0000;
 
-/// VBAR_EL1 offsets (Arm ARM D1.4.1.6).
-const VECTOR_CUR_SPX_SYNC: u64 = 0x200;
-const VECTOR_CUR_SPX_SERROR: u64 = 0x380;
-const VECTOR_LOWER_A64_SYNC: u64 = 0x400;
-
 /// ISR_EL1.A (bit 8): an SError is pending (Arm ARM D24.2.118).
 const ISR_A: u64 = 1 << 8;
 /// DISR_EL1.A (bit 31): an SError was deferred by ESB (Arm ARM D24.9.1).
 const DISR_A: u64 = 1 << 31;
 
-/// PSTATE as an exception entry to EL1h sets it: M[3:0] = 0b0101, D, A, I, F masked.
-const PSTATE_EL1H_DAIF: u64 = 0x3c5;
-/// SPSR_EL1 M[3:0] of EL0t.
-const SPSR_M_EL0T: u64 = 0;
+/// PSTATE as an exception entry to EL1h sets it: M[3:0] = EL1h, D, A, I, F masked (0x3c5).
+const PSTATE_EL1H_DAIF: u64 = SPSR_M_EL1H | SPSR_DAIF;
 
 /// A VM with guest RAM holding the payload, or a skip without /dev/kvm.
 fn vm_with_payload() -> Result<Vm, Completion> {
@@ -321,7 +318,7 @@ fn el0_load_and_store_take_the_injected_sea_at_lower_el_vector() -> Result<Compl
         assert_eq!(e.esr as u32, ESR_DABT_LOW_SEA, "{access:?} {e:#x?}");
         assert_eq!(e.far, map::TARGET_BASE, "{access:?} {e:#x?}");
         assert_eq!(e.elr, pc, "{access:?} {e:#x?}");
-        assert_eq!(e.spsr & 0xf, SPSR_M_EL0T, "{access:?} {e:#x?}");
+        assert_eq!(e.spsr & SPSR_M_MASK, SPSR_M_EL0T, "{access:?} {e:#x?}");
         println!(
             "{access:?} at EL0: vector {:#x} ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x}",
             e.vector_offset, e.esr, e.far, e.elr, e.spsr
@@ -397,7 +394,7 @@ fn el0_load_takes_an_emulated_sea_entry_like_qemus() -> Result<Completion, Faile
     assert_eq!(run(&mut vcpu, &mut state), Stop::SystemOff);
 
     assert_eq!(
-        pstate & 0xf,
+        pstate & SPSR_M_MASK,
         SPSR_M_EL0T,
         "the load ran at EL0: {pstate:#x}"
     );
