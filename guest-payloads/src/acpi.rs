@@ -2,7 +2,9 @@
 //! error status address -> status block; then the acknowledgement. Also the DTB check.
 //!
 //! Every address read from a table is checked to lie in RAM before it is dereferenced,
-//! so a broken table ends the walk (visible in `found`) instead of faulting.
+//! so a broken table ends the walk (visible in `found`) instead of faulting. Guest memory is
+//! read through [`Ram`], with volatile loads: the VMM may rewrite it (the status block, the
+//! read-ack register) at any exit, so no Rust reference is ever made to it.
 
 use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
 use ras_guest_abi::map::{RAM_BASE, RAM_SIZE};
@@ -22,55 +24,97 @@ const STATUS_BLOCK_HEADER_LEN: u64 = 20;
 /// FDT header magic (Devicetree Specification 0.4, 5.2), stored big-endian.
 const FDT_MAGIC: u32 = 0xd00d_feed;
 
-/// `len` bytes of RAM at `addr`, or `None` if any of them lies outside RAM.
-fn ram(addr: u64, len: u64) -> Option<&'static [u8]> {
-    let end = addr.checked_add(len)?;
-    if addr < RAM_BASE || end > RAM_BASE + RAM_SIZE {
-        return None;
+/// `len` bytes of guest RAM at `addr`, checked to lie in the RAM slot.
+#[derive(Clone, Copy)]
+struct Ram {
+    addr: u64,
+    len: usize,
+}
+
+impl Ram {
+    /// The range, or `None` if any of its bytes lies outside RAM.
+    fn at(addr: u64, len: u64) -> Option<Self> {
+        let end = addr.checked_add(len)?;
+        if addr < RAM_BASE || end > RAM_BASE + RAM_SIZE {
+            return None;
+        }
+        Some(Self {
+            addr,
+            len: len as usize,
+        })
     }
-    // SAFETY: the range lies in the RAM slot, which the identity map covers; it is only
-    // read, and every byte value is a valid u8.
-    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) })
-}
 
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
+    fn len(self) -> usize {
+        self.len
+    }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
+    /// The byte at `at`; 0 past the end (a caller bug, never a fault).
+    fn u8(self, at: usize) -> u8 {
+        if at >= self.len {
+            return 0;
+        }
+        // SAFETY: inside the range `at` checked to lie in the RAM slot, which the identity
+        // map covers; a volatile load of a u8, valid for any byte.
+        unsafe { core::ptr::read_volatile((self.addr + at as u64) as *const u8) }
+    }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from(le_u32(b, at)) | u64::from(le_u32(b, at + 4)) << 32
-}
+    fn bytes<const N: usize>(self, at: usize) -> [u8; N] {
+        core::array::from_fn(|i| self.u8(at + i))
+    }
 
-fn checksum_ok(b: &[u8]) -> bool {
-    b.iter().fold(0u8, |sum, &x| sum.wrapping_add(x)) == 0
+    fn u16(self, at: usize) -> u16 {
+        u16::from_le_bytes(self.bytes(at))
+    }
+
+    fn u32(self, at: usize) -> u32 {
+        u32::from_le_bytes(self.bytes(at))
+    }
+
+    fn u64(self, at: usize) -> u64 {
+        u64::from_le_bytes(self.bytes(at))
+    }
+
+    /// The first `n` bytes of the range, from offset 0.
+    fn starts_with(self, bytes: &[u8]) -> bool {
+        bytes.len() <= self.len && bytes.iter().enumerate().all(|(i, &b)| self.u8(i) == b)
+    }
+
+    /// The sub-range `[from, from + len)`, if it lies inside this one.
+    fn sub(self, from: usize, len: usize) -> Option<Self> {
+        (from.checked_add(len)? <= self.len).then_some(Self {
+            addr: self.addr + from as u64,
+            len,
+        })
+    }
+
+    /// Whether its bytes sum to 0 (ACPI 6.5 5.2.5.3, 5.2.6: the table checksum).
+    fn checksum_ok(self) -> bool {
+        (0..self.len).fold(0u8, |sum, i| sum.wrapping_add(self.u8(i))) == 0
+    }
 }
 
 /// A whole system description table at `addr` with signature `sig`.
-fn sdt(addr: u64, sig: &[u8; 4]) -> Option<&'static [u8]> {
-    let header = ram(addr, SDT_HEADER_LEN as u64)?;
-    if &header[..4] != sig {
+fn sdt(addr: u64, sig: &[u8; 4]) -> Option<Ram> {
+    let header = Ram::at(addr, SDT_HEADER_LEN as u64)?;
+    if !header.starts_with(sig) {
         return None;
     }
-    let len = le_u32(header, 4) as usize;
+    let len = header.u32(4) as usize;
     if len < SDT_HEADER_LEN {
         return None;
     }
-    ram(addr, len as u64)
+    Ram::at(addr, len as u64)
 }
 
 fn write_u32(addr: u64, value: u32) {
-    if ram(addr, 4).is_some() {
+    if Ram::at(addr, 4).is_some() {
         // SAFETY: checked to lie in RAM (the firmware area); the VMM reads it after an exit.
         unsafe { core::ptr::write_volatile(addr as *mut u32, value) };
     }
 }
 
 fn write_u64(addr: u64, value: u64) {
-    if ram(addr, 8).is_some() {
+    if Ram::at(addr, 8).is_some() {
         // SAFETY: as in write_u32.
         unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
     }
@@ -87,13 +131,13 @@ pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation, read: &mut RecordRe
     let Some(hest) = find_hest(rsdp, obs) else {
         return;
     };
-    let count = le_u32(hest, SDT_HEADER_LEN) as usize;
+    let count = hest.u32(SDT_HEADER_LEN) as usize;
     let mut off = SDT_HEADER_LEN + 4;
     for _ in 0..count {
         if off + 2 > hest.len() {
             break;
         }
-        let kind = le_u16(hest, off);
+        let kind = hest.u16(off);
         let len = match kind {
             HEST_GHES => GHES_LEN,
             HEST_GHES_V2 => GHES_V2_LEN,
@@ -102,7 +146,7 @@ pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation, read: &mut RecordRe
                 break;
             }
         };
-        let Some(entry) = hest.get(off..off + len) else {
+        let Some(entry) = hest.sub(off, len) else {
             break;
         };
         obs.ghes_count += 1;
@@ -116,32 +160,31 @@ pub fn walk(rsdp: u64, ack: bool, obs: &mut AcpiObservation, read: &mut RecordRe
 }
 
 /// RSDP (ACPI 6.5 5.2.5.3) -> XSDT (5.2.8) -> the HEST it lists.
-fn find_hest(rsdp: u64, obs: &mut AcpiObservation) -> Option<&'static [u8]> {
-    let r = ram(rsdp, 36)?;
-    if &r[..8] != b"RSD PTR " {
+fn find_hest(rsdp: u64, obs: &mut AcpiObservation) -> Option<Ram> {
+    let r = Ram::at(rsdp, 36)?;
+    if !r.starts_with(b"RSD PTR ") {
         return None;
     }
     obs.found |= acpi_found::RSDP;
-    if !checksum_ok(&r[..20]) {
+    if !r.sub(0, 20).is_some_and(Ram::checksum_ok) {
         obs.checksum_errors |= acpi_checksum::RSDP;
     }
     // Revision (offset 15) >= 2 has Length (20) and XsdtAddress (24).
-    if r[15] < 2 {
+    if r.u8(15) < 2 {
         return None;
     }
-    match ram(rsdp, u64::from(le_u32(r, 20))) {
-        Some(full) if checksum_ok(full) => {}
-        _ => obs.checksum_errors |= acpi_checksum::RSDP_EXTENDED,
+    if !Ram::at(rsdp, u64::from(r.u32(20))).is_some_and(Ram::checksum_ok) {
+        obs.checksum_errors |= acpi_checksum::RSDP_EXTENDED;
     }
-    let xsdt = sdt(le_u64(r, 24), b"XSDT")?;
+    let xsdt = sdt(r.u64(24), b"XSDT")?;
     obs.found |= acpi_found::XSDT;
-    if !checksum_ok(xsdt) {
+    if !xsdt.checksum_ok() {
         obs.checksum_errors |= acpi_checksum::XSDT;
     }
     let entries = (xsdt.len() - SDT_HEADER_LEN) / 8;
-    let hest = (0..entries).find_map(|i| sdt(le_u64(xsdt, SDT_HEADER_LEN + 8 * i), b"HEST"))?;
+    let hest = (0..entries).find_map(|i| sdt(xsdt.u64(SDT_HEADER_LEN + 8 * i), b"HEST"))?;
     obs.found |= acpi_found::HEST;
-    if !checksum_ok(hest) {
+    if !hest.checksum_ok() {
         obs.checksum_errors |= acpi_checksum::HEST;
     }
     if hest.len() < SDT_HEADER_LEN + 4 {
@@ -155,74 +198,62 @@ fn find_hest(rsdp: u64, obs: &mut AcpiObservation) -> Option<&'static [u8]> {
 /// non-zero. The acknowledgement follows Linux's ghes_clear_estatus + ghes_ack_error:
 /// clear block status, then write `(ack & preserve) | write` to the read-ack register
 /// (GHESv2 fields at offsets 64 (GAS), 76 (preserve), 84 (write)).
-fn read_record(
-    entry: &[u8],
-    kind: u16,
-    ack: bool,
-    obs: &mut AcpiObservation,
-    read: &mut RecordRead,
-) {
-    if entry[20] != 0 {
+fn read_record(entry: Ram, kind: u16, ack: bool, obs: &mut AcpiObservation, read: &mut RecordRead) {
+    if entry.u8(20) != 0 {
         return;
     }
-    let status_register = le_u64(entry, 24);
-    let Some(pointer) = ram(status_register, 8) else {
+    let status_register = entry.u64(24);
+    let Some(pointer) = Ram::at(status_register, 8) else {
         return;
     };
-    let block = le_u64(pointer, 0);
-    let Some(header) = ram(block, STATUS_BLOCK_HEADER_LEN) else {
+    let block = pointer.u64(0);
+    let Some(header) = Ram::at(block, STATUS_BLOCK_HEADER_LEN) else {
         return;
     };
-    let block_status = le_u32(header, 0);
+    let block_status = header.u32(0);
     if block_status == 0 {
         return;
     }
-    let record_len = STATUS_BLOCK_HEADER_LEN + u64::from(le_u32(header, 12));
+    let record_len = STATUS_BLOCK_HEADER_LEN + u64::from(header.u32(12));
     let copy_len = record_len.min(CPER_COPY_MAX as u64);
-    if ram(block, copy_len).is_none() {
+    let Some(record) = Ram::at(block, copy_len) else {
         return;
-    }
+    };
     read.found |= acpi_found::RECORD;
     read.block_status = block_status;
     read.record_len = record_len as u32;
     read.copied_len = copy_len as u32;
-    for (i, byte) in read.bytes[..copy_len as usize].iter_mut().enumerate() {
-        // SAFETY: `ram` checked that the whole range lies in RAM; the VMM may rewrite the
-        // block at any exit, so each byte is read once, as it is now.
-        *byte = unsafe { core::ptr::read_volatile((block + i as u64) as *const u8) };
+    for (i, byte) in read.bytes[..record.len()].iter_mut().enumerate() {
+        *byte = record.u8(i);
     }
     obs.ghes_type = u32::from(kind);
-    obs.source_id = u32::from(le_u16(entry, 2));
-    obs.notification_type = u32::from(entry[32]);
+    obs.source_id = u32::from(entry.u16(2));
+    obs.notification_type = u32::from(entry.u8(32));
     obs.error_status_address = status_register;
     obs.block_address = block;
     if !ack {
         return;
     }
     write_u32(block, 0);
-    if kind == HEST_GHES_V2 && entry[64] == 0 {
-        let ack_register = le_u64(entry, 68);
-        let Some(before) = ram(ack_register, 8).map(|b| le_u64(b, 0)) else {
+    if kind == HEST_GHES_V2 && entry.u8(64) == 0 {
+        let ack_register = entry.u64(68);
+        let Some(register) = Ram::at(ack_register, 8) else {
             return;
         };
+        let before = register.u64(0);
         obs.read_ack_before = before;
-        write_u64(
-            ack_register,
-            (before & le_u64(entry, 76)) | le_u64(entry, 84),
-        );
-        obs.read_ack_after = ram(ack_register, 8).map_or(0, |b| le_u64(b, 0));
+        write_u64(ack_register, (before & entry.u64(76)) | entry.u64(84));
+        obs.read_ack_after = register.u64(0);
     }
     read.found |= acpi_found::ACKED;
 }
 
 /// Recognises a flattened device tree at `dtb` by its big-endian magic.
 pub fn check_dtb(dtb: u64, obs: &mut DtbObservation) {
-    let Some(header) = ram(dtb, 8) else {
+    let Some(header) = Ram::at(dtb, 8) else {
         return;
     };
-    let be = |at: usize| {
-        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
+    let be = |at: usize| u32::from_be_bytes(header.bytes(at));
     if be(0) == FDT_MAGIC {
         obs.recognised = 1;
         obs.total_size = be(4);

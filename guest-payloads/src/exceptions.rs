@@ -13,19 +13,20 @@ use ras_guest_abi::mailbox::{flags, ExceptionRecord, NO_STEP};
 #[no_mangle]
 extern "C" fn handle_exception(vector_offset: u64) -> ! {
     let mb = Mailbox::current();
-    let scratch = mb.scratch();
-    if scratch.in_handler != 0 {
+    let (nested, in_el0, armed, step) =
+        mb.with_scratch(|s| (s.in_handler != 0, s.in_el0 != 0, s.armed != 0, s.step));
+    if nested {
         // The handler itself faulted: touch as little as possible and stop.
         psci_system_off();
         park();
     }
-    scratch.in_handler = 1;
+    mb.with_scratch(|s| s.in_handler = 1);
 
     let esr = read_sysreg!("esr_el1");
     // An EL0 step ends with `svc #0`: that is the step returning, not an observation.
     if vector_offset == VECTOR_LOWER_A64_SYNC
         && esr >> ESR_ELx_EC_SHIFT == u64::from(ESR_ELx_EC_SVC64)
-        && scratch.in_el0 != 0
+        && in_el0
     {
         resume(mb, 0);
     }
@@ -38,11 +39,7 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         spsr: read_sysreg!("spsr_el1"),
         isr: read_sysreg!("isr_el1"),
         cntvct: read_sysreg!("cntvct_el0"),
-        step: if scratch.armed != 0 {
-            scratch.step
-        } else {
-            NO_STEP
-        },
+        step: if armed { step } else { NO_STEP },
         cper: Default::default(),
     };
     // As an OS does when notified (Linux: ghes_notify_sea from do_sea), look for the
@@ -50,19 +47,21 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
     let params = mb.params();
     if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
         let ack = params.flags & flags::ACK != 0;
-        acpi::walk(params.rsdp_gpa, ack, &mut mb.report().acpi, &mut record.cper);
+        mb.with_report(|r| acpi::walk(params.rsdp_gpa, ack, &mut r.acpi, &mut record.cper));
     }
-    let report = mb.report();
-    let index = report.exception_count;
-    // Past MAX_RECORDS the exception is only counted.
-    if let Some(slot) = report.records.get_mut(index as usize) {
-        *slot = record;
-    }
-    report.exception_count = index.saturating_add(1);
+    let index = mb.with_report(|r| {
+        let index = r.exception_count;
+        // Past MAX_RECORDS the exception is only counted.
+        if let Some(slot) = r.records.get_mut(index as usize) {
+            *slot = record;
+        }
+        r.exception_count = index.saturating_add(1);
+        index
+    });
     let step = record.step as u16;
     ring(Doorbell::new(Event::ExceptionRecorded, step, index));
 
-    if scratch.armed != 0 {
+    if armed {
         resume(mb, 1);
     }
     fatal(mb, step, FatalReason::UnexpectedException)
@@ -70,11 +69,12 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
 
 /// Leaves the handler and returns `value` from the step's `guard_call`.
 fn resume(mb: Mailbox, value: u64) -> ! {
-    let scratch = mb.scratch();
-    scratch.in_handler = 0;
-    scratch.in_el0 = 0;
-    scratch.armed = 0;
+    mb.with_scratch(|s| {
+        s.in_handler = 0;
+        s.in_el0 = 0;
+        s.armed = 0;
+    });
     // SAFETY: `armed` (or `in_el0`, set only inside a guard) says guard_call filled the
     // buffer and its frame is still live: the step runs below it on the same stack.
-    unsafe { guard_resume(&scratch.jmpbuf, value) }
+    unsafe { guard_resume(mb.jmpbuf(), value) }
 }

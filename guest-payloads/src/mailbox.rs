@@ -2,8 +2,12 @@
 
 use core::mem::offset_of;
 use ras_guest_abi::mailbox::State;
+use ras_guest_abi::mailbox::MAX_TARGETS;
 use ras_guest_abi::map::{mailbox_base, mailbox_offset, MAILBOX_BASE, MAX_VCPUS};
-use ras_guest_abi::{Params, Report, PARAMS_MAGIC};
+use ras_guest_abi::{Params, Report, StepAddresses, PARAMS_MAGIC};
+
+/// Entries of `Report::steps`: the access steps, then the SError wait.
+const STEPS: usize = MAX_TARGETS + 1;
 
 /// Guest-private state for exception recovery, at `mailbox_offset::SCRATCH`.
 #[repr(C)]
@@ -104,18 +108,42 @@ impl Mailbox {
         }
     }
 
-    /// The report. Callers keep the reference for a statement or a short block; only this
-    /// vCPU writes it, and the VMM reads it only while the vCPU is stopped in an exit.
-    #[allow(clippy::mut_from_ref)]
-    pub fn report(self) -> &'static mut Report {
-        // SAFETY: see above; the address is this vCPU's, aligned and mapped.
-        unsafe { &mut *((self.base + mailbox_offset::REPORT) as *mut Report) }
+    /// Runs `f` on this vCPU's report. The reference lives only for the call, so none is
+    /// live when the exception handler, which writes the report too, interrupts a step;
+    /// `f` itself performs no access that could take an exception. The VMM reads the
+    /// report only while the vCPU is stopped in an exit.
+    pub fn with_report<T>(self, f: impl FnOnce(&mut Report) -> T) -> T {
+        // SAFETY: this vCPU's report, aligned and mapped; only this vCPU writes it, and no
+        // other reference to it exists during `f` (see above).
+        f(unsafe { &mut *((self.base + mailbox_offset::REPORT) as *mut Report) })
     }
 
-    /// The guest-private scratch, with the same discipline as [`Mailbox::report`].
-    #[allow(clippy::mut_from_ref)]
-    pub fn scratch(self) -> &'static mut Scratch {
-        // SAFETY: the scratch page is this vCPU's, aligned and mapped; all-zero is valid.
-        unsafe { &mut *((self.base + mailbox_offset::SCRATCH) as *mut Scratch) }
+    /// Runs `f` on the guest-private scratch, with the same discipline as
+    /// [`Mailbox::with_report`].
+    pub fn with_scratch<T>(self, f: impl FnOnce(&mut Scratch) -> T) -> T {
+        // SAFETY: the scratch page is this vCPU's, aligned and mapped; all-zero is valid;
+        // no other reference to it exists during `f`.
+        f(unsafe { &mut *self.scratch_ptr() })
+    }
+
+    /// The jump buffer of the step guard, as a raw pointer: `guard_call` fills it while a
+    /// step runs and the exception handler reads it, so no Rust reference may cover it.
+    pub fn jmpbuf(self) -> *mut [u64; 13] {
+        // SAFETY: a field address inside the scratch page; nothing is dereferenced.
+        unsafe { &raw mut (*self.scratch_ptr()).jmpbuf }
+    }
+
+    /// Step `step`'s entry of the report's `steps`, as a raw pointer (the step's assembly
+    /// stores into it), or `None` past the array.
+    pub fn step_addresses(self, step: usize) -> Option<*mut StepAddresses> {
+        let report = (self.base + mailbox_offset::REPORT) as *mut Report;
+        // SAFETY: field and element addresses inside this vCPU's report, `step` checked
+        // against the array's length; nothing is dereferenced.
+        (step < STEPS)
+            .then(|| unsafe { (&raw mut (*report).steps).cast::<StepAddresses>().add(step) })
+    }
+
+    fn scratch_ptr(self) -> *mut Scratch {
+        (self.base + mailbox_offset::SCRATCH) as *mut Scratch
     }
 }

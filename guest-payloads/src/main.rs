@@ -47,18 +47,17 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
     let Some(access) = access.filter(|_| valid) else {
         fatal(mb, 0, FatalReason::BadParams)
     };
-    {
-        let report = mb.report();
-        report.magic = REPORT_MAGIC;
-        report.state = State::Running as u32;
-        report.cntfrq = read_sysreg!("cntfrq_el0");
-        report.id_aa64pfr0 = read_sysreg!("id_aa64pfr0_el1");
-    }
-    mb.scratch().has_ras = u64::from(sysreg::has_feat_ras());
+    mb.with_report(|r| {
+        r.magic = REPORT_MAGIC;
+        r.state = State::Running as u32;
+        r.cntfrq = read_sysreg!("cntfrq_el0");
+        r.id_aa64pfr0 = read_sysreg!("id_aa64pfr0_el1");
+    });
+    mb.with_scratch(|s| s.has_ras = u64::from(sysreg::has_feat_ras()));
     ring(Doorbell::new(Event::Ready, 0, 0));
 
     if params.dtb_gpa != 0 {
-        acpi::check_dtb(params.dtb_gpa, &mut mb.report().dtb);
+        mb.with_report(|r| acpi::check_dtb(params.dtb_gpa, &mut r.dtb));
     }
     if params.flags & flags::HANG != 0 {
         loop {
@@ -78,44 +77,43 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
     let steps = (params.target_count as usize).min(params.targets.len());
     for (i, &target) in params.targets[..steps].iter().enumerate() {
         let step = i as u16;
-        mb.report().step = u32::from(step);
-        mb.report().counter_before[i] = read_sysreg!("cntvct_el0");
+        mb.with_report(|r| {
+            r.step = u32::from(step);
+            r.counter_before[i] = read_sysreg!("cntvct_el0");
+        });
         steps::run_access(mb, step, &params, access, target);
-        mb.report().steps_done += 1;
-        ring(Doorbell::new(
-            Event::StepDone,
-            step,
-            mb.report().exception_count,
-        ));
+        step_done(mb, step);
     }
 
     if params.flags & flags::SERROR_WAIT != 0 {
         let step = steps as u16;
-        mb.report().step = u32::from(step);
+        mb.with_report(|r| r.step = u32::from(step));
         steps::run_serror_wait(mb, step, params.flags & flags::SERROR_ESB != 0);
-        mb.report().steps_done += 1;
-        ring(Doorbell::new(
-            Event::StepDone,
-            step,
-            mb.report().exception_count,
-        ));
+        step_done(mb, step);
     }
 
-    let report = mb.report();
-    report.step = report.steps_done;
-    ring(Doorbell::new(
-        Event::Done,
-        report.steps_done as u16,
-        report.exception_count,
-    ));
+    let (done, exceptions) = mb.with_report(|r| {
+        r.step = r.steps_done;
+        (r.steps_done, r.exception_count)
+    });
+    ring(Doorbell::new(Event::Done, done as u16, exceptions));
     // After the doorbell: vCPU 0 waits for this state, so the doorbell is never lost.
-    mb.report().state = State::Done as u32;
+    mb.with_report(|r| r.state = State::Done as u32);
     if mb.is_first() {
         mb.wait_for_other_vcpus();
         platform::system_off(mb)
     } else {
         platform::cpu_off(mb)
     }
+}
+
+/// Counts step `step` done and tells the VMM.
+fn step_done(mb: Mailbox, step: u16) {
+    let exceptions = mb.with_report(|r| {
+        r.steps_done += 1;
+        r.exception_count
+    });
+    ring(Doorbell::new(Event::StepDone, step, exceptions));
 }
 
 #[panic_handler]

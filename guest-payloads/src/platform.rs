@@ -32,7 +32,7 @@ pub fn ring(d: Doorbell) {
 /// VMM's watchdog then stops it).
 pub fn system_off(mb: Mailbox) -> ! {
     psci_system_off();
-    mb.report().state = State::Fatal as u32;
+    mb.with_report(|r| r.state = State::Fatal as u32);
     ring(Doorbell::new(
         Event::Fatal,
         0,
@@ -82,7 +82,7 @@ pub fn park() -> ! {
 
 /// Marks the report fatal, rings `Fatal(reason)` and powers off.
 pub fn fatal(mb: Mailbox, step: u16, reason: FatalReason) -> ! {
-    mb.report().state = State::Fatal as u32;
+    mb.with_report(|r| r.state = State::Fatal as u32);
     ring(Doorbell::new(Event::Fatal, step, reason as u32));
     system_off(mb)
 }

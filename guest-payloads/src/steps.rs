@@ -36,13 +36,14 @@ struct SerrorArgs {
 
 /// Runs `f(arg)` as step `step`; returns true if an exception ended it.
 fn guarded(mb: Mailbox, step: u16, f: extern "C" fn(u64), arg: u64) -> bool {
-    let scratch = mb.scratch();
-    scratch.step = u64::from(step);
-    scratch.armed = 1;
+    mb.with_scratch(|s| {
+        s.step = u64::from(step);
+        s.armed = 1;
+    });
     // SAFETY: the buffer is this vCPU's scratch; `f` is an AAPCS64 function; an exception
     // inside `f` comes back through guard_resume into this frame, which is still live.
-    let faulted = unsafe { guard_call(&mut scratch.jmpbuf, f, arg) } != 0;
-    mb.scratch().armed = 0;
+    let faulted = unsafe { guard_call(mb.jmpbuf(), f, arg) } != 0;
+    mb.with_scratch(|s| s.armed = 0);
     faulted
 }
 
@@ -61,10 +62,8 @@ pub fn run_access(mb: Mailbox, step: u16, params: &Params, access: Access, targe
 /// Step `step`'s entry in the report's [`StepAddresses`]; `spare` for a step beyond it
 /// (there is none: the payload runs at most `MAX_TARGETS` access steps and one wait).
 fn addresses(mb: Mailbox, step: u16, spare: &mut StepAddresses) -> *mut StepAddresses {
-    match mb.report().steps.get_mut(usize::from(step)) {
-        Some(at) => at,
-        None => spare,
-    }
+    mb.step_addresses(usize::from(step))
+        .unwrap_or(spare as *mut StepAddresses)
 }
 
 extern "C" fn access_step(arg: u64) {
@@ -224,7 +223,7 @@ fn place_instruction(addr: u64, insn: u32) {
 /// Erets to `pc` at EL0 with x0 = `target`; the step continues when EL0 calls `svc #0`
 /// or faults (either way through the handler).
 fn enter_el0(mb: Mailbox, pc: u64, target: u64) {
-    mb.scratch().in_el0 = 1;
+    mb.with_scratch(|s| s.in_el0 = 1);
     let sp = mb.base() + mailbox_offset::EL0_STACK_TOP;
     // SAFETY: EL0 code runs on its own stack and returns only through an exception, which
     // resumes the guard; nothing after the eret executes.
@@ -260,15 +259,20 @@ extern "C" fn serror_step(arg: u64) {
     sysreg::mask_serror();
     ring_ready(a.step, ready);
     let isr = read_sysreg!("isr_el1");
-    let has_ras = a.mb.scratch().has_ras != 0;
-    let serror = &mut a.mb.report().serror;
-    serror.ran = 1;
-    serror.isr_masked = isr;
-    if a.esb && has_ras {
+    let has_ras = a.mb.with_scratch(|s| s.has_ras != 0);
+    // ESB takes no exception: a pending SError is deferred into DISR_EL1.
+    let deferred = (a.esb && has_ras).then(|| {
         sysreg::esb();
-        serror.disr = sysreg::read_disr(true);
-        serror.esb_executed = 1;
-    }
+        sysreg::read_disr(true)
+    });
+    a.mb.with_report(|r| {
+        r.serror.ran = 1;
+        r.serror.isr_masked = isr;
+        if let Some(disr) = deferred {
+            r.serror.disr = disr;
+            r.serror.esb_executed = 1;
+        }
+    });
     // A pending SError is taken here, into the handler, which ends the step.
     unmask_serror_noting(unmask);
     // Nothing was pending: mask again.
