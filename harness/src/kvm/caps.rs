@@ -2,8 +2,12 @@
 //! so the VMM can behave as if a capability were absent (to test its fallbacks).
 
 /// Capabilities by their include/uapi/linux/kvm.h numbers (kvm-ioctls 0.25 has no `Cap`
-/// variants for 158, 178 and 245, hence the raw numbers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// variants for 158, 178 and 245, hence the raw numbers). JSON (a scenario's
+/// `vmm.mask_caps`): the number.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u32", into = "u32")]
 #[repr(u32)]
 pub enum Cap {
     /// KVM_CAP_VCPU_EVENTS: KVM_GET/SET_VCPU_EVENTS.
@@ -25,6 +29,21 @@ impl Cap {
         Cap::ArmSeaToUser,
     ];
 
+    /// The capability number.
+    pub fn number(self) -> u32 {
+        self as u32
+    }
+
+    /// The uapi name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cap::VcpuEvents => "KVM_CAP_VCPU_EVENTS",
+            Cap::ArmInjectSerrorEsr => "KVM_CAP_ARM_INJECT_SERROR_ESR",
+            Cap::ArmInjectExtDabt => "KVM_CAP_ARM_INJECT_EXT_DABT",
+            Cap::ArmSeaToUser => "KVM_CAP_ARM_SEA_TO_USER",
+        }
+    }
+
     fn bit(self) -> u8 {
         match self {
             Cap::VcpuEvents => 1,
@@ -32,6 +51,23 @@ impl Cap {
             Cap::ArmInjectExtDabt => 4,
             Cap::ArmSeaToUser => 8,
         }
+    }
+}
+
+impl TryFrom<u32> for Cap {
+    type Error = String;
+
+    fn try_from(v: u32) -> Result<Self, String> {
+        Cap::ALL
+            .into_iter()
+            .find(|c| c.number() == v)
+            .ok_or_else(|| format!("unknown capability {v}, expected one of 41, 158, 178, 245"))
+    }
+}
+
+impl From<Cap> for u32 {
+    fn from(cap: Cap) -> u32 {
+        cap.number()
     }
 }
 

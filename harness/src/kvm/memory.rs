@@ -1,6 +1,6 @@
 //! Host mappings that back guest memory. Each owns its mmap and unmaps it on drop.
 
-use super::{Error, Result};
+use super::{Backing, Error, Result};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
@@ -9,22 +9,7 @@ use std::ptr::NonNull;
 const MAP_HUGE_SHIFT: i32 = 26;
 const MAP_HUGE_2MB: i32 = 21 << MAP_HUGE_SHIFT;
 const MAP_HUGE_1GB: i32 = 30 << MAP_HUGE_SHIFT;
-const SIZE_2M: usize = 2 << 20;
-
-/// How a guest memory region is backed on the host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// Private anonymous memory, base pages.
-    Anonymous,
-    /// Private anonymous memory, 2 MiB aligned, with madvise(MADV_HUGEPAGE).
-    Thp,
-    /// MAP_HUGETLB with 2 MiB pages (needs /proc/sys/vm/nr_hugepages).
-    Hugetlb2M,
-    /// MAP_HUGETLB with 1 GiB pages.
-    Hugetlb1G,
-    /// A shared mapping of a memfd (another process can open and poison it).
-    Memfd,
-}
+const SIZE_2M: usize = super::backing::SIZE_2M as usize;
 
 /// One host mapping: `len` bytes at `ptr`.
 #[derive(Debug)]
@@ -57,11 +42,7 @@ fn mmap(len: usize, prot: i32, flags: i32, fd: i32) -> Result<NonNull<u8>> {
 impl Mapping {
     /// Maps `len` bytes (a multiple of the backing's page size) as `backing`.
     pub fn new(backing: Backing, len: usize) -> Result<Self> {
-        let page = match backing {
-            Backing::Hugetlb2M | Backing::Thp => SIZE_2M,
-            Backing::Hugetlb1G => 1 << 30,
-            Backing::Anonymous | Backing::Memfd => 4096,
-        };
+        let page = backing.page_size() as usize;
         if len == 0 || !len.is_multiple_of(page) {
             return Err(Error::Invalid(format!(
                 "{backing:?} mapping of {len:#x} bytes: not a multiple of {page:#x}"

@@ -17,6 +17,7 @@
 //!
 //! [`caps`] probes the injection capabilities and lets the VMM pretend one is absent.
 
+pub mod backing;
 #[cfg(target_arch = "aarch64")]
 pub mod boot;
 pub mod caps;
@@ -34,12 +35,13 @@ mod vm;
 #[cfg(target_arch = "aarch64")]
 mod watchdog;
 
+pub use backing::Backing;
 pub use caps::{Cap, CapSet};
 pub use exit::{handle_exit, Action, Exit, RunState, Stop};
 #[cfg(target_arch = "aarch64")]
 pub use kick::Kicker;
 #[cfg(target_arch = "aarch64")]
-pub use memory::{Backing, Mapping};
+pub use memory::Mapping;
 #[cfg(target_arch = "aarch64")]
 pub use regs::{core_reg, sys_reg, CoreReg};
 #[cfg(target_arch = "aarch64")]

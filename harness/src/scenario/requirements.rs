@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::spec::{Backing, KvmCap, Method, OnMemoryError, Scenario, SeaVia};
+use super::spec::{Backing, Method, OnMemoryError, Scenario, SeaVia};
+use crate::kvm::Cap;
 
 /// What a scenario needs from the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -20,7 +21,7 @@ pub struct Requirements {
     /// Free hugetlb pages needed: (page size in MiB, count).
     pub hugetlb: Option<(u32, u32)>,
     /// KVM capabilities the VMM's configuration uses and the scenario does not mask.
-    pub caps: Vec<KvmCap>,
+    pub caps: Vec<Cap>,
     /// KVM_SET_ONE_REG may lower ID_AA64PFR0_EL1.RAS (to hide FEAT_RAS from the guest).
     pub writable_id_regs: bool,
 }
@@ -55,12 +56,12 @@ pub fn requirements(scenario: &Scenario) -> Requirements {
     let mut caps = match vmm.on_memory_error {
         // ext_dabt_pending travels in struct kvm_vcpu_events (cap 41) and needs cap 178.
         OnMemoryError::Sea if vmm.sea == SeaVia::KvmExtDabt => {
-            vec![KvmCap::VcpuEvents, KvmCap::ArmInjectExtDabt]
+            vec![Cap::VcpuEvents, Cap::ArmInjectExtDabt]
         }
         OnMemoryError::Serror if vmm.serror_esr.is_some() => {
-            vec![KvmCap::VcpuEvents, KvmCap::ArmInjectSerrorEsr]
+            vec![Cap::VcpuEvents, Cap::ArmInjectSerrorEsr]
         }
-        OnMemoryError::Serror => vec![KvmCap::VcpuEvents],
+        OnMemoryError::Serror => vec![Cap::VcpuEvents],
         OnMemoryError::Sea | OnMemoryError::Stop => vec![],
     };
     // A masked capability is the point of the scenario: the VMM must cope without it, and a

@@ -13,6 +13,8 @@ use crate::formats::esr::{
     ESR_ELx_EC_DABT_CUR, ESR_ELx_EC_DABT_LOW, ESR_ELx_EC_IABT_CUR, ESR_ELx_EC_IABT_LOW,
     ESR_ELx_EC_SERROR, Esr, Origin,
 };
+pub use crate::kvm::Backing;
+use crate::kvm::Cap;
 
 /// A whole scenario file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,7 +88,7 @@ impl Default for Guest {
         Self {
             vcpus: 1,
             memory_mib: 64,
-            backing: Backing::Anon,
+            backing: Backing::Anonymous,
             target_pages: 16,
             ras: true,
             el: El::El1,
@@ -94,35 +96,6 @@ impl Default for Guest {
             serror_masked: false,
             esb: false,
             ack: true,
-        }
-    }
-}
-
-/// What backs guest RAM; it decides `si_addr_lsb` and what one poisoned page takes down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backing {
-    /// Anonymous private memory (`si_addr_lsb` = PAGE_SHIFT).
-    Anon,
-    /// Anonymous memory with MADV_HUGEPAGE (poison splits the huge page).
-    Thp,
-    /// hugetlbfs 2 MiB pages (`si_addr_lsb` 21 when the slot is aligned).
-    #[serde(rename = "hugetlb-2m")]
-    Hugetlb2m,
-    /// hugetlbfs 1 GiB pages (`si_addr_lsb` 30).
-    #[serde(rename = "hugetlb-1g")]
-    Hugetlb1g,
-    /// A shared memfd, as QEMU's memory-backend-memfd uses.
-    Memfd,
-}
-
-impl Backing {
-    /// The huge page size in MiB for hugetlb backings: guest RAM must be a multiple of it.
-    pub fn hugetlb_mib(self) -> Option<u32> {
-        match self {
-            Self::Hugetlb2m => Some(2),
-            Self::Hugetlb1g => Some(1024),
-            Self::Anon | Self::Thp | Self::Memfd => None,
         }
     }
 }
@@ -262,8 +235,12 @@ pub enum When {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Vmm {
-    /// KVM capabilities the VMM must treat as absent, whatever the host reports.
-    pub mask_caps: Vec<KvmCap>,
+    /// KVM capabilities the VMM must treat as absent, whatever the host reports: 41, 158
+    /// or 178. Not 245 (KVM_CAP_ARM_SEA_TO_USER): it changes only what happens when the
+    /// host takes a real synchronous external abort that APEI does not claim
+    /// (`kvm_handle_guest_sea`), which the hwpoison path never reaches, so masking it could
+    /// not change any outcome (scenarios/README.md); validation refuses it.
+    pub mask_caps: Vec<Cap>,
     /// PR_MCE_KILL policy of the VMM process.
     pub mce_kill: MceKill,
     /// What the VMM does with an action-required memory error (BUS_MCEERR_AR).
@@ -290,64 +267,6 @@ impl Default for Vmm {
             cper_profile: CperProfile::Qemu,
             on_ao: OnAo::Ignore,
         }
-    }
-}
-
-/// The KVM capabilities the harness can mask (include/uapi/linux/kvm.h). JSON: the number.
-///
-/// KVM_CAP_ARM_SEA_TO_USER (245) is not one of them: it changes only what happens when the
-/// host takes a real synchronous external abort that APEI does not claim
-/// (`kvm_handle_guest_sea`), which the hwpoison path never reaches, so masking it could
-/// not change any outcome (scenarios/README.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub enum KvmCap {
-    /// KVM_CAP_VCPU_EVENTS (41): KVM_SET_VCPU_EVENTS, so any SError or ext_dabt injection.
-    VcpuEvents,
-    /// KVM_CAP_ARM_INJECT_SERROR_ESR (158): an SError with a chosen ESR.
-    ArmInjectSerrorEsr,
-    /// KVM_CAP_ARM_INJECT_EXT_DABT (178): `ext_dabt_pending`.
-    ArmInjectExtDabt,
-}
-
-impl KvmCap {
-    /// The capability number.
-    pub fn number(self) -> u32 {
-        match self {
-            Self::VcpuEvents => 41,
-            Self::ArmInjectSerrorEsr => 158,
-            Self::ArmInjectExtDabt => 178,
-        }
-    }
-
-    /// The uapi name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::VcpuEvents => "KVM_CAP_VCPU_EVENTS",
-            Self::ArmInjectSerrorEsr => "KVM_CAP_ARM_INJECT_SERROR_ESR",
-            Self::ArmInjectExtDabt => "KVM_CAP_ARM_INJECT_EXT_DABT",
-        }
-    }
-}
-
-impl TryFrom<u32> for KvmCap {
-    type Error = String;
-
-    fn try_from(v: u32) -> Result<Self, String> {
-        match v {
-            41 => Ok(Self::VcpuEvents),
-            158 => Ok(Self::ArmInjectSerrorEsr),
-            178 => Ok(Self::ArmInjectExtDabt),
-            _ => Err(format!(
-                "unknown capability {v}, expected one of 41, 158, 178"
-            )),
-        }
-    }
-}
-
-impl From<KvmCap> for u32 {
-    fn from(cap: KvmCap) -> u32 {
-        cap.number()
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rstest::rstest;
 
 use super::*;
+use crate::kvm::Cap;
 use crate::testutil::snapshot_settings;
 
 /// Every file under scenarios/ loads, validates, and is named after its file.
@@ -195,7 +196,7 @@ fn serror_esr_only_with_serror_and_a_masked_serror_may_stay_pending() {
 #[test]
 fn duplicate_masked_caps_and_dtb_records_are_rejected() {
     let mut s = base();
-    s.vmm.mask_caps = vec![KvmCap::ArmInjectExtDabt, KvmCap::ArmInjectExtDabt];
+    s.vmm.mask_caps = vec![Cap::ArmInjectExtDabt, Cap::ArmInjectExtDabt];
     s.firmware = Firmware::Dtb;
     s.expect.cper = Some(CperExpectation::All(ExpectedCper::Recorded));
     assert_eq!(fields(&s), ["vmm.mask_caps[1]", "expect.cper"]);
@@ -265,14 +266,14 @@ fn requirements_follow_the_configuration() {
     let mut s = base();
     s.vmm.sea = SeaVia::KvmExtDabt;
     let r = requirements(&s);
-    assert_eq!(r.caps, [KvmCap::VcpuEvents, KvmCap::ArmInjectExtDabt]);
+    assert_eq!(r.caps, [Cap::VcpuEvents, Cap::ArmInjectExtDabt]);
     assert!(r.root && r.memory_failure && !r.hard_offline_page);
 
     // Masking 178 is what the scenario tests: it is no longer required.
-    s.vmm.mask_caps = vec![KvmCap::ArmInjectExtDabt];
-    assert_eq!(requirements(&s).caps, [KvmCap::VcpuEvents]);
+    s.vmm.mask_caps = vec![Cap::ArmInjectExtDabt];
+    assert_eq!(requirements(&s).caps, [Cap::VcpuEvents]);
 
-    s.guest.backing = Backing::Hugetlb1g;
+    s.guest.backing = Backing::Hugetlb1G;
     s.guest.memory_mib = 2048;
     s.guest.ras = false;
     s.faults[0].method = Method::HardOffline;

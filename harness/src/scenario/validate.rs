@@ -12,6 +12,7 @@ use super::spec::{
     OnAo, OnMemoryError, Scenario, SeaVia, When,
 };
 use crate::formats::esr::{ESR_ELx_EC_SERROR, Esr};
+use crate::kvm::Cap;
 
 /// Size of a target region page: the guest's identity map uses a 4 KiB granule whatever the
 /// host page size, so page indices mean the same on every host.
@@ -184,7 +185,13 @@ fn check_faults(s: &Scenario, out: &mut Vec<Invalid>) {
 fn check_vmm(s: &Scenario, out: &mut Vec<Invalid>) {
     let v = &s.vmm;
     for (i, cap) in v.mask_caps.iter().enumerate() {
-        if v.mask_caps[..i].contains(cap) {
+        if *cap == Cap::ArmSeaToUser {
+            out.push(invalid(
+                format!("vmm.mask_caps[{i}]"),
+                "245 (KVM_CAP_ARM_SEA_TO_USER) cannot be masked: the hwpoison path never uses \
+                 it (scenarios/README.md); maskable: 41, 158, 178",
+            ));
+        } else if v.mask_caps[..i].contains(cap) {
             out.push(invalid(
                 format!("vmm.mask_caps[{i}]"),
                 format!("capability {} is listed twice", cap.number()),

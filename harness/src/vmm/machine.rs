@@ -34,10 +34,9 @@ use super::{ExecError, Options};
 use crate::fault::sigbus::{self, SigbusCode, SigbusEvent};
 use crate::fault::translate::Memslot;
 use crate::fault::{self, GuestRanges, PoisonError, PoisonedPage, Poisoner};
-use crate::kvm::{self, boot, Cap, Kicker, Mapping, Vcpu, Vm};
+use crate::kvm::{self, boot, Kicker, Mapping, Vcpu, Vm};
 use crate::scenario::{
-    Backing, GuestReport, Hex, HexBytes, HostSignal, KvmCap, MceKill, Method, Outcome, Scenario,
-    VmmEnd,
+    Backing, GuestReport, Hex, HexBytes, HostSignal, MceKill, Method, Outcome, Scenario, VmmEnd,
 };
 
 /// How long the VMM thread waits for a message, and a held vCPU for a change, before
@@ -96,35 +95,16 @@ fn failed(what: &str) -> impl Fn(kvm::Error) -> ExecError + '_ {
     move |e| ExecError::Failed(format!("{what}: {e}"))
 }
 
-fn kvm_backing(b: Backing) -> kvm::Backing {
-    match b {
-        Backing::Anon => kvm::Backing::Anonymous,
-        Backing::Thp => kvm::Backing::Thp,
-        Backing::Hugetlb2m => kvm::Backing::Hugetlb2M,
-        Backing::Hugetlb1g => kvm::Backing::Hugetlb1G,
-        Backing::Memfd => kvm::Backing::Memfd,
-    }
-}
-
-fn kvm_cap(c: KvmCap) -> Cap {
-    match c {
-        KvmCap::VcpuEvents => Cap::VcpuEvents,
-        KvmCap::ArmInjectSerrorEsr => Cap::ArmInjectSerrorEsr,
-        KvmCap::ArmInjectExtDabt => Cap::ArmInjectExtDabt,
-    }
-}
-
 impl Machine {
     fn build(s: &Scenario, plan: &Plan) -> Result<Self, ExecError> {
         if !std::path::Path::new("/dev/kvm").exists() {
             return Err(ExecError::Unsupported("no /dev/kvm".into()));
         }
         let mut vm = Vm::new().map_err(failed("create the VM"))?;
-        let mask: Vec<Cap> = s.vmm.mask_caps.iter().map(|&c| kvm_cap(c)).collect();
-        vm.set_caps(vm.caps().masked(&mask));
+        vm.set_caps(vm.caps().masked(&s.vmm.mask_caps));
 
         boot::add_payload_ram(&mut vm).map_err(failed("the payload's RAM"))?;
-        let target = Mapping::new(kvm_backing(s.guest.backing), plan.target_size as usize)
+        let target = Mapping::new(s.guest.backing, plan.target_size as usize)
             .map_err(failed("map the target slot"))?;
         let target_hva = target.as_ptr() as usize;
         let mut ranges = GuestRanges::new();
@@ -185,7 +165,7 @@ impl Machine {
             }
             // Linux 6.1 answers MADV_HWPOISON on a 1 GiB hugetlb page with EBUSY (6.12 poisons
             // it): a limit of the host kernel, not of the scenario.
-            Err(e @ PoisonError::Busy { .. }) if s.guest.backing == Backing::Hugetlb1g => {
+            Err(e @ PoisonError::Busy { .. }) if s.guest.backing == Backing::Hugetlb1G => {
                 Err(ExecError::Unsupported(format!(
                     "the kernel cannot poison a 1 GiB hugetlb page: {e}"
                 )))

@@ -9,7 +9,7 @@ use ras_guest_abi::Params;
 
 use crate::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
 use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
-use crate::scenario::{Access, Backing, El, Firmware, Scenario};
+use crate::scenario::{Access, El, Firmware, Scenario};
 
 /// Where the ACPI tables go in the firmware area: RSDP first, XSDT and HEST after it, the
 /// GHES registers and status blocks 64 KiB in (QEMU's arrangement, [`AcpiLayout::qemu_like`]).
@@ -66,16 +66,6 @@ pub enum PlanError {
     Firmware(String),
 }
 
-/// The host page size of a backing, in bytes (the target slot is a multiple of it).
-pub fn backing_page(backing: Backing) -> u64 {
-    match backing {
-        Backing::Anon | Backing::Memfd => 4096,
-        // THP and 2 MiB hugetlb: a PMD; 1 GiB hugetlb: a PUD (4 KiB granule).
-        Backing::Thp | Backing::Hugetlb2m => 2 << 20,
-        Backing::Hugetlb1g => 1 << 30,
-    }
-}
-
 /// The device tree of a DTB-only guest with `vcpus` vCPUs and `target_size` bytes of
 /// target slot: the RAM slot and the target slot as memory, one CPU node per vCPU, the
 /// GICv3 at the payload's map.
@@ -112,7 +102,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     if size > TARGET_MAX_SIZE {
         return Err(PlanError::TargetTooLarge(s.guest.memory_mib));
     }
-    let page = backing_page(s.guest.backing);
+    let page = s.guest.backing.page_size();
     let target_size = size.div_ceil(page) * page;
 
     let (blobs, ghes, rsdp, dtb) = match s.firmware {
