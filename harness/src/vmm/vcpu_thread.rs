@@ -56,7 +56,7 @@ enum State {
     /// About to enter (or back in) KVM_RUN.
     Running,
     /// At a ReadyForFault doorbell, waiting for the VMM thread.
-    AtDoorbell { step: u16 },
+    AtDoorbell,
     /// Acting on a memory error, on this thread.
     Handling(MemoryError),
     /// Notified, waiting until the scenario's order lets it run on.
@@ -120,7 +120,7 @@ impl Thread<'_, '_> {
     fn step(&mut self, state: State) -> Result<State, ExecError> {
         match state {
             State::Running => self.running(),
-            State::AtDoorbell { step } => self.at_doorbell(step),
+            State::AtDoorbell => Ok(self.at_doorbell()),
             State::Handling(error) => self.handling(&error),
             State::Held(until) => Ok(self.held(until)),
             State::Ended(how) => Ok(State::Ended(how)),
@@ -145,7 +145,7 @@ impl Thread<'_, '_> {
                         step,
                     })
                     .map_err(|_| ExecError::Failed("the VMM thread is gone".into()))?;
-                State::AtDoorbell { step }
+                State::AtDoorbell
             }
             Stop::Interrupted => self.interrupted(),
             Stop::SystemOff => State::Ended(Ended::SystemOff),
@@ -174,12 +174,12 @@ impl Thread<'_, '_> {
         }
     }
 
-    fn at_doorbell(&mut self, _step: u16) -> Result<State, ExecError> {
-        Ok(match self.rx.recv() {
+    fn at_doorbell(&mut self) -> State {
+        match self.rx.recv() {
             Ok(Command::Resume) => State::Running,
             Ok(Command::Halt) | Err(_) => State::Ended(Ended::Halted),
             Ok(Command::Notify(error)) => State::Handling(error),
-        })
+        }
     }
 
     /// Handles `error` on this thread with no lock held, then records what was done.
