@@ -14,12 +14,11 @@
 //! - [`scenario`]: the scenario files (schema, loading, validation), the outcome of a run
 //!   and the verdict on it.
 //! - [`report`]: the run report as JSON, JUnit XML and a table.
-//! - [`fault`] (Linux): poisoning guest pages for real, the SIGBUS that follows, and which
-//!   guest physical addresses it covers.
+//! - [`fault`]: poisoning guest pages for real, the SIGBUS that follows, and which guest
+//!   physical addresses it covers (Linux only; what a SIGBUS's si_code says, everywhere).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(target_os = "linux")]
 pub mod fault;
 pub mod formats;
 pub mod host;

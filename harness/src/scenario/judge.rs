@@ -4,7 +4,9 @@
 
 use super::json_name;
 use super::outcome::{ExceptionTaken, GuestState, HostSignal, Mismatch, Outcome, Verdict, VmmEnd};
-use super::spec::{CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario};
+use super::spec::{
+    CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario, SignalCode,
+};
 
 /// Judges `outcome` against `scenario.expect`. Never returns Skip or Error: those come from
 /// the runner, before or instead of an outcome.
@@ -148,10 +150,9 @@ fn check_signals(m: &mut Vec<Mismatch>, s: &Scenario, observed: &[HostSignal]) {
             format!("expect.host_signals[{i}]"),
             format!("{expected}, a signal of its own"),
             list(observed.iter().map(|sig| {
-                let code = match sig.code {
-                    4 => "ar".to_owned(),
-                    5 => "ao".to_owned(),
-                    c => format!("si_code {c}"),
+                let code = match SignalCode::from_si_code(sig.code) {
+                    Some(c) => json_name(&c),
+                    None => format!("si_code {}", sig.code),
                 };
                 format!("{code} lsb {} on {}", sig.lsb, sig.thread)
             })),
@@ -348,6 +349,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::fault::SigbusCode;
     use crate::formats::cper::{memory_error_record, Profile, Severity};
     use crate::scenario::{load, GuestReport, Hex, RecordRead, SerrorWait};
 
@@ -390,7 +392,7 @@ mod tests {
 
     fn ar(gpa: u64, thread: &str) -> HostSignal {
         HostSignal {
-            code: 4,
+            code: SigbusCode::MceerrAr,
             lsb: 12,
             gpa: Some(Hex(gpa)),
             thread: thread.into(),
@@ -478,7 +480,7 @@ mod tests {
     #[test]
     fn missing_signal_wrong_kind_and_unread_record() {
         let mut o = emulated_el1();
-        o.host_signals[0].code = 5;
+        o.host_signals[0].code = SigbusCode::MceerrAo;
         o.guest[0].exceptions[0].kind = GuestException::Serror;
         o.guest[0].exceptions[0].record = None;
         assert_eq!(
@@ -679,7 +681,7 @@ mod tests {
         let mut o = Outcome {
             vmm_end: VmmEnd::Completed,
             host_signals: vec![HostSignal {
-                code: 5,
+                code: SigbusCode::MceerrAo,
                 ..ar(s.faults[0].gpa(), "vmm")
             }],
             guest: vec![GuestReport {
@@ -715,7 +717,7 @@ mod tests {
     fn guest_exception_none_fails_when_one_was_taken() {
         let s = scenario("ao-early-kill-ignored");
         let mut o = emulated_el1();
-        o.host_signals[0].code = 5;
+        o.host_signals[0].code = SigbusCode::MceerrAo;
         o.guest[0].exceptions[0].record = None;
         let mut s_none = s.clone();
         s_none.expect.guest_exception = Some(GuestException::None);

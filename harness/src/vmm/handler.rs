@@ -9,13 +9,15 @@
 //! registers (see [`inject_entry`]). Nothing is read when a stop is not a memory error.
 
 use super::entry::{self, CpuState, EntryKind};
-use super::ghes::{self, RecordTemplate, RECORD_LEN};
+use super::ghes;
 use super::log::{Injection, InjectionKind, InjectionVia};
 use super::policy::{self, Decision, Delivery, FaultInfo, RecordAction};
 use super::ExecError;
-use crate::fault::sigbus::{SigbusEvent, BUS_MCEERR_AO};
+use crate::fault::sigbus::SigbusEvent;
 use crate::fault::translate::{translate, Memslot};
+use crate::fault::SigbusCode;
 use crate::formats::acpi::GhesSource;
+use crate::formats::cper::{RecordTemplate, MEMORY_ERROR_RECORD_LEN};
 use crate::formats::esr::Esr;
 use crate::kvm::{self, sys_reg, CapSet, CoreReg, Vcpu, Vm};
 use crate::scenario::{Firmware, Hex, OnMemoryError, SignalCode, Vmm};
@@ -61,7 +63,7 @@ impl Probe for () {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Handled {
     /// The CPER record written behind GHESv2.
-    pub record: Option<[u8; RECORD_LEN]>,
+    pub record: Option<[u8; MEMORY_ERROR_RECORD_LEN]>,
     /// The injection made.
     pub injection: Option<Injection>,
     /// The VM is to stop, for this reason.
@@ -134,7 +136,7 @@ impl ErrorHandler {
             None => true,
         };
         let info = FaultInfo {
-            code: if ev.si_code == BUS_MCEERR_AO {
+            code: if ev.si_code == SigbusCode::MceerrAo {
                 SignalCode::Ao
             } else {
                 SignalCode::Ar

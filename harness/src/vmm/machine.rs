@@ -30,9 +30,9 @@ use super::handler::ErrorHandler;
 use super::log::{Injection, VmmLog};
 use super::plan::{self, Plan};
 use super::{ExecError, Options};
-use crate::fault::sigbus::{self, SigbusEvent, BUS_MCEERR_AO, BUS_MCEERR_AR};
+use crate::fault::sigbus::{self, SigbusEvent};
 use crate::fault::translate::{translate, Memslot};
-use crate::fault::{self, GuestRanges, PoisonError, PoisonedPage, Poisoner};
+use crate::fault::{self, mce_kill, GuestRanges, PoisonError, PoisonedPage, Poisoner, SigbusCode};
 use crate::kvm::Watchdog;
 use crate::kvm::{self, sys_reg, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm};
 use crate::payload;
@@ -57,10 +57,10 @@ pub fn execute(s: &Scenario, opts: &Options) -> Result<(Outcome, VmmLog), ExecEr
     let plan = plan::plan(s).map_err(|e| ExecError::Failed(e.to_string()))?;
     sigbus::install().map_err(|e| ExecError::Failed(format!("SIGBUS handler: {e}")))?;
     let policy = match s.vmm.mce_kill {
-        MceKill::Early => sigbus::MceKill::Early,
-        MceKill::Late => sigbus::MceKill::Late,
+        MceKill::Early => mce_kill::MceKill::Early,
+        MceKill::Late => mce_kill::MceKill::Late,
     };
-    sigbus::set_mce_kill(policy).map_err(|e| ExecError::Failed(format!("PR_MCE_KILL: {e}")))?;
+    mce_kill::set_mce_kill(policy).map_err(|e| ExecError::Failed(format!("PR_MCE_KILL: {e}")))?;
     // Whatever an earlier run in this process left behind is not this run's.
     drop(sigbus::take_events());
 
@@ -548,7 +548,7 @@ impl Controller {
     fn collect(&mut self) {
         for ev in sigbus::take_events() {
             self.signals.push(ev);
-            if ev.si_code == BUS_MCEERR_AR || ev.si_code == BUS_MCEERR_AO {
+            if ev.si_code == SigbusCode::MceerrAr || ev.si_code == SigbusCode::MceerrAo {
                 self.pending.push(ev);
             }
         }
@@ -630,7 +630,7 @@ impl Shared<'_> {
         let Some(at) = ctl
             .pending
             .iter()
-            .position(|e| e.si_code == BUS_MCEERR_AR && e.tid == tid)
+            .position(|e| e.si_code == SigbusCode::MceerrAr && e.tid == tid)
         else {
             // A stray EINTR (a signal that was not this vCPU's SIGBUS): run on.
             return Ok(Next::Run);
@@ -813,7 +813,11 @@ impl Shared<'_> {
             {
                 let mut ctl = lock(&self.ctl);
                 ctl.collect();
-                if let Some(at) = ctl.pending.iter().position(|e| e.si_code == BUS_MCEERR_AO) {
+                if let Some(at) = ctl
+                    .pending
+                    .iter()
+                    .position(|e| e.si_code == SigbusCode::MceerrAo)
+                {
                     return Ok(Command::Notify(ctl.pending.remove(at)));
                 }
             }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
+use ras_harness::fault::SigbusCode;
 use ras_harness::runner::run_isolated;
 use ras_harness::scenario::{self, Method, Outcome, Scenario, Verdict};
 use ras_harness::vmm::log::VmmLog;
@@ -256,7 +257,7 @@ fn check_poisoner_signals(s: &Scenario, o: &mut Outcome) -> Result<(), Failed> {
     let on_vmm = o
         .host_signals
         .iter()
-        .filter(|h| h.thread == "vmm" && h.code == 4)
+        .filter(|h| h.thread == "vmm" && h.code == SigbusCode::MceerrAr)
         .count();
     let want = if signals_poisoner { madvise } else { 0 };
     if on_vmm != want {
@@ -267,6 +268,6 @@ fn check_poisoner_signals(s: &Scenario, o: &mut Outcome) -> Result<(), Failed> {
         .into());
     }
     o.host_signals
-        .retain(|h| !(h.thread == "vmm" && h.code == 4));
+        .retain(|h| !(h.thread == "vmm" && h.code == SigbusCode::MceerrAr));
     Ok(())
 }
