@@ -25,9 +25,9 @@ use crate::guest::Guest;
 use ras_guest_abi::arch::{VECTOR_LOWER_A64_SERROR, VECTOR_LOWER_A64_SYNC};
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
 use ras_guest_abi::{map, Params};
-use ras_harness::fault::sigbus::{self, SigbusCode};
+use ras_harness::fault::sigbus;
 use ras_harness::fault::translate::Memslot;
-use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner};
+use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner, SigbusCode};
 use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
 use ras_harness::kvm::{Backing, Cap, Mapping, Stop};
 use ras_harness::scenario::{self, Hex, OnMemoryError, SeaVia, Vmm};
@@ -308,7 +308,7 @@ impl Path {
         }
         let ev = sigbus::take_events()
             .into_iter()
-            .find(|e| e.code() == SigbusCode::MceerrAr && e.tid == self.tid)
+            .find(|e| e.si_code == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
         let error = vm
             .handler

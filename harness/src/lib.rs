@@ -18,14 +18,16 @@
 //!   run on arm64.
 //! - [`kvm`]: the thin KVM layer: VM, memory, register ids, vCPU, run loop, kicks, watchdog,
 //!   booting the payload (ioctls on arm64 only; exit handling and caps everywhere).
-//! - [`fault`] (Linux): poisoning guest pages for real, the SIGBUS that follows, and which
-//!   guest physical addresses it covers.
+//! - [`fault`]: poisoning guest pages for real, the SIGBUS that follows (its si_code,
+//!   [`fault::SigbusCode`], everywhere), and which guest physical addresses it covers (the
+//!   system calls on Linux only).
 //! - [`host`]: what this host offers (kernel, KVM caps, memory failure, privileges).
 //! - [`runner`]: one scenario per child process, a crash or hang an error verdict.
 //!
 //! A walk through the pure half: a scenario, what a run of it observed, the verdict.
 //!
 //! ```
+//! use ras_harness::fault::SigbusCode;
 //! use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
 //! use ras_harness::scenario::{self, ExceptionTaken, GuestException, GuestReport, GuestState};
 //! use ras_harness::scenario::{Hex, HostSignal, Outcome, RecordRead, Verdict, VmmEnd};
@@ -39,7 +41,7 @@
 //! let record = memory_error_record(page, Severity::Recoverable, Profile::Qemu).encode();
 //! let observed = Outcome {
 //!     vmm_end: VmmEnd::Completed,
-//!     host_signals: vec![HostSignal { code: 4, lsb: 12, gpa: Some(Hex(page)), thread: "vcpu0".into() }],
+//!     host_signals: vec![HostSignal { code: SigbusCode::MceerrAr, lsb: 12, gpa: Some(Hex(page)), thread: "vcpu0".into() }],
 //!     guest: vec![GuestReport {
 //!         vcpu: 0,
 //!         state: GuestState::Done,
@@ -72,7 +74,6 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(target_os = "linux")]
 pub mod fault;
 pub mod formats;
 pub mod host;

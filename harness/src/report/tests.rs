@@ -7,6 +7,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::*;
+use crate::fault::SigbusCode;
 use crate::formats::cper::{memory_error_record, Profile, Severity};
 use crate::scenario::{
     ExceptionTaken, GuestException, GuestReport, GuestState, Hex, HostSignal, Mismatch, RecordRead,
@@ -20,7 +21,7 @@ fn observed(esr: u64, vector: u64) -> Outcome {
     Outcome {
         vmm_end: VmmEnd::Completed,
         host_signals: vec![HostSignal {
-            code: 4,
+            code: SigbusCode::MceerrAr,
             lsb: 12,
             gpa: Some(Hex(0x8010_0000)),
             thread: "vcpu0".into(),

@@ -116,11 +116,14 @@ fn name_elr(observed: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::SigbusCode;
     use crate::scenario::{load, ExceptionTaken, GuestException, GuestReport, GuestState, Hex};
     use crate::scenario::{HostSignal, VmmEnd};
     use std::path::Path;
 
-    fn outcome(esr: u64, signals: &[(&str, i32)]) -> Outcome {
+    const AR: SigbusCode = SigbusCode::MceerrAr;
+
+    fn outcome(esr: u64, signals: &[(&str, SigbusCode)]) -> Outcome {
         Outcome {
             vmm_end: VmmEnd::Completed,
             host_signals: signals
@@ -159,8 +162,8 @@ mod tests {
     #[test]
     fn the_poisoners_own_ar_depends_on_the_kernel_and_is_checked() {
         let s = scenario();
-        let with = outcome(0x9600_0410, &[("vcpu0", 4), ("vmm", 4)]);
-        let without = outcome(0x9600_0410, &[("vcpu0", 4)]);
+        let with = outcome(0x9600_0410, &[("vcpu0", AR), ("vmm", AR)]);
+        let without = outcome(0x9600_0410, &[("vcpu0", AR)]);
         let log = VmmLog::default();
         let a = snapshot(&s, &with, &log, "6.12.48+deb13-arm64").unwrap();
         let b = snapshot(&s, &without, &log, "6.1.0-37-arm64").unwrap();
@@ -178,7 +181,7 @@ mod tests {
     fn esr_keeps_its_low_half_only_after_a_sign_extension() {
         let s = scenario();
         let log = VmmLog::default();
-        let signals = [("vcpu0", 4)];
+        let signals = [("vcpu0", AR)];
         let v = snapshot(&s, &outcome(0xffff_ffff_9600_0010, &signals), &log, "6.1").unwrap();
         let e = &v["observed"]["guest"][0]["exceptions"][0];
         assert_eq!(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hex::{Hex, HexBytes};
 use super::spec::GuestException;
+use crate::fault::SigbusCode;
 use crate::formats::cper::Record;
 
 /// Everything observed in one run.
@@ -68,8 +69,8 @@ impl std::fmt::Display for VmmEnd {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSignal {
-    /// `si_code`: 4 is BUS_MCEERR_AR, 5 BUS_MCEERR_AO (include/uapi/asm-generic/siginfo.h).
-    pub code: i32,
+    /// `si_code`, written as the kernel's number.
+    pub code: SigbusCode,
     /// `si_addr_lsb`: log2 of the poisoned extent.
     pub lsb: u8,
     /// The guest physical address `si_addr` maps to, when it is guest memory.

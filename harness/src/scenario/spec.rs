@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::hex::Hex;
+use crate::fault::SigbusCode;
 use crate::formats::cper::Profile;
 use crate::formats::esr::{
     ESR_ELx_EC_DABT_CUR, ESR_ELx_EC_DABT_LOW, ESR_ELx_EC_IABT_CUR, ESR_ELx_EC_IABT_LOW,
@@ -396,23 +397,30 @@ pub struct ExpectedSignal {
     pub lsb: Option<u8>,
 }
 
-/// The SIGBUS si_codes of a memory error (include/uapi/asm-generic/siginfo.h).
+/// The SIGBUS si_codes of a memory error, as a scenario spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SignalCode {
-    /// BUS_MCEERR_AR (4): action required, the thread consumed the poison.
+    /// BUS_MCEERR_AR: action required, the thread consumed the poison.
     Ar,
-    /// BUS_MCEERR_AO (5): action optional, the poison was found but not consumed.
+    /// BUS_MCEERR_AO: action optional, the poison was found but not consumed.
     Ao,
 }
 
 impl SignalCode {
-    /// The si_code value.
-    pub fn si_code(self) -> i32 {
+    /// The si_code it stands for.
+    pub fn si_code(self) -> SigbusCode {
         match self {
-            Self::Ar => 4,
-            Self::Ao => 5,
+            Self::Ar => SigbusCode::MceerrAr,
+            Self::Ao => SigbusCode::MceerrAo,
         }
+    }
+
+    /// The one that stands for `code`, if `code` is a memory error's.
+    pub fn from_si_code(code: SigbusCode) -> Option<Self> {
+        [Self::Ar, Self::Ao]
+            .into_iter()
+            .find(|c| c.si_code() == code)
     }
 }
 

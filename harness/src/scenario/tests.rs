@@ -86,6 +86,19 @@ fn a_file_given_twice_is_loaded_once() {
     assert_eq!(all.len(), 1);
 }
 
+/// A scenario's `ar`/`ao` are the kernel's BUS_MCEERR_AR/AO and nothing else.
+#[test]
+fn signal_codes_are_the_memory_error_si_codes() {
+    use crate::fault::SigbusCode;
+    assert_eq!(SignalCode::Ar.si_code(), SigbusCode::MceerrAr);
+    assert_eq!(SignalCode::Ao.si_code(), SigbusCode::MceerrAo);
+    for code in [SignalCode::Ar, SignalCode::Ao] {
+        assert_eq!(SignalCode::from_si_code(code.si_code()), Some(code));
+    }
+    assert_eq!(SignalCode::from_si_code(SigbusCode::from_raw(3)), None);
+    assert_eq!(SignalCode::from_si_code(SigbusCode::from_raw(-6)), None);
+}
+
 /// The smallest valid scenario: every default, shown so a change of default is a decision.
 #[test]
 fn defaults() {

@@ -4,56 +4,11 @@
 //! same in hw/acpi/ghes.c, and abort()s when the register is still 0; this VMM keeps the
 //! old record instead ([`super::policy::RecordAction::KeepUnacknowledged`]).
 //!
-//! The record itself is encoded once per error source ([`RecordTemplate`]) and only its
-//! address (and mask) patched per error: on the vCPU thread, encoding costs more than the
-//! three guest memory accesses.
+//! The record comes from [`crate::formats::cper::RecordTemplate`], encoded once per error
+//! source.
 
 use crate::formats::acpi::GhesSource;
-use crate::formats::cper::{
-    memory_error_record_with_granule, Profile, Severity, DATA_ENTRY_LEN, MEMORY_SECTION_LEN,
-    STATUS_BLOCK_LEN,
-};
 use crate::kvm::GuestMemory;
-
-/// A memory-error record: a Generic Error Status Block, one revision 0x300 Generic Error
-/// Data Entry, one Platform Memory Error section (ACPI 6.5 §18.3.2.7.1, UEFI 2.10 N.2.5).
-pub const RECORD_LEN: usize = STATUS_BLOCK_LEN + DATA_ENTRY_LEN + MEMORY_SECTION_LEN;
-/// The section's Physical Address and Physical Address Mask, after its Validation Bits and
-/// Error Status (UEFI 2.10 Table N-32: offsets 16 and 24).
-const ADDRESS_AT: usize = STATUS_BLOCK_LEN + DATA_ENTRY_LEN + 16;
-const MASK_AT: usize = ADDRESS_AT + 8;
-
-/// A recoverable memory-error record in `profile`'s layout, encoded once; [`Self::encode`]
-/// patches the only fields that depend on the error (the tests compare it with a fresh
-/// encoding for every profile and granule).
-#[derive(Clone, Debug)]
-pub struct RecordTemplate {
-    bytes: [u8; RECORD_LEN],
-    profile: Profile,
-}
-
-impl RecordTemplate {
-    /// Encodes the record for address 0.
-    pub fn new(profile: Profile) -> Result<Self, String> {
-        let encoded =
-            memory_error_record_with_granule(0, 12, Severity::Recoverable, profile).encode();
-        let bytes = <[u8; RECORD_LEN]>::try_from(encoded.as_slice())
-            .map_err(|_| format!("a memory-error record of {} bytes", encoded.len()))?;
-        Ok(Self { bytes, profile })
-    }
-
-    /// The record for the error at guest physical `address`, in a granule of
-    /// `1 << granule_shift` bytes (only [`Profile::Strict`] reports it, as the mask).
-    pub fn encode(&self, address: u64, granule_shift: u32) -> [u8; RECORD_LEN] {
-        let mut bytes = self.bytes;
-        bytes[ADDRESS_AT..ADDRESS_AT + 8].copy_from_slice(&address.to_le_bytes());
-        if self.profile == Profile::Strict {
-            let mask = u64::MAX.checked_shl(granule_shift).unwrap_or(0);
-            bytes[MASK_AT..MASK_AT + 8].copy_from_slice(&mask.to_le_bytes());
-        }
-        bytes
-    }
-}
 
 /// Whether a new record may be written: the Read Ack register is non-zero.
 pub fn acked(mem: &impl GuestMemory, source: &GhesSource) -> Result<bool, String> {
@@ -124,32 +79,5 @@ mod tests {
         assert!(write_record(&mem, &source, &[0; 2000])
             .unwrap_err()
             .contains("does not fit"));
-    }
-
-    #[test]
-    fn the_template_patched_is_the_record_encoded_afresh() {
-        for profile in [Profile::Qemu, Profile::Strict] {
-            let template = RecordTemplate::new(profile).unwrap();
-            for (address, shift) in [
-                (0x8000_0000, 12),
-                (0x8000_1234, 16),
-                (0x8020_0000, 21),
-                (u64::MAX, 64),
-                (0, 0),
-            ] {
-                let fresh = memory_error_record_with_granule(
-                    address,
-                    shift,
-                    Severity::Recoverable,
-                    profile,
-                )
-                .encode();
-                assert_eq!(
-                    template.encode(address, shift).as_slice(),
-                    fresh.as_slice(),
-                    "{profile} {address:#x} lsb {shift}"
-                );
-            }
-        }
     }
 }

@@ -13,13 +13,15 @@
 use std::sync::Mutex;
 
 use super::entry::{self, CpuState, EntryKind};
-use super::ghes::{self, RecordTemplate, RECORD_LEN};
+use super::ghes;
 use super::log::{Injection, InjectionKind, InjectionVia};
 use super::policy::{self, Decision, Delivery, FaultInfo, RecordAction};
 use super::ExecError;
-use crate::fault::sigbus::{SigbusCode, SigbusEvent};
+use crate::fault::sigbus::SigbusEvent;
 use crate::fault::translate::{translate_first, GpaRange, Memslot};
+use crate::fault::SigbusCode;
 use crate::formats::acpi::GhesSource;
+use crate::formats::cper::{RecordTemplate, MEMORY_ERROR_RECORD_LEN};
 use crate::formats::esr::{ESR_ELx_EC_SERROR, Esr};
 use crate::kvm::regs::{ESR_EL1, FAR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1};
 use crate::kvm::{self, CapSet, CoreReg, Vcpu, Vm};
@@ -52,7 +54,7 @@ impl Probe for () {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Handled {
     /// The CPER record written behind GHESv2.
-    pub record: Option<[u8; RECORD_LEN]>,
+    pub record: Option<[u8; MEMORY_ERROR_RECORD_LEN]>,
     /// The injection made.
     pub injection: Option<Injection>,
     /// The VM is to stop, for this reason.
@@ -110,7 +112,7 @@ impl ErrorHandler {
     /// `ev` placed in guest memory, or `None` for a signal that is not a memory error of
     /// guest RAM (another si_code, or an address outside every slot).
     pub fn memory_error(&self, ev: &SigbusEvent) -> Option<MemoryError> {
-        let code = match ev.code() {
+        let code = match ev.si_code {
             SigbusCode::MceerrAr => SignalCode::Ar,
             SigbusCode::MceerrAo => SignalCode::Ao,
             _ => return None,

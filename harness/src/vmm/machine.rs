@@ -31,9 +31,9 @@ use super::order::{AtReady, Order, Until};
 use super::plan::{self, Plan};
 use super::vcpu_thread::{self, Command, Ended, Msg};
 use super::{ExecError, Options};
-use crate::fault::sigbus::{self, SigbusCode, SigbusEvent};
+use crate::fault::sigbus::{self, SigbusEvent};
 use crate::fault::translate::Memslot;
-use crate::fault::{self, GuestRanges, PoisonError, PoisonedPage, Poisoner};
+use crate::fault::{self, mce_kill, GuestRanges, PoisonError, PoisonedPage, Poisoner, SigbusCode};
 use crate::kvm::{self, boot, Kicker, Mapping, Vcpu, Vm};
 use crate::scenario::{
     Backing, GuestReport, Hex, HexBytes, HostSignal, MceKill, Method, Outcome, Scenario, VmmEnd,
@@ -51,10 +51,10 @@ pub fn execute(s: &Scenario, opts: &Options) -> Result<(Outcome, VmmLog), ExecEr
     let plan = plan::plan(s).map_err(|e| ExecError::Failed(e.to_string()))?;
     sigbus::install().map_err(|e| ExecError::Failed(format!("SIGBUS handler: {e}")))?;
     let policy = match s.vmm.mce_kill {
-        MceKill::Early => sigbus::MceKill::Early,
-        MceKill::Late => sigbus::MceKill::Late,
+        MceKill::Early => mce_kill::MceKill::Early,
+        MceKill::Late => mce_kill::MceKill::Late,
     };
-    sigbus::set_mce_kill(policy).map_err(|e| ExecError::Failed(format!("PR_MCE_KILL: {e}")))?;
+    mce_kill::set_mce_kill(policy).map_err(|e| ExecError::Failed(format!("PR_MCE_KILL: {e}")))?;
     // Whatever an earlier run in this process left behind is not this run's.
     drop(sigbus::take_events());
 
@@ -378,7 +378,7 @@ impl<'s> Controller<'s> {
         let at = self
             .pending
             .iter()
-            .position(|(ev, _)| ev.code() == SigbusCode::MceerrAr && ev.tid == tid)?;
+            .position(|(ev, _)| ev.si_code == SigbusCode::MceerrAr && ev.tid == tid)?;
         Some(self.pending.remove(at).1)
     }
 
@@ -387,7 +387,7 @@ impl<'s> Controller<'s> {
         let at = self
             .pending
             .iter()
-            .position(|(ev, _)| ev.code() == SigbusCode::MceerrAo)?;
+            .position(|(ev, _)| ev.si_code == SigbusCode::MceerrAo)?;
         Some(self.pending.remove(at).1)
     }
 

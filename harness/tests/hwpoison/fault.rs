@@ -9,9 +9,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
-use ras_harness::fault::sigbus::{self, MceKill, SigbusCode, SigbusEvent};
+use ras_harness::fault::mce_kill::{self, MceKill};
+use ras_harness::fault::repair;
+use ras_harness::fault::sigbus::{self, SigbusEvent};
 use ras_harness::fault::unpoison::{self, hardware_corrupted_kib};
-use ras_harness::fault::{host_page_size, pagemap, GuestRanges, Method, Poisoner};
+use ras_harness::fault::{host_page_size, pagemap, GuestRanges, Method, Poisoner, SigbusCode};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -132,7 +134,7 @@ fn show(events: &[SigbusEvent], me: i32) -> String {
         .map(|e| {
             format!(
                 "[{:?} si_addr {:#x} lsb {} tid {}{}{}]",
-                e.code(),
+                e.si_code,
                 e.si_addr,
                 e.si_addr_lsb,
                 e.tid,
@@ -184,7 +186,7 @@ fn madvise_anon_read() -> Result<Completion, Failed> {
         .map_err(|e| e.to_string())?;
     let at_poison = sigbus::take_events();
     // SAFETY: the trial's own mapping; it may become zero pages.
-    let _repair = unsafe { sigbus::repair_on_ar(map.addr, map.len) }?;
+    let _repair = unsafe { repair::repair_on_ar(map.addr, map.len) }?;
     let value = map.read(page);
     let at_read = sigbus::take_events();
     println!(
@@ -197,7 +199,7 @@ fn madvise_anon_read() -> Result<Completion, Failed> {
 
     let shift = page.trailing_zeros() as i16;
     let ar_here = |e: &SigbusEvent| {
-        e.code() == SigbusCode::MceerrAr
+        e.si_code == SigbusCode::MceerrAr
             && e.si_addr == target as u64
             && e.si_addr_lsb == shift
             && e.tid == me
@@ -237,7 +239,7 @@ fn early_kill_ao() -> Result<Completion, Failed> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let helper = std::thread::spawn(move || {
-        let r = sigbus::unblock_sigbus().and_then(|()| sigbus::set_mce_kill(MceKill::Early));
+        let r = sigbus::unblock_sigbus().and_then(|()| mce_kill::set_mce_kill(MceKill::Early));
         let _ = ready_tx.send(r.map(|()| sigbus::gettid()).map_err(|e| e.to_string()));
         let _ = done_rx.recv_timeout(Duration::from_secs(30));
     });
@@ -265,7 +267,7 @@ fn early_kill_ao() -> Result<Completion, Failed> {
         format!("expected one event, got {}", events.len())
     })?;
     let e = events[0];
-    check(e.code() == SigbusCode::MceerrAo, || {
+    check(e.si_code == SigbusCode::MceerrAo, || {
         format!("si_code {}", e.si_code)
     })?;
     check(e.tid == helper_tid, || format!("AO went to tid {}", e.tid))?;
@@ -294,7 +296,7 @@ fn hard_offline_read() -> Result<Completion, Failed> {
         .map_err(|e| e.to_string())?;
     let at_poison = sigbus::take_events();
     // SAFETY: the trial's own mapping; it may become a zero page.
-    let _repair = unsafe { sigbus::repair_on_ar(map.addr, map.len) }?;
+    let _repair = unsafe { repair::repair_on_ar(map.addr, map.len) }?;
     let value = map.read(0);
     let at_read = sigbus::take_events();
     println!(
@@ -309,7 +311,7 @@ fn hard_offline_read() -> Result<Completion, Failed> {
     })?;
     check(
         at_read.len() == 1
-            && at_read[0].code() == SigbusCode::MceerrAr
+            && at_read[0].si_code == SigbusCode::MceerrAr
             && at_read[0].tid == me
             && at_read[0].si_addr == map.addr as u64
             && at_read[0].si_addr_lsb == page.trailing_zeros() as i16,
@@ -390,7 +392,7 @@ fn hugetlb_read() -> Result<Completion, Failed> {
         .map_err(|e| e.to_string())?;
     let at_poison = sigbus::take_events();
     // SAFETY: the trial's own mapping; it may become zero pages.
-    let _repair = unsafe { sigbus::repair_on_ar(map.addr, map.len) }?;
+    let _repair = unsafe { repair::repair_on_ar(map.addr, map.len) }?;
     let value = map.read(offset);
     let at_read = sigbus::take_events();
     println!(
@@ -404,7 +406,7 @@ fn hugetlb_read() -> Result<Completion, Failed> {
     let shift = huge.trailing_zeros() as i16;
     check(
         at_read.len() == 1
-            && at_read[0].code() == SigbusCode::MceerrAr
+            && at_read[0].si_code == SigbusCode::MceerrAr
             && at_read[0].tid == me
             && at_read[0].si_addr_lsb == shift
             && (map.addr..map.addr + huge).contains(&(at_read[0].si_addr as usize)),

@@ -8,6 +8,11 @@ use super::wire::{hex, Reader, Result};
 /// Size of the section (UEFI 2.3+; QEMU `ACPI_GHES_MEM_CPER_LENGTH`).
 pub const MEMORY_SECTION_LEN: usize = 80;
 const _: () = assert!(MEMORY_SECTION_LEN == 4 * 8 + 8 * 2 + 3 * 8 + 1 + 1 + 3 * 2);
+/// Where Physical Address sits in the section: after Validation Bits and Error Status, a
+/// u64 each (UEFI 2.10 Table N-32).
+pub(crate) const PHYSICAL_ADDRESS_AT: usize = 8 + 8;
+/// Where Physical Address Mask sits: right after Physical Address (UEFI 2.10 Table N-32).
+pub(crate) const PHYSICAL_ADDRESS_MASK_AT: usize = PHYSICAL_ADDRESS_AT + 8;
 
 /// Validation Bits of the section (UEFI N.2.5; `CPER_MEM_VALID_*` in include/linux/cper.h).
 pub mod valid {
@@ -383,6 +388,14 @@ pub(crate) mod tests {
             expected.extend(std::iter::repeat_n(value, width));
         }
         assert_eq!(s.encode().to_vec(), expected);
+        assert_eq!(
+            expected[PHYSICAL_ADDRESS_AT..PHYSICAL_ADDRESS_AT + 8],
+            s.physical_address.to_le_bytes()
+        );
+        assert_eq!(
+            expected[PHYSICAL_ADDRESS_MASK_AT..PHYSICAL_ADDRESS_MASK_AT + 8],
+            s.physical_address_mask.to_le_bytes()
+        );
         assert_eq!(s.error_type, MemoryErrorType::Reserved(0x10));
         roundtrip_exact(&expected, MemoryErrorSection::decode, |s| {
             s.encode().to_vec()

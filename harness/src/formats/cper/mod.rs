@@ -5,7 +5,8 @@
 //! - [`Record`] is a whole status block: [`Record::decode`] and [`Record::encode`], and
 //!   `serde::Serialize` for JSON with every address and bit field as a `"0x..."` string.
 //! - [`memory_error_record`] builds the record for a guest memory error, as QEMU writes it
-//!   ([`Profile::Qemu`]) or with the fields QEMU leaves out ([`Profile::Strict`]).
+//!   ([`Profile::Qemu`]) or with the fields QEMU leaves out ([`Profile::Strict`]);
+//!   [`RecordTemplate`] encodes it once and patches in each error's address.
 //! - [`linux_response`] predicts what a Linux guest does with a record, for the exception
 //!   that notifies it and the kernel it runs: recover the page, kill the task, panic, ...
 //! - Each structure also has its own codec: [`ErrorStatusBlock`], [`DataEntryHeader`],
@@ -33,6 +34,7 @@ mod data_entry;
 mod guid;
 mod linux;
 mod memory;
+mod profile;
 mod record;
 mod severity;
 mod status_block;
@@ -57,10 +59,11 @@ pub use linux::{
     Notification, PanicCause, Rejection, SigbusCode,
 };
 pub use memory::{valid as memory_valid, MemoryErrorSection, MemoryErrorType, MEMORY_SECTION_LEN};
-pub use record::{
-    memory_error_record, memory_error_record_with_granule, Entry, ParseProfileError, Profile,
-    Record, Section, DEFAULT_GRANULE_SHIFT,
+pub use profile::{
+    memory_error_record, memory_error_record_with_granule, ParseProfileError, Profile,
+    RecordTemplate, DEFAULT_GRANULE_SHIFT, MEMORY_ERROR_RECORD_LEN,
 };
+pub use record::{Entry, Record, Section};
 pub use severity::{ParseSeverityError, Severity};
 pub use status_block::{BlockStatus, ErrorStatusBlock, STATUS_BLOCK_LEN};
 pub use wire::{Error, Result};

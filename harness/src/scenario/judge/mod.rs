@@ -4,7 +4,9 @@
 
 use super::json_name;
 use super::outcome::{ExceptionTaken, GuestState, HostSignal, Mismatch, Outcome, Verdict, VmmEnd};
-use super::spec::{CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario};
+use super::spec::{
+    CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario, SignalCode,
+};
 use crate::formats::esr::Esr;
 
 /// Judges `outcome` against `scenario.expect`. Never returns Skip or Error: those come from
@@ -149,10 +151,9 @@ fn check_signals(m: &mut Vec<Mismatch>, s: &Scenario, observed: &[HostSignal]) {
             format!("expect.host_signals[{i}]"),
             format!("{expected}, a signal of its own"),
             list(observed.iter().map(|sig| {
-                let code = match sig.code {
-                    4 => "ar".to_owned(),
-                    5 => "ao".to_owned(),
-                    c => format!("si_code {c}"),
+                let code = match SignalCode::from_si_code(sig.code) {
+                    Some(c) => json_name(&c),
+                    None => format!("si_code {}", sig.code),
                 };
                 format!("{code} lsb {} on {}", sig.lsb, sig.thread)
             })),

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::fault::SigbusCode;
 use crate::formats::cper::{memory_error_record, Profile, Severity};
 use crate::scenario::{load, GuestReport, Hex, RecordRead, SerrorWait};
 
@@ -45,7 +46,7 @@ fn guest(vcpu: u8, exceptions: Vec<ExceptionTaken>) -> GuestReport {
 
 fn ar(gpa: u64, thread: &str) -> HostSignal {
     HostSignal {
-        code: 4,
+        code: SigbusCode::MceerrAr,
         lsb: 12,
         gpa: Some(Hex(gpa)),
         thread: thread.into(),
@@ -133,7 +134,7 @@ fn a_timeout_and_an_unfinished_guest_are_named() {
 #[test]
 fn missing_signal_wrong_kind_and_unread_record() {
     let mut o = emulated_el1();
-    o.host_signals[0].code = 5;
+    o.host_signals[0].code = SigbusCode::MceerrAo;
     o.guest[0].exceptions[0].kind = GuestException::Serror;
     o.guest[0].exceptions[0].record = None;
     assert_eq!(
@@ -334,7 +335,7 @@ fn isr_and_disr_of_the_masked_wait() {
     let mut o = Outcome {
         vmm_end: VmmEnd::Completed,
         host_signals: vec![HostSignal {
-            code: 5,
+            code: SigbusCode::MceerrAo,
             ..ar(s.faults[0].gpa(), "vmm")
         }],
         guest: vec![GuestReport {
@@ -370,7 +371,7 @@ fn isr_and_disr_of_the_masked_wait() {
 fn guest_exception_none_fails_when_one_was_taken() {
     let s = scenario("ao-early-kill-ignored");
     let mut o = emulated_el1();
-    o.host_signals[0].code = 5;
+    o.host_signals[0].code = SigbusCode::MceerrAo;
     o.guest[0].exceptions[0].record = None;
     let mut s_none = s.clone();
     s_none.expect.guest_exception = Some(GuestException::None);
