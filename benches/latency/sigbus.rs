@@ -25,7 +25,7 @@ use crate::guest::Guest;
 use ras_guest_abi::arch::{VECTOR_LOWER_A64_SERROR, VECTOR_LOWER_A64_SYNC};
 use ras_guest_abi::mailbox::{flags, Access, MAX_TARGETS};
 use ras_guest_abi::{map, Params};
-use ras_harness::fault::sigbus;
+use ras_harness::fault::sigbus::{self, SigbusEvent};
 use ras_harness::fault::translate::Memslot;
 use ras_harness::fault::{host_page_size, GuestRanges, Method, PoisonedPage, Poisoner, SigbusCode};
 use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
@@ -256,6 +256,8 @@ pub struct Path {
     tid: i32,
     /// Allocated once: an allocation inside a timed part can cost a system call (musl).
     marks: Marks,
+    /// Where the recorder is drained into, allocated once for the same reason.
+    events: Vec<SigbusEvent>,
 }
 
 impl Path {
@@ -268,6 +270,7 @@ impl Path {
             poisoned: Vec::new(),
             tid: sigbus::gettid(),
             marks: Marks(Vec::with_capacity(MARKS), 0),
+            events: Vec::with_capacity(sigbus::RING_LEN),
         })
     }
 
@@ -306,8 +309,11 @@ impl Path {
         if stop != Stop::Interrupted {
             return Err(format!("step {step}: expected the SIGBUS, got {stop:?}"));
         }
-        let ev = sigbus::take_events()
-            .into_iter()
+        self.events.clear();
+        sigbus::take_events_into(&mut self.events);
+        let ev = *self
+            .events
+            .iter()
             .find(|e| e.si_code == SigbusCode::MceerrAr && e.tid == self.tid)
             .ok_or_else(|| format!("step {step}: KVM_RUN was interrupted without a SIGBUS"))?;
         let error = vm

@@ -1,8 +1,10 @@
 //! The process-wide SIGBUS recorder: every SIGBUS, which thread, which page, in order.
 //!
 //! The handler reads the siginfo, asks the kernel for the thread id and the monotonic
-//! clock, stores them in a fixed ring of atomics and returns. Whoever runs the vCPU (or the
-//! test) drains the ring with [`take_events`] and decides there.
+//! clock, stores them in a fixed ring of atomics, bumps an eventfd so that a thread
+//! waiting for an event ([`wait_for_event`]) wakes, and returns. Whoever runs the vCPU (or
+//! the test) drains the ring with [`take_events`] (or, allocating nothing,
+//! [`take_events_into`]) and decides there.
 //!
 //! Returning from a SIGBUS re-executes the access that raised it: on a BUS_MCEERR_AR the
 //! handler first repairs host memory registered with
@@ -10,9 +12,9 @@
 //! (misaligned or truncated mapping) resets the default action, so the retry ends the
 //! process as it would have without the handler, instead of looping.
 //!
-//! The handler is async-signal-safe with glibc and musl alike. It calls `gettid` and, for a
-//! repair, `mmap` as raw system calls (`syscall()` takes no lock; musl's `mmap` wrapper
-//! does); `clock_gettime` and `sigaction`, both on POSIX's list and lock-free in musl for
+//! The handler is async-signal-safe with glibc and musl alike. It calls `gettid`, `write`
+//! (the eventfd) and, for a repair, `mmap` as raw system calls (`syscall()` takes no lock;
+//! musl's `mmap` wrapper does); `clock_gettime` and `sigaction`, both on POSIX's list and lock-free in musl for
 //! SIGBUS (src/time/clock_gettime.c calls the vDSO or traps, src/signal/sigaction.c locks
 //! only for SIGABRT); and saves errno first, restores it last.
 
@@ -75,6 +77,8 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// First sequence number [`take_events`] has not returned yet.
 static READ: Mutex<u64> = Mutex::new(0);
 static LOST: AtomicU64 = AtomicU64::new(0);
+/// The eventfd the handler bumps after each event (-1 until [`install`] made it).
+static EVENTS: AtomicI32 = AtomicI32::new(-1);
 
 /// Why setting up SIGBUS handling failed: the recorder, a thread's kill policy
 /// ([`mce_kill`](super::mce_kill)) or a repair range ([`repair`]). One type,
@@ -110,6 +114,7 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 
     let repaired = code == SigbusCode::MceerrAr && repair::repair(addr, lsb);
     record(code, addr, lsb, tid, ns, repaired);
+    notify();
 
     if matches!(code, SigbusCode::Fault(_) | SigbusCode::Unknown(_)) {
         // A fault that is not a memory error repeats forever if we return: restore the
@@ -153,6 +158,50 @@ fn record(code: SigbusCode, addr: u64, lsb: i16, tid: i32, ns: u64, repaired: bo
     slot.stamp.store(2 * seq + 2, Ordering::Release);
 }
 
+/// Adds 1 to the eventfd, if there is one: a raw write(2) of 8 bytes (eventfd(2)); a full
+/// counter (EAGAIN, non-blocking) is fine, the waiter is awake anyway.
+fn notify() {
+    let fd = EVENTS.load(Ordering::Acquire);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to our own eventfd; a raw system call
+        // takes no lock.
+        unsafe {
+            libc::syscall(
+                libc::SYS_write,
+                libc::c_long::from(fd),
+                &one as *const u64,
+                8,
+            )
+        };
+    }
+}
+
+/// Waits up to `timeout` for the handler to record an event, and clears the wake-up; true
+/// when one came (the events are then in the ring). Without [`install`], or if the eventfd
+/// could not be made, it only sleeps.
+pub fn wait_for_event(timeout: std::time::Duration) -> bool {
+    let fd = EVENTS.load(Ordering::Acquire);
+    if fd < 0 {
+        std::thread::sleep(timeout);
+        return false;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for our own eventfd.
+    if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+        return false;
+    }
+    let mut count = 0u64;
+    // SAFETY: reads the 8-byte counter into a live local (non-blocking: it was readable).
+    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+    true
+}
+
 static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
 
 /// Installs the recorder for SIGBUS, once per process, and unblocks SIGBUS on the calling
@@ -178,11 +227,13 @@ pub fn install() -> Result<(), SigbusError> {
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut())
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        if rc != 0 {
+            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
         }
+        // SAFETY: eventfd with no pointer arguments; -1 on failure leaves waiters sleeping.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        EVENTS.store(fd, Ordering::Release);
+        Ok(())
     });
     if let Err(errno) = result {
         return Err(SigbusError::Sigaction(io::Error::from_raw_os_error(*errno)));
@@ -223,8 +274,15 @@ pub fn sigbus_blocked() -> bool {
 /// Every event recorded since the last call, oldest first. Events overwritten before they
 /// were taken (more than [`RING_LEN`] unread) are counted in [`lost_events`].
 pub fn take_events() -> Vec<SigbusEvent> {
-    let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
+    take_events_into(&mut out);
+    out
+}
+
+/// As [`take_events`], appending to `out`: with room for [`RING_LEN`] events it allocates
+/// nothing, for the memory-error path.
+pub fn take_events_into(out: &mut Vec<SigbusEvent>) {
+    let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
     let next = NEXT.load(Ordering::Acquire);
     while *read < next {
         let seq = *read;
@@ -251,7 +309,6 @@ pub fn take_events() -> Vec<SigbusEvent> {
         }
         *read += 1;
     }
-    out
 }
 
 /// How many events were overwritten before [`take_events`] could return them.
@@ -302,6 +359,27 @@ pub(crate) mod tests {
         assert_eq!(events[0].si_addr, 5);
         assert_eq!(events[0].si_addr_lsb, 21);
         assert!(events[0].repaired);
+    }
+
+    #[test]
+    fn a_waiter_wakes_on_an_event_and_times_out_without_one() {
+        use std::time::{Duration, Instant};
+        let _s = serial();
+        install().unwrap();
+        let _ = take_events();
+        // Nothing pending: a clear wake-up, then a wait that times out.
+        wait_for_event(Duration::ZERO);
+        let start = Instant::now();
+        assert!(!wait_for_event(Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(40));
+        // SAFETY: as in handler_records_a_sent_sigbus_with_this_thread.
+        assert_eq!(unsafe { libc::raise(libc::SIGBUS) }, 0);
+        let start = Instant::now();
+        assert!(wait_for_event(Duration::from_secs(10)));
+        assert!(start.elapsed() < Duration::from_secs(1), "woken at once");
+        let mut events = Vec::with_capacity(RING_LEN);
+        take_events_into(&mut events);
+        assert_eq!(events.len(), 1, "{events:?}");
     }
 
     #[test]

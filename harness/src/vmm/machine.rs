@@ -31,9 +31,10 @@ use super::order::{AtReady, Order, Until};
 use super::plan::{self, Plan};
 use super::vcpu_thread::{self, Command, Ended, Msg};
 use super::{ExecError, Options};
-use crate::fault::sigbus::{self, SigbusEvent};
+use crate::fault::sigbus::{self, SigbusEvent, RING_LEN};
 use crate::fault::translate::Memslot;
 use crate::fault::{self, mce_kill, GuestRanges, PoisonError, PoisonedPage, Poisoner, SigbusCode};
+use crate::formats::cper::MEMORY_ERROR_RECORD_LEN;
 use crate::kvm::{self, boot, Kicker, Mapping, Vcpu, Vm};
 use crate::scenario::{
     Backing, GuestReport, Hex, HexBytes, HostSignal, MceKill, Method, Outcome, Scenario, VmmEnd,
@@ -183,7 +184,7 @@ impl Machine {
             plan.ghes,
         )?;
         let steps = plan.vcpus.iter().map(|v| v.step_faults.clone()).collect();
-        let mut ctl = Controller::new(Order::new(s, steps));
+        let mut ctl = Controller::new(Order::new(s, steps), s.faults.len());
         ctl.tids.insert(sigbus::gettid(), "vmm".to_owned());
         let early: Vec<usize> = ctl.order.before_boot().collect();
         for i in early {
@@ -302,14 +303,20 @@ pub(super) struct Controller<'s> {
     signals: Vec<Signal>,
     /// Memory errors not yet acted on.
     pending: Vec<(SigbusEvent, MemoryError)>,
+    /// Where the recorder is drained into; it and the vectors above and below are
+    /// allocated up front, so that the memory-error path allocates nothing.
+    drained: Vec<SigbusEvent>,
     exited: HashMap<u8, Ended>,
     injections: Vec<Injection>,
-    records: Vec<Vec<u8>>,
+    records: Vec<[u8; MEMORY_ERROR_RECORD_LEN]>,
     pub(super) stopped: Option<String>,
 }
 
 impl<'s> Controller<'s> {
-    fn new(order: Order<'s>) -> Self {
+    fn new(order: Order<'s>, faults: usize) -> Self {
+        // Each fault can raise a few signals (the vCPU's AR, the poisoning thread's, an
+        // early-kill AO); more than this only costs an allocation.
+        let signals = 4 * faults + RING_LEN;
         Self {
             order,
             tids: HashMap::new(),
@@ -318,11 +325,12 @@ impl<'s> Controller<'s> {
             vm_off: false,
             halt: false,
             timed_out: false,
-            signals: Vec::new(),
-            pending: Vec::new(),
+            signals: Vec::with_capacity(signals),
+            pending: Vec::with_capacity(signals),
+            drained: Vec::with_capacity(RING_LEN),
             exited: HashMap::new(),
-            injections: Vec::new(),
-            records: Vec::new(),
+            injections: Vec::with_capacity(faults),
+            records: Vec::with_capacity(faults),
             stopped: None,
         }
     }
@@ -356,7 +364,7 @@ impl<'s> Controller<'s> {
             host_signals,
             log: VmmLog {
                 injections: self.injections,
-                records: self.records.into_iter().map(HexBytes).collect(),
+                records: self.records.iter().map(|r| HexBytes(r.to_vec())).collect(),
             },
         }
     }
@@ -364,7 +372,9 @@ impl<'s> Controller<'s> {
     /// Moves the recorder's events into `signals`, each placed in guest memory once, and
     /// keeps the memory errors for the threads that act on them.
     pub(super) fn collect(&mut self, handler: &ErrorHandler) {
-        for event in sigbus::take_events() {
+        self.drained.clear();
+        sigbus::take_events_into(&mut self.drained);
+        for &event in &self.drained {
             let error = handler.memory_error(&event);
             self.signals.push(Signal { event, error });
             if let Some(error) = error {
@@ -395,12 +405,12 @@ impl<'s> Controller<'s> {
     pub(super) fn handled(
         &mut self,
         v: u8,
-        record: Option<&[u8]>,
+        record: Option<[u8; MEMORY_ERROR_RECORD_LEN]>,
         injection: Option<Injection>,
         stop: Option<String>,
     ) -> bool {
         if let Some(bytes) = record {
-            self.records.push(bytes.to_vec());
+            self.records.push(bytes);
         }
         let notified = stop.is_some() || injection.is_some();
         if let Some(reason) = stop {
@@ -554,10 +564,12 @@ impl Shared<'_> {
                     return Command::Notify(error);
                 }
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return Command::Resume;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // Woken by the SIGBUS recorder as soon as any signal is recorded.
+            sigbus::wait_for_event(until - now);
         }
     }
 }

@@ -190,12 +190,7 @@ impl Thread<'_, '_> {
             .on_memory_error(&sh.m.vm, &self.vcpu, self.id, error, &mut ())?;
         let stopped = handled.stop.is_some();
         let mut ctl = lock(&sh.ctl);
-        let notified = ctl.handled(
-            self.id,
-            handled.record.as_ref().map(|r| r.as_slice()),
-            handled.injection,
-            handled.stop,
-        );
+        let notified = ctl.handled(self.id, handled.record, handled.injection, handled.stop);
         if notified {
             sh.wake(&ctl, self.tx);
         }
