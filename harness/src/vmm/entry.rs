@@ -8,7 +8,7 @@
 //! PSTATE, ELR_EL1 = the preferred return address (the faulting instruction for an abort),
 //! PSTATE = EL1h with D, A, I, F masked, PC = VBAR_EL1 + the vector offset.
 
-use crate::formats::esr::{DataAbort, ESR_ELx_FSC_EXTABT, Esr, InstructionAbort, Origin};
+use crate::formats::esr::{DataAbort, Esr, InstructionAbort, Origin};
 use ras_guest_abi::arch::{
     SPSR_DAIF, SPSR_M_AARCH32, SPSR_M_EL0T, SPSR_M_EL1H, SPSR_M_EL1T, SPSR_M_MASK, VECTOR_CUR_SP0,
     VECTOR_CUR_SPX, VECTOR_LOWER_A64,
@@ -92,30 +92,8 @@ pub fn origin(pstate: u64) -> Result<(Origin, u64), EntryError> {
 /// on the hwpoison path the VMM does not know whether the access was a write.
 pub fn syndrome(kind: EntryKind, from: Origin) -> Esr {
     match kind {
-        EntryKind::DataAbort => Esr::data_abort(DataAbort {
-            from,
-            il: true,
-            access: None,
-            vncr: false,
-            set: 0,
-            fnv: true,
-            ea: false,
-            cm: false,
-            s1ptw: false,
-            wnr: false,
-            dfsc: ESR_ELx_FSC_EXTABT,
-            other_iss: 0,
-        }),
-        EntryKind::InstructionAbort => Esr::instruction_abort(InstructionAbort {
-            from,
-            il: true,
-            set: 0,
-            fnv: true,
-            ea: false,
-            s1ptw: false,
-            ifsc: ESR_ELx_FSC_EXTABT,
-            other_iss: 0,
-        }),
+        EntryKind::DataAbort => Esr::data_abort(DataAbort::sea(from, true)),
+        EntryKind::InstructionAbort => Esr::instruction_abort(InstructionAbort::sea(from, true)),
     }
 }
 

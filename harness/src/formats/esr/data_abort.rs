@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{hex, Origin, EA, FNV, FSC_MASK, S1PTW, SET_SHIFT};
+use super::{hex, ESR_ELx_FSC_EXTABT, Origin, EA, FNV, FSC_MASK, S1PTW, SET_SHIFT};
 
 const ISV: u32 = 1 << 24;
 const SAS_SHIFT: u32 = 22;
@@ -71,6 +71,26 @@ pub struct DataAbort {
 }
 
 impl DataAbort {
+    /// A synchronous external abort on a data access from `from`, IL 1, DFSC 0x10,
+    /// nothing else; FnV says FAR is not valid (QEMU's emulated SEA sets it, KVM's
+    /// ext_dabt does not: docs/ras-facts.md §6).
+    pub const fn sea(from: Origin, fnv: bool) -> Self {
+        Self {
+            from,
+            il: true,
+            access: None,
+            vncr: false,
+            set: 0,
+            fnv,
+            ea: false,
+            cm: false,
+            s1ptw: false,
+            wnr: false,
+            dfsc: ESR_ELx_FSC_EXTABT,
+            other_iss: 0,
+        }
+    }
+
     /// ISS \[24:0\].
     pub(super) const fn iss(self) -> u32 {
         let access = match self.access {
@@ -136,7 +156,7 @@ impl DataAbort {
 mod tests {
     use super::*;
     use crate::formats::esr::tests::origin;
-    use crate::formats::esr::{Decoded, ESR_ELx_FSC_EXTABT, Esr};
+    use crate::formats::esr::{Decoded, Esr};
     use proptest::prelude::*;
 
     prop_compose! {
@@ -164,22 +184,7 @@ mod tests {
     /// The SEA values of docs/ras-facts.md §6 built from typed fields give the seen raw values.
     #[test]
     fn builders_give_the_values_kvm_and_qemu_inject() {
-        let sea = |from, fnv| {
-            Esr::data_abort(DataAbort {
-                from,
-                il: true,
-                access: None,
-                vncr: false,
-                set: 0,
-                fnv,
-                ea: false,
-                cm: false,
-                s1ptw: false,
-                wnr: false,
-                dfsc: ESR_ELx_FSC_EXTABT,
-                other_iss: 0,
-            })
-        };
+        let sea = |from, fnv| Esr::data_abort(DataAbort::sea(from, fnv));
         // QEMU's emulated SEA (FnV=1) and KVM's ext_dabt (FnV=0).
         assert_eq!(sea(Origin::SameEl, true).raw(), 0x9600_0410);
         assert_eq!(sea(Origin::LowerEl, true).raw(), 0x9200_0410);

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{hex, Origin, EA, FNV, FSC_MASK, S1PTW, SET_SHIFT};
+use super::{hex, ESR_ELx_FSC_EXTABT, Origin, EA, FNV, FSC_MASK, S1PTW, SET_SHIFT};
 
 /// Instruction Abort ISS bits this codec names; the rest is RES0.
 const NAMED: u32 = (3 << SET_SHIFT) | FNV | EA | S1PTW | FSC_MASK;
@@ -33,6 +33,21 @@ pub struct InstructionAbort {
 }
 
 impl InstructionAbort {
+    /// A synchronous external abort on an instruction fetch from `from`, IL 1, IFSC 0x10,
+    /// nothing else; FnV as for [`super::DataAbort::sea`].
+    pub const fn sea(from: Origin, fnv: bool) -> Self {
+        Self {
+            from,
+            il: true,
+            set: 0,
+            fnv,
+            ea: false,
+            s1ptw: false,
+            ifsc: ESR_ELx_FSC_EXTABT,
+            other_iss: 0,
+        }
+    }
+
     /// ISS \[24:0\].
     pub(super) const fn iss(self) -> u32 {
         (self.other_iss & !NAMED)
