@@ -2,6 +2,11 @@
 //! each scenario runs in a child (`ras-harness __exec FILE`, [`exec_line`]) that prints one
 //! JSON line; [`run_isolated`] enforces a timeout, turns a crash, a signal or garbage into
 //! [`Verdict::Error`] with the tail of the child's stderr, and judges the outcome.
+//!
+//! The reference VMM runs in that child together with the harness code that reads the
+//! guest's report, so a crash of the child leaves no observation: it is an error, not an
+//! outcome. A VMM driven as a process of its own ends with a
+//! [`VmmEnd`](crate::scenario::VmmEnd) (`killed`, `timed-out`) that is judged.
 
 use std::io::Read;
 use std::path::Path;
