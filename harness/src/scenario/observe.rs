@@ -27,9 +27,7 @@ impl GuestReport {
         let exceptions = r.records[..kept]
             .iter()
             .map(|e| {
-                let step = (e.step != NO_STEP)
-                    .then(|| u32::try_from(e.step).ok())
-                    .flatten();
+                let step = u32::try_from(e.step).ok().filter(|_| e.step != NO_STEP);
                 let cper = &e.cper;
                 let record = (cper.found & acpi_found::RECORD != 0).then(|| {
                     let copied = (cper.copied_len as usize).min(cper.bytes.len());

@@ -348,9 +348,7 @@ impl<'s> Controller<'s> {
             .iter()
             .map(|s| HostSignal {
                 code: s.event.si_code,
-                lsb: s
-                    .error
-                    .map_or_else(|| u8::try_from(s.event.si_addr_lsb).unwrap_or(0), |e| e.lsb),
+                lsb: u8::try_from(s.event.si_addr_lsb).unwrap_or(0),
                 gpa: s.error.map(|e| Hex(e.gpa)),
                 thread: self
                     .tids
