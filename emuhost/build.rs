@@ -1,8 +1,9 @@
 //! Builds the guest side (emuhost-init, PID 1 of the initramfs, and emuhost-probe, the
 //! test probe) as static aarch64 musl binaries, for the library to embed and the tests to run.
 //!
-//! A nested cargo with its own target directory under OUT_DIR, so that it never waits on
-//! the outer build's lock, and without the outer build's target and flags in its environment.
+//! The target is added to the toolchain first when it lacks it. A nested cargo with its
+//! own target directory under OUT_DIR, so that it never waits on the outer build's lock,
+//! and without the outer build's target and flags in its environment.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +31,7 @@ fn main() -> Result<(), String> {
         workspace.join(".cargo/config.toml").display()
     );
 
+    rustup_targets::ensure(TARGET)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(workspace)
@@ -52,8 +54,7 @@ fn main() -> Result<(), String> {
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "building emuhost-init for {TARGET} failed (is the target installed? \
-             `rustup target add {TARGET}`):\n{}",
+            "building emuhost-init for {TARGET} failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }

@@ -1,7 +1,8 @@
-//! Builds the guest payload (guest-payloads/, aarch64-unknown-none) with a nested cargo,
-//! flattens its ELF into the image the VMM copies to guest RAM, and hands both to
-//! src/payload.rs: `$OUT_DIR/ras-guest.bin` and the ELF entry point in
-//! `RAS_GUEST_ENTRY`. Runs on every host: the image is data to an x86 build too.
+//! Builds the guest payload (guest-payloads/, aarch64-unknown-none) with a nested cargo
+//! (adding the target to the toolchain first when it lacks it), flattens its ELF into the
+//! image the VMM copies to guest RAM, and hands both to src/payload.rs:
+//! `$OUT_DIR/ras-guest.bin` and the ELF entry point in `RAS_GUEST_ENTRY`. Runs on every
+//! host: the image is data to an x86 build too.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,12 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }
 
+    if let Err(e) = rustup_targets::ensure(GUEST_TARGET) {
+        panic!("{e}");
+    }
     let elf = build_guest(&guest, &out.join("guest-target"));
-    let entry = elf_entry(&elf);
     let bin = out.join("ras-guest.bin");
-    flatten(&elf, &bin);
+    let entry = flatten(&elf, &bin);
     println!("cargo:rustc-env=RAS_GUEST_ENTRY={entry:#x}");
 }
 
@@ -60,46 +63,39 @@ fn build_guest(guest: &Path, target_dir: &Path) -> PathBuf {
         .join("ras-guest")
 }
 
-/// e_entry: the u64 at offset 24 of an ELF64 header (System V gABI, "ELF Header").
-fn elf_entry(elf: &Path) -> u64 {
+/// The ELF's entry point, and its image as a loader sees it (what `objcopy -O binary`
+/// writes): every PT_LOAD segment's file bytes at its physical address, from the lowest
+/// one, with the gaps and each segment's zero-filled tail (p_memsz past p_filesz) as zeros
+/// up to the end of the last file byte (System V gABI, "Program Header").
+fn flatten(elf: &Path, bin: &Path) -> u64 {
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
     let bytes = std::fs::read(elf).expect("read the payload ELF");
-    assert!(
-        bytes.len() >= 32 && bytes[..4] == *b"\x7fELF",
-        "not an ELF file"
-    );
-    u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes"))
-}
-
-/// `llvm-objcopy -O binary` from the toolchain's llvm-tools (rust-toolchain.toml lists
-/// the component): the loadable sections, from the lowest address, gaps zero-filled.
-fn flatten(elf: &Path, bin: &Path) {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let sysroot = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .expect("run rustc --print sysroot");
-    let sysroot = String::from_utf8(sysroot.stdout).expect("UTF-8 sysroot path");
-    let host = env::var("HOST").expect("set by cargo");
-    let objcopy: PathBuf = [
-        sysroot.trim(),
-        "lib",
-        "rustlib",
-        &host,
-        "bin",
-        "llvm-objcopy",
-    ]
-    .iter()
-    .collect();
-    let status = Command::new(&objcopy)
-        .args(["-O", "binary"])
-        .arg(elf)
-        .arg(bin)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "run {} (rustup component llvm-tools): {e}",
-                objcopy.display()
-            )
-        });
-    assert!(status.success(), "llvm-objcopy failed: {status}");
+    let file = ElfFile64::<object::Endianness>::parse(&*bytes).expect("the payload is an ELF64");
+    let endian = file.endian();
+    let loads: Vec<(u64, &[u8])> = file
+        .elf_program_headers()
+        .iter()
+        .filter(|p| p.p_type(endian) == object::elf::PT_LOAD && p.p_filesz(endian) > 0)
+        .map(|p| {
+            let data = p.data(endian, &*bytes).expect("segment inside the file");
+            (p.p_paddr(endian), data)
+        })
+        .collect();
+    let base = loads
+        .iter()
+        .map(|&(a, _)| a)
+        .min()
+        .expect("a loadable segment");
+    let end = loads
+        .iter()
+        .map(|&(a, d)| a + d.len() as u64)
+        .max()
+        .expect("a loadable segment");
+    let mut image = vec![0u8; usize::try_from(end - base).expect("image size")];
+    for (addr, data) in loads {
+        let at = usize::try_from(addr - base).expect("offset");
+        image[at..at + data.len()].copy_from_slice(data);
+    }
+    std::fs::write(bin, image).expect("write the flat payload image");
+    file.elf_header().e_entry(endian)
 }
