@@ -254,13 +254,11 @@ pub fn run_emulated(
         cwd.clone(),
     ];
     dirs.extend(exe.parent().map(Path::to_owned));
-    dirs.extend(
-        opts.extra_shares
-            .iter()
-            .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
-            // "/" cannot be mounted over the guest's own root.
-            .filter(|d| d.parent().is_some()),
-    );
+    for dir in &opts.extra_shares {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        shareable(&dir)?;
+        dirs.push(dir);
+    }
     let shares: Vec<(String, PathBuf)> = outermost(dirs)
         .into_iter()
         .enumerate()
@@ -311,6 +309,29 @@ pub fn run_emulated(
     result
 }
 
+/// The guest's own directories, which a share mounted at the same path would hide: its
+/// root, and what its init mounts (emuhost/init).
+const GUEST_OWN: &[&str] = &["/", "/proc", "/sys", "/dev"];
+
+/// Whether `dir` can be shared at its own path: not one of [`GUEST_OWN`] or inside one
+/// (but the root), where what the binary reads would not be there and what it writes would
+/// be lost with the guest.
+fn shareable(dir: &Path) -> Result<(), Error> {
+    let own = GUEST_OWN
+        .iter()
+        .map(Path::new)
+        .find(|own| dir == *own || (own.parent().is_some() && dir.starts_with(own)));
+    match own {
+        Some(own) => Err(Error::Config(format!(
+            "{} cannot be shared into the emulated host, whose own {} is there; use a \
+             directory elsewhere",
+            dir.display(),
+            own.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The directories of `dirs` not inside another one of them, sorted.
 fn outermost(mut dirs: Vec<PathBuf>) -> Vec<PathBuf> {
     dirs.sort();
@@ -335,6 +356,17 @@ fn nonce() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guests_own_directories_are_not_shared() {
+        for dir in ["/", "/proc", "/sys/kernel", "/dev/shm"] {
+            let err = shareable(Path::new(dir)).unwrap_err().to_string();
+            assert!(err.contains(dir), "{err}");
+        }
+        for dir in ["/tmp", "/work/main", "/devices", "/home/x"] {
+            assert!(shareable(Path::new(dir)).is_ok(), "{dir}");
+        }
+    }
 
     #[test]
     fn nested_directories_share_once() {

@@ -3,13 +3,17 @@
 //! Every given file is parsed and validated before any scenario runs, on any host. Each
 //! scenario then runs in its own child process (`ras-harness __exec FILE`), so one that
 //! crashes or hangs is an error verdict and the rest still run. Off arm64 KVM, the whole run
-//! moves once into the emulated arm64 KVM host (emuhost/README.md).
+//! moves once into the emulated arm64 KVM host (emuhost/README.md). With `--kernel`, it
+//! moves there once per kernel and the reports come back as JSON to make one.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use ras_harness::report::Report;
+use emuhost::KernelChoice;
+use ras_harness::report::{KernelReports, Report, ScenarioResult};
+use ras_harness::scenario::Verdict;
 use ras_harness::{host, runner, scenario};
 
 /// Seconds an emulated run may take per scenario, on top of 120 s for set-up and boot,
@@ -33,6 +37,37 @@ pub struct RunArgs {
     /// Seconds one scenario may take before it is killed and counted as an error.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     timeout: u64,
+    /// Run on each of these host kernels in the emulated arm64 KVM host, one after the
+    /// other, and report them side by side (a row whose outcome differs between kernels is
+    /// marked): a comma-separated list of bookworm (Linux 6.1), stable (6.12), sid (7.x),
+    /// sid-16k (7.x with 16 KiB pages), or `all` for those four. Without it, the kernel of
+    /// this arm64 KVM host, else the emulated host's RAS_HOST_KERNEL (default stable).
+    #[arg(long, value_name = "LIST", value_parser = parse_kernels)]
+    kernel: Option<Kernels>,
+    /// Print no report on standard output, only the progress on standard error (use with
+    /// --out).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The kernels of `--kernel`, in the order given.
+#[derive(Clone, Debug)]
+struct Kernels(Vec<KernelChoice>);
+
+fn parse_kernels(list: &str) -> Result<Kernels, String> {
+    if list.trim() == "all" {
+        use KernelChoice::*;
+        return Ok(Kernels(vec![Bookworm, Stable, Sid, Sid16k]));
+    }
+    let mut kernels = Vec::new();
+    for name in list.split(',') {
+        let k = KernelChoice::parse(name).map_err(|e| format!("{e}, or all"))?;
+        if name.trim().is_empty() || kernels.contains(&k) {
+            return Err(format!("{list:?}: each kernel once, comma-separated"));
+        }
+        kernels.push(k);
+    }
+    Ok(Kernels(kernels))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -53,6 +88,9 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         }
         eprintln!("{} scenarios", scenarios.len());
         return Ok(0);
+    }
+    if let Some(Kernels(kernels)) = &args.kernel {
+        return run_kernels(&args, &scenarios, kernels);
     }
     if !(emuhost::kvm_available() || emuhost::in_emulated_host()) {
         let mut dirs: Vec<PathBuf> = args.paths.clone();
@@ -93,11 +131,89 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         ReportFormat::Json => report.to_json(),
         ReportFormat::Junit => report.to_junit(),
     };
-    print!("{text}");
-    if let Some(out) = &args.out {
-        write_report(out, &text)?;
-    }
+    emit(&args, &text)?;
     Ok(u8::try_from(report.summary().exit_code()).unwrap_or(2))
+}
+
+/// The report on stdout unless `--quiet`, and into `--out`.
+fn emit(args: &RunArgs, text: &str) -> Result<(), String> {
+    if !args.quiet {
+        print!("{text}");
+    }
+    match &args.out {
+        Some(out) => write_report(out, text),
+        None => Ok(()),
+    }
+}
+
+/// `run --kernel`: the same scenarios in the emulated host once per kernel, each run
+/// writing its JSON report into a directory shared with it, then one report of them all.
+/// A kernel whose run leaves no report (its host did not boot, or timed out) counts every
+/// scenario as an error with the reason.
+fn run_kernels(
+    args: &RunArgs,
+    scenarios: &[(PathBuf, scenario::Scenario)],
+    kernels: &[KernelChoice],
+) -> Result<u8, String> {
+    let dir = std::env::temp_dir().join(format!("ras-harness-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut shares = args.paths.clone();
+    shares.push(dir.clone());
+    let mut runs = Vec::new();
+    for (i, &kernel) in kernels.iter().enumerate() {
+        eprintln!(
+            "ras-harness: kernel {} ({}/{}), in the emulated arm64 KVM host",
+            kernel.name(),
+            i + 1,
+            kernels.len()
+        );
+        let out = dir.join(format!("{}.json", kernel.name()));
+        let mut argv: Vec<OsString> = vec!["run".into()];
+        argv.extend(args.paths.iter().map(|p| p.as_os_str().to_owned()));
+        argv.extend(["--report", "json", "--quiet", "--timeout"].map(OsString::from));
+        argv.push(args.timeout.to_string().into());
+        argv.push("--out".into());
+        argv.push(out.clone().into());
+        let status = in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv)?;
+        let report = std::fs::read_to_string(&out)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Report::from_json(&text))
+            .unwrap_or_else(|e| {
+                let why = format!(
+                    "the emulated host with kernel {} ended with status {status} and no \
+                     report ({e})",
+                    kernel.name()
+                );
+                broken_run(scenarios, &why)
+            });
+        runs.push((kernel.name().to_owned(), report));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let reports = KernelReports { runs };
+    let text = match args.report {
+        ReportFormat::Table => reports.to_table(),
+        ReportFormat::Json => reports.to_json(),
+        ReportFormat::Junit => reports.to_junit(),
+    };
+    emit(args, &text)?;
+    Ok(u8::try_from(reports.summary().exit_code()).unwrap_or(2))
+}
+
+/// A report with every scenario an error for `why`.
+fn broken_run(scenarios: &[(PathBuf, scenario::Scenario)], why: &str) -> Report {
+    Report {
+        host: serde_json::Value::Null,
+        results: scenarios
+            .iter()
+            .map(|(_, s)| ScenarioResult {
+                scenario: s.name.clone(),
+                verdict: Verdict::Error(why.to_owned()),
+                observed: None,
+                vmm_log: None,
+                duration: Duration::ZERO,
+            })
+            .collect(),
+    }
 }
 
 /// Loads and validates every scenario under `paths`, or names every problem in one message:
@@ -127,14 +243,41 @@ fn report_dir(out: &Path) -> PathBuf {
     }
 }
 
-/// Runs this same command in the emulated arm64 KVM host and returns its status; the
-/// timeout allows for `scenarios` scenario runs. `paths` (files or directories the command
-/// reads or writes) are shared into the guest at their host paths.
+/// Runs this same command in the emulated arm64 KVM host (or natively, where it can) and
+/// returns its status, its output on stdout; the timeout allows for `scenarios` scenario
+/// runs. `paths` (files or directories the command reads or writes) are shared into the
+/// guest at their host paths.
 pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf]) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"
     );
+    let (exe, opts) = emulated_host(None, scenarios, paths)?;
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let code = emuhost::run(&exe, &args, &opts).map_err(cannot)?;
+    Ok(u8::try_from(code).unwrap_or(2))
+}
+
+/// Runs `ras-harness ARGS` in the emulated host with `kernel`, its output on stderr, and
+/// returns its status.
+fn in_emulated_host(
+    kernel: Option<KernelChoice>,
+    scenarios: usize,
+    paths: &[PathBuf],
+    args: &[OsString],
+) -> Result<i32, String> {
+    let (exe, opts) = emulated_host(kernel, scenarios, paths)?;
+    emuhost::run_emulated(&exe, args, &opts, &mut std::io::stderr()).map_err(cannot)
+}
+
+/// This binary built for the emulated host, and the options to run it there with `kernel`
+/// (else RAS_HOST_KERNEL's): `paths` shared, a timeout for `scenarios` scenarios unless
+/// RAS_EMU_TIMEOUT says otherwise.
+fn emulated_host(
+    kernel: Option<KernelChoice>,
+    scenarios: usize,
+    paths: &[PathBuf],
+) -> Result<(PathBuf, emuhost::RunOptions), String> {
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
         package: env!("CARGO_PKG_NAME").into(),
@@ -143,17 +286,22 @@ pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf]) -> Result<u8, String
         features: Vec::new(),
         release: !cfg!(debug_assertions),
     };
-    let fail = |e: emuhost::Error| format!("cannot run in the emulated arm64 KVM host: {e}");
-    let mut opts = emuhost::RunOptions::from_env().map_err(fail)?;
+    let mut opts = emuhost::RunOptions::from_env().map_err(cannot)?;
+    if let Some(kernel) = kernel {
+        opts.kernel = kernel;
+        opts.emulate = true;
+    }
     opts.extra_shares = paths
         .iter()
         .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })
         .collect();
-    if std::env::var_os("RAS_EMU_TIMEOUT").is_none() {
+    if std::env::var_os(emuhost::TIMEOUT_VAR).is_none() {
         opts.timeout = Duration::from_secs(120 + EMULATED_SECONDS_PER_SCENARIO * scenarios as u64);
     }
-    let exe = target.build(&opts.cache_dir).map_err(fail)?;
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let code = emuhost::run(&exe, &args, &opts).map_err(fail)?;
-    Ok(u8::try_from(code).unwrap_or(2))
+    let exe = target.build(&opts.cache_dir).map_err(cannot)?;
+    Ok((exe, opts))
+}
+
+fn cannot(e: emuhost::Error) -> String {
+    format!("cannot run in the emulated arm64 KVM host: {e}")
 }

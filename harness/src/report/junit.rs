@@ -1,23 +1,53 @@
-//! JUnit XML, the dialect Jenkins, GitLab and GitHub test reporters read: one testsuite, a
-//! testcase per scenario with a `failure`, `skipped` or `error` child, the observed outcome
-//! as `system-out`, and the host as suite properties.
+//! JUnit XML, the dialect Jenkins, GitLab and GitHub test reporters read: a testsuite per
+//! run (one, or one per kernel), a testcase per scenario with a `failure`, `skipped` or
+//! `error` child, the observed outcome as `system-out`, and the host as suite properties.
 
 use std::fmt::Write;
 
-use super::{seconds, Report};
+use super::{seconds, Report, Summary};
 use crate::scenario::Verdict;
 
 pub(super) fn write(report: &Report) -> String {
-    let s = report.summary();
-    let total = report.results.len();
-    let time = seconds(report.results.iter().map(|r| r.duration).sum());
-    let counts = format!(
-        "tests=\"{total}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{time}\"",
-        s.fail, s.error, s.skip
-    );
+    document(
+        &[("ras-harness".into(), "scenarios", report)],
+        report.summary(),
+    )
+}
+
+/// The document: per (suite name, test case class name, report) a testsuite; `summary`
+/// counts them all.
+pub(super) fn document(suites: &[(String, &str, &Report)], summary: Summary) -> String {
+    let all = suites.iter().flat_map(|(_, _, r)| &r.results);
+    let time = seconds(all.clone().map(|r| r.duration).sum());
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(out, "<testsuites name=\"ras-harness\" {counts}>");
-    let _ = writeln!(out, "  <testsuite name=\"ras-harness\" {counts}>");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"ras-harness\" {}>",
+        counts(all.count(), summary, &time)
+    );
+    for (name, class, report) in suites {
+        suite(&mut out, name, class, report);
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// `tests`, `failures`, `errors`, `skipped` and `time` attributes.
+fn counts(tests: usize, s: Summary, time: &str) -> String {
+    format!(
+        "tests=\"{tests}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{time}\"",
+        s.fail, s.error, s.skip
+    )
+}
+
+fn suite(out: &mut String, name: &str, class: &str, report: &Report) {
+    let time = seconds(report.results.iter().map(|r| r.duration).sum());
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{}\" {}>",
+        escape(name),
+        counts(report.results.len(), report.summary(), &time)
+    );
     if let Some(host) = report.host.as_object().filter(|h| !h.is_empty()) {
         out.push_str("    <properties>\n");
         for (key, value) in host {
@@ -37,8 +67,9 @@ pub(super) fn write(report: &Report) -> String {
     for r in &report.results {
         let _ = write!(
             out,
-            "    <testcase name=\"{}\" classname=\"scenarios\" time=\"{}\"",
+            "    <testcase name=\"{}\" classname=\"{}\" time=\"{}\"",
             escape(&r.scenario),
+            escape(class),
             seconds(r.duration)
         );
         let observed = r
@@ -82,8 +113,7 @@ pub(super) fn write(report: &Report) -> String {
         }
         out.push_str("    </testcase>\n");
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    out.push_str("  </testsuite>\n");
 }
 
 /// Escapes a double-quoted attribute value. Line breaks and tabs become character

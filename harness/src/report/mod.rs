@@ -4,7 +4,10 @@
 
 mod json;
 mod junit;
+mod kernels;
 mod table;
+
+pub use kernels::KernelReports;
 
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ pub struct ScenarioResult {
 }
 
 /// Verdict counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Scenarios that passed.
     pub pass: usize,
@@ -89,6 +92,11 @@ impl Report {
     /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         json::write(self)
+    }
+
+    /// Reads back what [`to_json`](Self::to_json) wrote.
+    pub fn from_json(text: &str) -> Result<Report, String> {
+        json::read(text)
     }
 
     /// The report as a JUnit XML document.

@@ -3,28 +3,18 @@
 
 use std::fmt::Write;
 
-use super::{seconds, Report};
+use super::{seconds, Report, ScenarioResult};
 use crate::scenario::json_name;
 
 const HEADER: [&str; 5] = ["SCENARIO", "VERDICT", "VMM END", "GUEST SAW", "TIME"];
 
 pub(super) fn write(report: &Report) -> String {
-    let rows: Vec<[String; 5]> = report
+    let rows: Vec<Vec<String>> = report
         .results
         .iter()
         .map(|r| {
-            // Per exception its ESR, "+record" when the guest read one there.
-            let (end, saw) = match &r.observed {
-                Some(o) => (
-                    o.vmm_end.to_string(),
-                    dash(o.exceptions().map(|(_, g)| {
-                        let record = if g.record.is_some() { "+record" } else { "" };
-                        format!("{:#010x}{record}", g.esr.low32())
-                    })),
-                ),
-                None => ("-".to_owned(), "-".to_owned()),
-            };
-            [
+            let (end, saw) = vmm_end_and_guest_saw(r);
+            vec![
                 r.scenario.clone(),
                 json_name(&r.verdict.kind()).to_uppercase(),
                 end,
@@ -33,31 +23,7 @@ pub(super) fn write(report: &Report) -> String {
             ]
         })
         .collect();
-
-    let mut widths = HEADER.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: [&str; 5]| {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i == cells.len() - 1 {
-                // Right-align the time, the one numeric column.
-                let _ = write!(text, "{cell:>w$}");
-            } else {
-                let _ = write!(text, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(HEADER);
-    for row in &rows {
-        line(row.each_ref().map(String::as_str));
-    }
+    let mut out = columns(&HEADER, &rows, true);
 
     let reasons: Vec<_> = report
         .results
@@ -85,19 +51,70 @@ pub(super) fn write(report: &Report) -> String {
     out
 }
 
-/// Comma-joined, or "-" for nothing.
-fn dash(items: impl Iterator<Item = String>) -> String {
-    let v: Vec<String> = items.collect();
-    if v.is_empty() {
-        "-".to_owned()
-    } else {
-        v.join(",")
+/// How the VMM ended, and per exception the guest took its ESR, "+record" when the guest
+/// read one there; "-" for none.
+pub(super) fn vmm_end_and_guest_saw(r: &ScenarioResult) -> (String, String) {
+    match &r.observed {
+        Some(o) => (
+            o.vmm_end.to_string(),
+            dash(o.exceptions().map(|(_, g)| {
+                let record = if g.record.is_some() { "+record" } else { "" };
+                format!("{:#010x}{record}", g.esr.low32())
+            })),
+        ),
+        None => ("-".to_owned(), "-".to_owned()),
     }
+}
+
+/// `header` and `rows` in columns as wide as their widest cell, two spaces apart; the last
+/// column right-aligned when `numeric_last` (a time).
+pub(super) fn columns(header: &[&str], rows: &[Vec<String>], numeric_last: bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut text = String::new();
+        for (i, (cell, &w)) in row.iter().zip(&widths).enumerate() {
+            if numeric_last && i == row.len() - 1 {
+                let _ = write!(text, "{cell:>w$}");
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Comma-joined, a run of equal items once with its count ("0x96000010 x4"), or "-" for
+/// nothing.
+fn dash(items: impl Iterator<Item = String>) -> String {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for item in items {
+        match runs.last_mut() {
+            Some((last, n)) if *last == item => *n += 1,
+            _ => runs.push((item, 1)),
+        }
+    }
+    if runs.is_empty() {
+        return "-".to_owned();
+    }
+    let shown: Vec<String> = runs
+        .into_iter()
+        .map(|(item, n)| if n == 1 { item } else { format!("{item} x{n}") })
+        .collect();
+    shown.join(",")
 }
 
 /// A reason made safe for a terminal: continuation lines indented under their verdict,
 /// other control characters replaced with U+FFFD.
-fn printable(reason: &str) -> String {
+pub(super) fn printable(reason: &str) -> String {
     reason
         .chars()
         .map(|c| match c {

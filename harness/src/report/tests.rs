@@ -235,3 +235,93 @@ fn junit_report_parses_and_keeps_the_text() {
     assert!(!text.contains('\u{1}'));
     snapshot_settings("report").bind(|| insta::assert_snapshot!("report_junit", text));
 }
+
+#[test]
+fn json_reads_back_as_the_same_report() {
+    let r = report();
+    assert_eq!(Report::from_json(&r.to_json()), Ok(r));
+    // A failure must say what was not met.
+    let mut v: serde_json::Value = serde_json::from_str(&report().to_json()).unwrap();
+    v["results"][1]["mismatches"] = serde_json::json!([]);
+    let err = Report::from_json(&v.to_string()).unwrap_err();
+    assert!(
+        err.contains("acpi-ifetch: a failure without mismatches"),
+        "{err}"
+    );
+    assert!(Report::from_json("{}").is_err());
+}
+
+/// The made-up run on three kernels: the same on two, and on "bookworm" the pass is a
+/// different syndrome and the failure a skip.
+fn kernel_reports() -> KernelReports {
+    let mut old = report();
+    old.host["kernel"] = "6.1.0-50-arm64".into();
+    old.results[0].observed = Some(observed(0x9600_0010, 0x200));
+    old.results[1].verdict = Verdict::Skip("needs cap 178".into());
+    KernelReports {
+        runs: vec![
+            ("bookworm".into(), old),
+            ("stable".into(), report()),
+            ("sid".into(), report()),
+        ],
+    }
+}
+
+#[test]
+fn kernel_table_marks_the_rows_that_differ() {
+    let text = kernel_reports().to_table();
+    let marked: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .take(4)
+        .filter(|l| l.starts_with('*'))
+        .collect();
+    assert_eq!(marked.len(), 2, "{text}");
+    assert!(marked[0].contains("acpi-el1-load-emulated"), "{text}");
+    assert!(marked[1].contains("acpi-ifetch"), "{text}");
+    snapshot_settings("report").bind(|| insta::assert_snapshot!("kernels_table", text));
+}
+
+#[test]
+fn kernel_json_and_junit() {
+    let k = kernel_reports();
+    let v: serde_json::Value = serde_json::from_str(&k.to_json()).unwrap();
+    assert_eq!(v["kernels"][0]["kernel"], "bookworm");
+    assert_eq!(v["kernels"][0]["host"]["kernel"], "6.1.0-50-arm64");
+    assert_eq!(v["matrix"][0]["differs"], true);
+    assert_eq!(v["matrix"][2]["differs"], false);
+    assert_eq!(v["matrix"][1]["verdicts"]["bookworm"], "skip");
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"pass": 3, "fail": 2, "skip": 4, "error": 3})
+    );
+    // Each kernel's part reads back as that kernel's report.
+    let mut stable = v["kernels"][1].clone();
+    assert_eq!(
+        stable.as_object_mut().unwrap().remove("kernel"),
+        Some("stable".into())
+    );
+    assert_eq!(Report::from_json(&stable.to_string()), Ok(report()));
+
+    let xml = k.to_junit();
+    let mut reader = Reader::from_str(&xml);
+    let mut suites = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(Event::Start(e)) if e.name().as_ref() == "testsuite" => {
+                let name = e.try_get_attribute("name").unwrap().unwrap();
+                let name = name.normalized_value(quick_xml::XmlVersion::Implicit1_0);
+                suites.push(name.unwrap().into_owned());
+            }
+            Ok(_) => {}
+            Err(e) => panic!("invalid XML: {e}\n{xml}"),
+        }
+    }
+    assert_eq!(suites.len(), 3);
+    assert!(
+        suites[0].starts_with("bookworm: Linux 6.1.0-50-arm64"),
+        "{suites:?}"
+    );
+    assert_eq!(xml.matches("classname=\"sid\"").count(), 4);
+}

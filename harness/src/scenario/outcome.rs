@@ -262,7 +262,8 @@ impl Verdict {
 }
 
 /// One expectation that was not met.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mismatch {
     /// The scenario field, e.g. `expect.esr`.
     pub field: String,
