@@ -316,7 +316,7 @@ const GUEST_OWN: &[&str] = &["/", "/proc", "/sys", "/dev"];
 /// Whether `dir` can be shared at its own path: not one of [`GUEST_OWN`] or inside one
 /// (but the root), where what the binary reads would not be there and what it writes would
 /// be lost with the guest.
-fn shareable(dir: &Path) -> Result<(), Error> {
+pub fn shareable(dir: &Path) -> Result<(), Error> {
     let own = GUEST_OWN
         .iter()
         .map(Path::new)

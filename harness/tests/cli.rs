@@ -154,6 +154,21 @@ fn run_rejects_bad_files_before_running_anything() {
         "/nonexistent/scenarios",
     );
     assert_rejected(&ras_harness(&["run", "--report", "html"], b""), "html");
+    assert_rejected(
+        &ras_harness(&["run", "--kernel", "lts"], b""),
+        "choose one of stable, bookworm, sid, sid-16k, or all",
+    );
+    assert_rejected(
+        &ras_harness(&["run", "--kernel", "sid,stable,sid"], b""),
+        "each kernel once",
+    );
+    if !emuhost::kvm_available() {
+        // The report would be written in the emulated host's own root and lost.
+        assert_rejected(
+            &ras_harness(&["run", good, "--out", "/report.json"], b""),
+            "/ cannot be shared into the emulated host",
+        );
+    }
 }
 
 /// `run` as a user on any machine runs it (through the emulated host off arm64 KVM): a

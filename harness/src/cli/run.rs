@@ -295,6 +295,10 @@ fn emulated_host(
         .iter()
         .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })
         .collect();
+    for dir in &opts.extra_shares {
+        // Before the build: a path that cannot be shared is bad input, told at once.
+        emuhost::shareable(&dir.canonicalize().unwrap_or_else(|_| dir.clone())).map_err(cannot)?;
+    }
     if std::env::var_os(emuhost::TIMEOUT_VAR).is_none() {
         opts.timeout = Duration::from_secs(120 + EMULATED_SECONDS_PER_SCENARIO * scenarios as u64);
     }
