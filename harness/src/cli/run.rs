@@ -148,8 +148,8 @@ fn emit(args: &RunArgs, text: &str) -> Result<(), String> {
 
 /// `run --kernel`: the same scenarios in the emulated host once per kernel, each run
 /// writing its JSON report into a directory shared with it, then one report of them all.
-/// A kernel whose run leaves no report (its host did not boot, or timed out) counts every
-/// scenario as an error with the reason.
+/// A kernel whose run leaves no report (its set-up failed, its host did not boot or timed
+/// out) counts every scenario as an error with the reason, and the next kernel still runs.
 fn run_kernels(
     args: &RunArgs,
     scenarios: &[(PathBuf, scenario::Scenario)],
@@ -174,16 +174,16 @@ fn run_kernels(
         argv.push(args.timeout.to_string().into());
         argv.push("--out".into());
         argv.push(out.clone().into());
-        let status = in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv)?;
+        let ended = match in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv) {
+            Ok(status) => format!("ended with status {status}"),
+            Err(e) => e,
+        };
         let report = std::fs::read_to_string(&out)
             .map_err(|e| e.to_string())
             .and_then(|text| Report::from_json(&text))
             .unwrap_or_else(|e| {
-                let why = format!(
-                    "the emulated host with kernel {} ended with status {status} and no \
-                     report ({e})",
-                    kernel.name()
-                );
+                let why = format!("kernel {}: {ended}, and no report ({e})", kernel.name());
+                eprintln!("ras-harness: {why}");
                 broken_run(scenarios, &why)
             });
         runs.push((kernel.name().to_owned(), report));
