@@ -233,7 +233,9 @@ impl KernelReports {
 
 /// "Linux RELEASE, N-byte pages" from a report's host, as far as it says.
 fn linux(report: &Report) -> String {
-    let release = report.host["kernel"].as_str().unwrap_or("unknown release");
+    let Some(release) = report.host["kernel"].as_str() else {
+        return "Linux release unknown (no host report)".to_owned();
+    };
     match report.host["page_size"].as_u64() {
         Some(size) => format!("Linux {release}, {size}-byte pages"),
         None => format!("Linux {release}"),
