@@ -195,7 +195,8 @@ mod tests {
     #[test]
     fn target_pages_sharing_a_16k_host_page_make_one_poisoner_ar() {
         // Faults on target pages 0 and 1: two host pages of 4 KiB, one of 16 KiB.
-        let s = load(Path::new("../scenarios/dtb-2vcpu-simultaneous.json")).unwrap();
+        let mut s = load(Path::new("../scenarios/dtb-2vcpu-simultaneous.json")).unwrap();
+        s.faults[1].page = 1;
         let log = VmmLog::default();
         let vcpus = [("vcpu0", AR), ("vcpu1", AR)];
         let one = outcome(0x9200_0410, &[vcpus[0], vcpus[1], ("vmm", AR)]);

@@ -14,7 +14,7 @@ use crate::formats::esr::Esr;
 /// Judges `outcome` against `scenario.expect`, of a run on this host. Never returns Skip or
 /// Error: those come from the runner, before or instead of an outcome.
 pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
-    judge_on(scenario, outcome, crate::fault::host_page_size())
+    judge_on(scenario, outcome, crate::host::page_size() as usize)
 }
 
 /// [`judge`] for a run on a host with `page_size` pages: `expect.host_signals[].lsb` is

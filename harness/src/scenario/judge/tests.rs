@@ -284,7 +284,7 @@ fn recorded_means_every_fault_has_a_record_the_guest_read() {
     assert_eq!(
         reasons(judge(&s, &o)),
         [
-            "expect.cper (faults[1]): expected a record naming 0x80001000/12, observed \
+            "expect.cper (faults[1]): expected a record naming 0x80004000/12, observed \
           vcpu0 step 0 0x80000000, vcpu1 step 0 no record"
         ]
     );
@@ -298,8 +298,8 @@ fn recorded_means_every_fault_has_a_record_the_guest_read() {
     assert_eq!(
         reasons(judge(&s, &named)),
         [
-            "expect.cper[1]: expected no record naming 0x80001000/12, observed \
-          vcpu0 step 0 0x80000000, vcpu1 step 0 0x80001000"
+            "expect.cper[1]: expected no record naming 0x80004000/12, observed \
+          vcpu0 step 0 0x80000000, vcpu1 step 0 0x80004000"
         ]
     );
 }
@@ -327,7 +327,7 @@ fn consumed_means_each_vcpu_read_its_own_page() {
         reasons(judge(&s, &o)),
         [
             "expect.cper (faults[1]): expected vcpu0 step 1 reads a record naming \
-          0x80001000/12 and acks it, observed vcpu0 step 0 0x80000000, vcpu0 step 1 0x80000000"
+          0x80004000/12 and acks it, observed vcpu0 step 0 0x80000000, vcpu0 step 1 0x80000000"
         ]
     );
 }
