@@ -11,16 +11,16 @@ use kvm_ioctls::{DeviceFd, Kvm, VmFd};
 use ras_guest_abi::map;
 
 /// The guest physical address size the VM is created with (KVM_CREATE_VM's type,
-/// KVM_VM_TYPE_ARM_IPA_SIZE, Documentation/virt/kvm/api.rst): 32 bits, the least KVM
-/// accepts (ARM64_MIN_PARANGE_BITS in arch/arm64/kvm/mmu.c, kvm_init_ipa_range), and all
-/// the guest map needs (it ends at 3 GiB). Neither the host's limit (what kvm-ioctls'
-/// `create_vm` asks for on arm64: 52 bits under QEMU `-cpu max`, FEAT_LPA2) nor KVM's
-/// 40-bit default: Linux 7.x destroys a VM by walking its whole IPA space one level-1/2
-/// block at a time (`stage2_destroy_range` in arch/arm64/kvm/mmu.c; 1 GiB steps with
-/// 4 KiB pages, 32 MiB with 16 KiB), so 52 bits cost 2^22 steps per VM with 4 KiB pages
-/// (seconds under emulation) and 2^27 with 16 KiB (minutes: the 16K host hung). 32 bits
-/// cost 4 and 128 steps.
-pub const IPA_BITS: u32 = 32;
+/// KVM_VM_TYPE_ARM_IPA_SIZE, Documentation/virt/kvm/api.rst): KVM's own default of 40 bits
+/// (KVM_PHYS_SHIFT, arch/arm64/include/asm/kvm_mmu.h), which the guest map (it ends at
+/// 3 GiB) and what a guest may touch beyond it (tests/hwpoison/guest_control.rs) fit in.
+/// Not the host's limit, which kvm-ioctls' `create_vm` asks for on arm64 (52 bits under
+/// QEMU `-cpu max`, FEAT_LPA2): Linux 7.x destroys a VM by walking its whole IPA space one
+/// level-1/2 block at a time (`stage2_destroy_range` in arch/arm64/kvm/mmu.c; 1 GiB steps
+/// with 4 KiB pages, 32 MiB with 16 KiB), so 52 bits cost 2^22 steps per VM with 4 KiB
+/// pages (seconds under emulation) and 2^27 with 16 KiB (minutes: the 16K host hung).
+/// 40 bits cost 2^10 and 2^15 steps (docs/ras-facts.md §10).
+pub const IPA_BITS: u32 = 40;
 const _: () = assert!(map::TARGET_BASE + map::TARGET_MAX_SIZE <= 1 << IPA_BITS);
 const _: () = assert!(map::RAM_BASE + map::RAM_SIZE <= 1 << IPA_BITS);
 const _: () = assert!(map::DOORBELL < 1 << IPA_BITS);
