@@ -10,6 +10,9 @@
 //!   per `madvise-hwpoison` fault that poisons a page no earlier fault did, or none: on a
 //!   16 KiB host two 4 KiB target pages can share one, [`super::page_size::poison_unit`])
 //!   and left out;
+//! - a signal's `si_addr_lsb` of one host base page (14 on a 16 KiB host, where KVM signals
+//!   PAGE_SHIFT, docs/ras-facts.md §2) is written as on a 4 KiB host, 12: scenarios are
+//!   written for one ([`super::page_size`]), and a base page is a base page;
 //! - ESR_EL1 keeps bits \[31:0\], as the judge compares them, once bits \[63:32\] are checked
 //!   to be 0 or the sign extension Linux 6.1 adds (seen 0xffffffff96000010, §3);
 //! - signals are sorted by thread, code and address, and the VMM's injections by vCPU
@@ -21,6 +24,7 @@
 use serde_json::{json, Value};
 
 use super::outcome::Outcome;
+use super::page_size::LSB_4K;
 use super::spec::{Method, Scenario, SignalCode};
 use crate::formats::esr::Esr;
 use crate::vmm::log::VmmLog;
@@ -41,6 +45,12 @@ pub fn snapshot(
 ) -> Result<Value, String> {
     let mut o = observed.clone();
     drop_poisoner_signals(s, &mut o, kernel_release, page_size)?;
+    let base_page = page_size.trailing_zeros();
+    for h in &mut o.host_signals {
+        if u32::from(h.lsb) == base_page {
+            h.lsb = LSB_4K;
+        }
+    }
     keep_esr_low_half(&mut o)?;
     o.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
@@ -208,6 +218,19 @@ mod tests {
         assert!(snapshot(&s, &two, &log, "7.2.13", 16384)
             .unwrap_err()
             .contains("got 2 BUS_MCEERR_AR, expected 1"));
+    }
+
+    #[test]
+    fn a_base_page_lsb_is_written_as_on_a_4k_host() {
+        let s = scenario();
+        let log = VmmLog::default();
+        let mut o = outcome(0x9600_0410, &[("vcpu0", AR), ("vmm", AR)]);
+        let on_4k = snapshot(&s, &o, &log, "7.2", 4096).unwrap();
+        o.host_signals.iter_mut().for_each(|h| h.lsb = 14);
+        assert_eq!(snapshot(&s, &o, &log, "7.2", 16384).unwrap(), on_4k);
+        // 14 on a 4 KiB host is no base page: it stays.
+        let kept = snapshot(&s, &o, &log, "7.2", 4096).unwrap();
+        assert_eq!(kept["observed"]["host_signals"][0]["lsb"], 14);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub fn poison_unit(backing: Backing, page_size: usize) -> u64 {
 }
 
 /// `si_addr_lsb` of a base page on the 4 KiB host scenarios are written for.
-const LSB_4K: u8 = 12;
+pub const LSB_4K: u8 = 12;
 
 /// The `si_addr_lsb` KVM reports on a host with `page_size` pages for what a scenario
 /// expects as `lsb` on a 4 KiB host. A size the host has no huge page for stays as written
