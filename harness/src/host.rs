@@ -75,7 +75,9 @@ fn free_hugepages(kib: u64) -> u32 {
         .unwrap_or(0)
 }
 
-fn page_size() -> u64 {
+/// The host's base page size in bytes ([`crate::fault::host_page_size`] on Linux; 4 KiB
+/// elsewhere, where nothing runs a guest).
+pub fn page_size() -> u64 {
     #[cfg(target_os = "linux")]
     {
         crate::fault::host_page_size() as u64

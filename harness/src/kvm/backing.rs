@@ -32,10 +32,11 @@ pub enum Backing {
 }
 
 impl Backing {
-    /// The size of the pages it maps with, in bytes: a mapping is a multiple of it.
+    /// The size of the pages it maps with, in bytes: a mapping is a multiple of it. Base
+    /// pages are the host's (4, 16 or 64 KiB on arm64), never assumed.
     pub fn page_size(self) -> u64 {
         match self {
-            Self::Anonymous | Self::Memfd => 4096,
+            Self::Anonymous | Self::Memfd => crate::host::page_size(),
             Self::Thp | Self::Hugetlb2M => SIZE_2M,
             Self::Hugetlb1G => SIZE_1G,
         }

@@ -8,6 +8,22 @@ use kvm_bindings::{
     KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_VGIC_V3_ADDR_TYPE_DIST, KVM_VGIC_V3_ADDR_TYPE_REDIST,
 };
 use kvm_ioctls::{DeviceFd, Kvm, VmFd};
+use ras_guest_abi::map;
+
+/// The guest physical address size the VM is created with (KVM_CREATE_VM's type,
+/// KVM_VM_TYPE_ARM_IPA_SIZE, Documentation/virt/kvm/api.rst): KVM's own default of 40 bits
+/// (KVM_PHYS_SHIFT, arch/arm64/include/asm/kvm_mmu.h), which the guest map (it ends at
+/// 3 GiB) and what a guest may touch beyond it (tests/hwpoison/guest_control.rs) fit in.
+/// Not the host's limit, which kvm-ioctls' `create_vm` asks for on arm64 (52 bits under
+/// QEMU `-cpu max`, FEAT_LPA2): Linux 7.x destroys a VM by walking its whole IPA space one
+/// level-1/2 block at a time (`stage2_destroy_range` in arch/arm64/kvm/mmu.c; 1 GiB steps
+/// with 4 KiB pages, 32 MiB with 16 KiB), so 52 bits cost 2^22 steps per VM with 4 KiB
+/// pages (seconds under emulation) and 2^27 with 16 KiB (minutes: the 16K host hung).
+/// 40 bits cost 2^10 and 2^15 steps (docs/ras-facts.md §10).
+pub const IPA_BITS: u32 = 40;
+const _: () = assert!(map::TARGET_BASE + map::TARGET_MAX_SIZE <= 1 << IPA_BITS);
+const _: () = assert!(map::RAM_BASE + map::RAM_SIZE <= 1 << IPA_BITS);
+const _: () = assert!(map::DOORBELL < 1 << IPA_BITS);
 
 /// One memslot: guest physical base and the mapping behind it.
 #[derive(Debug)]
@@ -26,11 +42,12 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Opens /dev/kvm, creates a VM (KVM_CREATE_VM, default IPA size) and probes the caps.
+    /// Opens /dev/kvm, creates a VM (KVM_CREATE_VM with an [`IPA_BITS`] address space)
+    /// and probes the caps.
     pub fn new() -> Result<Self> {
         let kvm = Kvm::new().map_err(|e| Error::sys("open /dev/kvm", e))?;
         let fd = kvm
-            .create_vm()
+            .create_vm_with_ipa_size(IPA_BITS)
             .map_err(|e| Error::sys("KVM_CREATE_VM", e))?;
         let caps = CapSet::probe(&kvm);
         Ok(Self {

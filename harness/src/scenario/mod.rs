@@ -11,12 +11,13 @@ mod load;
 pub mod normalise;
 mod observe;
 mod outcome;
+pub mod page_size;
 mod requirements;
 mod spec;
 mod validate;
 
 pub use hex::{Hex, HexBytes};
-pub use judge::judge;
+pub use judge::{judge, judge_on};
 pub use load::{load, load_all, parse, ScenarioError};
 pub use outcome::{
     code_address_name, ExceptionTaken, GuestReport, GuestState, HostSignal, Mismatch, Outcome,

@@ -7,7 +7,12 @@
 //! The rules:
 //! - the poisoning thread's own BUS_MCEERR_AR, which Linux sends from about 6.11 (seen on
 //!   6.12, not on 6.1, docs/ras-facts.md §1), is checked against the kernel version (one
-//!   per `madvise-hwpoison` fault, or none) and left out;
+//!   per `madvise-hwpoison` fault that poisons a page no earlier fault did, or none: on a
+//!   16 KiB host two 4 KiB target pages can share one, [`super::page_size::poison_unit`])
+//!   and left out;
+//! - a signal's `si_addr_lsb` of one host base page (14 on a 16 KiB host, where KVM signals
+//!   PAGE_SHIFT, docs/ras-facts.md §2) is written as on a 4 KiB host, 12: scenarios are
+//!   written for one ([`super::page_size`]), and a base page is a base page;
 //! - ESR_EL1 keeps bits \[31:0\], as the judge compares them, once bits \[63:32\] are checked
 //!   to be 0 or the sign extension Linux 6.1 adds (seen 0xffffffff96000010, §3);
 //! - signals are sorted by thread, code and address, and the VMM's injections by vCPU
@@ -19,12 +24,14 @@
 use serde_json::{json, Value};
 
 use super::outcome::Outcome;
+use super::page_size::LSB_4K;
 use super::spec::{Method, Scenario, SignalCode};
 use crate::formats::esr::Esr;
 use crate::vmm::log::VmmLog;
 
 /// The snapshot of a run of `s` on a host kernel whose release is `kernel_release`
-/// (`uname -r`): `{ "observed": ..., "vmm_log": { "injections", "records_written" } }`.
+/// (`uname -r`) and whose base pages are `page_size` bytes:
+/// `{ "observed": ..., "vmm_log": { "injections", "records_written" } }`.
 ///
 /// # Errors
 ///
@@ -34,9 +41,16 @@ pub fn snapshot(
     observed: &Outcome,
     log: &VmmLog,
     kernel_release: &str,
+    page_size: usize,
 ) -> Result<Value, String> {
     let mut o = observed.clone();
-    drop_poisoner_signals(s, &mut o, kernel_release)?;
+    drop_poisoner_signals(s, &mut o, kernel_release, page_size)?;
+    let base_page = page_size.trailing_zeros();
+    for h in &mut o.host_signals {
+        if u32::from(h.lsb) == base_page {
+            h.lsb = LSB_4K;
+        }
+    }
     keep_esr_low_half(&mut o)?;
     o.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
@@ -62,13 +76,24 @@ pub fn kernel_version(release: &str) -> (u32, u32) {
     (v.next().unwrap_or(0), v.next().unwrap_or(0))
 }
 
-fn drop_poisoner_signals(s: &Scenario, o: &mut Outcome, release: &str) -> Result<(), String> {
+fn drop_poisoner_signals(
+    s: &Scenario,
+    o: &mut Outcome,
+    release: &str,
+    page_size: usize,
+) -> Result<(), String> {
     let signals_poisoner = kernel_version(release) >= (6, 11);
-    let madvise = s
-        .faults
-        .iter()
-        .filter(|f| f.method == Method::MadviseHwpoison)
-        .count();
+    let unit = super::page_size::poison_unit(s.guest.backing, page_size);
+    let mut poisoned = Vec::new();
+    let mut madvise = 0;
+    // In the scenario's order: the first fault on a page poisons it.
+    for f in s.faults.iter().filter(|f| f.method != Method::SoftOffline) {
+        let page = f.gpa() / unit;
+        if !poisoned.contains(&page) {
+            poisoned.push(page);
+            madvise += usize::from(f.method == Method::MadviseHwpoison);
+        }
+    }
     let own = |h: &super::HostSignal| h.thread == "vmm" && h.code == SignalCode::Ar.si_code();
     let on_vmm = o.host_signals.iter().filter(|h| own(h)).count();
     let want = if signals_poisoner { madvise } else { 0 };
@@ -165,16 +190,47 @@ mod tests {
         let with = outcome(0x9600_0410, &[("vcpu0", AR), ("vmm", AR)]);
         let without = outcome(0x9600_0410, &[("vcpu0", AR)]);
         let log = VmmLog::default();
-        let a = snapshot(&s, &with, &log, "6.12.48+deb13-arm64").unwrap();
-        let b = snapshot(&s, &without, &log, "6.1.0-37-arm64").unwrap();
+        let a = snapshot(&s, &with, &log, "6.12.48+deb13-arm64", 4096).unwrap();
+        let b = snapshot(&s, &without, &log, "6.1.0-37-arm64", 4096).unwrap();
         assert_eq!(a, b, "the same baseline on 6.12 and 6.1");
-        assert!(snapshot(&s, &without, &log, "6.12.48")
+        assert!(snapshot(&s, &without, &log, "6.12.48", 4096)
             .unwrap_err()
             .contains("got 0 BUS_MCEERR_AR, expected 1"));
-        assert!(snapshot(&s, &with, &log, "6.1.0")
+        assert!(snapshot(&s, &with, &log, "6.1.0", 4096)
             .unwrap_err()
             .contains("got 1 BUS_MCEERR_AR, expected 0"));
         assert_eq!(kernel_version("7.2.13-arm64-16k"), (7, 2));
+    }
+
+    #[test]
+    fn target_pages_sharing_a_16k_host_page_make_one_poisoner_ar() {
+        // Faults on target pages 0 and 1: two host pages of 4 KiB, one of 16 KiB.
+        let mut s = load(Path::new("../scenarios/dtb-2vcpu-simultaneous.json")).unwrap();
+        s.faults[1].page = 1;
+        let log = VmmLog::default();
+        let vcpus = [("vcpu0", AR), ("vcpu1", AR)];
+        let one = outcome(0x9200_0410, &[vcpus[0], vcpus[1], ("vmm", AR)]);
+        let two = outcome(0x9200_0410, &[vcpus[0], vcpus[1], ("vmm", AR), ("vmm", AR)]);
+        assert_eq!(
+            snapshot(&s, &one, &log, "7.2.13", 16384),
+            snapshot(&s, &two, &log, "7.2.13", 4096)
+        );
+        assert!(snapshot(&s, &two, &log, "7.2.13", 16384)
+            .unwrap_err()
+            .contains("got 2 BUS_MCEERR_AR, expected 1"));
+    }
+
+    #[test]
+    fn a_base_page_lsb_is_written_as_on_a_4k_host() {
+        let s = scenario();
+        let log = VmmLog::default();
+        let mut o = outcome(0x9600_0410, &[("vcpu0", AR), ("vmm", AR)]);
+        let on_4k = snapshot(&s, &o, &log, "7.2", 4096).unwrap();
+        o.host_signals.iter_mut().for_each(|h| h.lsb = 14);
+        assert_eq!(snapshot(&s, &o, &log, "7.2", 16384).unwrap(), on_4k);
+        // 14 on a 4 KiB host is no base page: it stays.
+        let kept = snapshot(&s, &o, &log, "7.2", 4096).unwrap();
+        assert_eq!(kept["observed"]["host_signals"][0]["lsb"], 14);
     }
 
     #[test]
@@ -182,14 +238,21 @@ mod tests {
         let s = scenario();
         let log = VmmLog::default();
         let signals = [("vcpu0", AR)];
-        let v = snapshot(&s, &outcome(0xffff_ffff_9600_0010, &signals), &log, "6.1").unwrap();
+        let v = snapshot(
+            &s,
+            &outcome(0xffff_ffff_9600_0010, &signals),
+            &log,
+            "6.1",
+            4096,
+        )
+        .unwrap();
         let e = &v["observed"]["guest"][0]["exceptions"][0];
         assert_eq!(
             (&e["esr"], &e["elr"]),
             (&json!("0x96000010"), &json!("access"))
         );
         assert!(e.get("elr_at").is_none());
-        let junk = snapshot(&s, &outcome(0x1_9600_0010, &signals), &log, "6.1").unwrap_err();
+        let junk = snapshot(&s, &outcome(0x1_9600_0010, &signals), &log, "6.1", 4096).unwrap_err();
         assert!(junk.contains("neither 0 nor a sign extension"), "{junk}");
     }
 }

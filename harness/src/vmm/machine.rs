@@ -37,7 +37,8 @@ use crate::fault::{self, mce_kill, GuestRanges, PoisonError, PoisonedPage, Poiso
 use crate::formats::cper::MEMORY_ERROR_RECORD_LEN;
 use crate::kvm::{self, boot, Kicker, Mapping, Vcpu, Vm};
 use crate::scenario::{
-    Backing, GuestReport, Hex, HexBytes, HostSignal, MceKill, Method, Outcome, Scenario, VmmEnd,
+    page_size, Backing, GuestReport, Hex, HexBytes, HostSignal, MceKill, Method, Outcome, Scenario,
+    VmmEnd,
 };
 
 /// How long the VMM thread waits for a message, and a held vCPU for a change, before
@@ -156,6 +157,9 @@ impl Machine {
         let host_page = poisoner.page_size() as u64;
         let offset = (f.gpa() - TARGET_BASE) / host_page * host_page;
         let hva = self.target_hva + offset as usize;
+        if self.already_poisoned(s, hva) {
+            return Ok(());
+        }
         match poisoner.poison(hva, method) {
             Ok(page) => {
                 lock(&self.poisoned).push(page);
@@ -173,6 +177,17 @@ impl Machine {
             }
             Err(e) => Err(ExecError::Failed(format!("faults[{index}]: {e}"))),
         }
+    }
+
+    /// Whether an earlier fault already poisoned the host page (or hugetlb page) holding
+    /// `hva` ([`page_size::poison_unit`]). Its access meets the poison already; poisoning
+    /// it again would touch it first, and the VMM thread would take BUS_MCEERR_AR on every
+    /// retry of that load.
+    fn already_poisoned(&self, s: &Scenario, hva: usize) -> bool {
+        lock(&self.poisoned).iter().any(|p| {
+            let unit = page_size::poison_unit(s.guest.backing, p.page_size) as usize;
+            p.method != fault::Method::SoftOffline && p.hva / unit == hva / unit
+        })
     }
 
     fn run(&mut self, s: &Scenario, plan: &Plan, opts: &Options) -> Result<Run, ExecError> {

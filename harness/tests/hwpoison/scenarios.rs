@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
+use ras_harness::fault::host_page_size;
 use ras_harness::runner::run_isolated;
 use ras_harness::scenario::{self, normalise, Outcome, Verdict};
 use ras_harness::vmm::log::VmmLog;
@@ -144,13 +145,10 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     // The records the VMM wrote are the ones the guest read (checked above): the
     // snapshot shows the guest's copies, decoded, and only how many were written.
-    let snapshot = normalise::snapshot(&s, &outcome, &log, &release)?;
+    let snapshot = normalise::snapshot(&s, &outcome, &log, &release, host_page_size())?;
     let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
     let mut settings = insta::Settings::clone_current();
-    let snapshots: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "snapshots", "scenarios"]
-        .iter()
-        .collect();
-    settings.set_snapshot_path(snapshots);
+    settings.set_snapshot_path(snapshot_dir(&s.name));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_description(s.description.clone());
     settings.set_omit_expression(true);
@@ -158,6 +156,25 @@ fn run(path: &Path) -> Result<Completion, Failed> {
     // insta panics on a mismatch; libtest-mimic turns that into a failed trial.
     settings.bind(|| insta::assert_snapshot!(name, text));
     Ok(Completion::Completed)
+}
+
+/// Where `name`'s baseline lives: snapshots/scenarios/, one for every kernel, unless this
+/// host's pages are not 4 KiB and snapshots/scenarios/page-<KiB>k/ holds one of its own.
+/// That is for what truly differs there: KVM signals the whole host page, so a 16 KiB host
+/// reports another si_addr_lsb and a 16 KiB-aligned address, and the VMM's record names
+/// that address (a new one is reviewed from the .snap.new insta writes beside the shared
+/// baseline, and moved there).
+fn snapshot_dir(name: &str) -> PathBuf {
+    let shared: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "snapshots", "scenarios"]
+        .iter()
+        .collect();
+    let page = host_page_size();
+    let own = shared.join(format!("page-{}k", page / 1024));
+    if page != 4096 && own.join(format!("{name}.snap")).exists() {
+        own
+    } else {
+        shared
+    }
 }
 
 /// Every record the guest read is, byte for byte, one the VMM wrote: the guest's walk

@@ -4,14 +4,22 @@
 
 use super::json_name;
 use super::outcome::{ExceptionTaken, GuestState, HostSignal, Mismatch, Outcome, Verdict, VmmEnd};
+use super::page_size::lsb_on_host;
 use super::spec::{
-    CperExpectation, ExpectedCper, ExpectedOutcome, GuestException, Scenario, SignalCode,
+    CperExpectation, ExpectedCper, ExpectedOutcome, ExpectedSignal, GuestException, Scenario,
+    SignalCode,
 };
 use crate::formats::esr::Esr;
 
-/// Judges `outcome` against `scenario.expect`. Never returns Skip or Error: those come from
-/// the runner, before or instead of an outcome.
+/// Judges `outcome` against `scenario.expect`, of a run on this host. Never returns Skip or
+/// Error: those come from the runner, before or instead of an outcome.
 pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
+    judge_on(scenario, outcome, crate::host::page_size() as usize)
+}
+
+/// [`judge`] for a run on a host with `page_size` pages: `expect.host_signals[].lsb` is
+/// written as on a 4 KiB host ([`super::page_size`]).
+pub fn judge_on(scenario: &Scenario, outcome: &Outcome, page_size: usize) -> Verdict {
     let e = &scenario.expect;
     let mut m = Vec::new();
     let events: Vec<(u8, &ExceptionTaken)> = outcome.exceptions().collect();
@@ -26,7 +34,7 @@ pub fn judge(scenario: &Scenario, outcome: &Outcome) -> Verdict {
         Err(what) => m.push(mismatch("expect.outcome", json_name(&e.outcome), what)),
     }
 
-    check_signals(&mut m, scenario, &outcome.host_signals);
+    check_signals(&mut m, scenario, &outcome.host_signals, page_size);
 
     if e.outcome == ExpectedOutcome::GuestNotified {
         let want = e
@@ -120,10 +128,18 @@ fn observed_outcome(o: &Outcome, took_exception: bool) -> Result<ExpectedOutcome
 }
 
 /// `expect.host_signals` as a multiset: each entry takes one observed signal of its own,
-/// entries that name an lsb first (they match fewer signals). Signals left over are
-/// allowed.
-fn check_signals(m: &mut Vec<Mismatch>, s: &Scenario, observed: &[HostSignal]) {
-    let wanted = &s.expect.host_signals;
+/// entries that name an lsb first (they match fewer signals), that lsb as the host reports
+/// it. Signals left over are allowed.
+fn check_signals(m: &mut Vec<Mismatch>, s: &Scenario, observed: &[HostSignal], page_size: usize) {
+    let wanted: Vec<ExpectedSignal> = s
+        .expect
+        .host_signals
+        .iter()
+        .map(|w| ExpectedSignal {
+            lsb: w.lsb.map(|lsb| lsb_on_host(lsb, page_size)),
+            ..*w
+        })
+        .collect();
     let mut free: Vec<&HostSignal> = observed.iter().collect();
     let mut order: Vec<usize> = (0..wanted.len()).collect();
     order.sort_by_key(|&i| wanted[i].lsb.is_none());

@@ -7,6 +7,12 @@ use crate::fault::SigbusCode;
 use crate::formats::cper::{memory_error_record, Profile, Severity};
 use crate::scenario::{load, GuestReport, Hex, RecordRead, SerrorWait};
 
+/// The judge of a run on a 4 KiB host, which these observations are shaped like, whatever
+/// host the tests run on (the emulated 16 KiB one too).
+fn judge(s: &Scenario, o: &Outcome) -> Verdict {
+    judge_on(s, o, 4096)
+}
+
 fn scenario(name: &str) -> Scenario {
     load(&Path::new("../scenarios").join(format!("{name}.json"))).unwrap()
 }
@@ -182,6 +188,29 @@ fn host_signals_are_a_multiset() {
 }
 
 #[test]
+fn an_lsb_is_expected_as_the_host_page_size_reports_it() {
+    let mut s = scenario("acpi-el1-load-emulated");
+    s.expect.host_signals[0].lsb = Some(12);
+    let mut o = emulated_el1();
+    o.host_signals[0].lsb = 14;
+    // A base page is lsb 14 on a 16 KiB host, not 12, and not 14 on a 4 KiB one.
+    assert_eq!(judge_on(&s, &o, 16384), Verdict::Pass);
+    assert_eq!(
+        reasons(judge_on(&s, &o, 4096)),
+        ["expect.host_signals[0]: expected ar lsb 12, a signal of its own, observed ar lsb 14 on vcpu0"]
+    );
+    o.host_signals[0].lsb = 12;
+    assert_eq!(
+        reasons(judge_on(&s, &o, 16384)),
+        ["expect.host_signals[0]: expected ar lsb 14, a signal of its own, observed ar lsb 12 on vcpu0"]
+    );
+    // A 2 MiB hugetlb page is mapped with 16 KiB PTEs there (CONT_PTE), so lsb 14 too.
+    s.expect.host_signals[0].lsb = Some(21);
+    o.host_signals[0].lsb = 14;
+    assert_eq!(judge_on(&s, &o, 16384), Verdict::Pass);
+}
+
+#[test]
 fn a_record_for_another_page_fails() {
     let mut o = emulated_el1();
     o.guest[0].exceptions[0].record = Some(record(GPA + 0x1000, true));
@@ -255,7 +284,7 @@ fn recorded_means_every_fault_has_a_record_the_guest_read() {
     assert_eq!(
         reasons(judge(&s, &o)),
         [
-            "expect.cper (faults[1]): expected a record naming 0x80001000/12, observed \
+            "expect.cper (faults[1]): expected a record naming 0x80004000/12, observed \
           vcpu0 step 0 0x80000000, vcpu1 step 0 no record"
         ]
     );
@@ -269,8 +298,8 @@ fn recorded_means_every_fault_has_a_record_the_guest_read() {
     assert_eq!(
         reasons(judge(&s, &named)),
         [
-            "expect.cper[1]: expected no record naming 0x80001000/12, observed \
-          vcpu0 step 0 0x80000000, vcpu1 step 0 0x80001000"
+            "expect.cper[1]: expected no record naming 0x80004000/12, observed \
+          vcpu0 step 0 0x80000000, vcpu1 step 0 0x80004000"
         ]
     );
 }
@@ -298,7 +327,7 @@ fn consumed_means_each_vcpu_read_its_own_page() {
         reasons(judge(&s, &o)),
         [
             "expect.cper (faults[1]): expected vcpu0 step 1 reads a record naming \
-          0x80001000/12 and acks it, observed vcpu0 step 0 0x80000000, vcpu0 step 1 0x80000000"
+          0x80004000/12 and acks it, observed vcpu0 step 0 0x80000000, vcpu0 step 1 0x80000000"
         ]
     );
 }
