@@ -63,7 +63,7 @@ pub fn has_cap_sys_admin(status: &str) -> bool {
 }
 
 /// Whether transparent_hugepage/enabled text selects `always` or `madvise`
-/// (the selected value is in brackets: "always [madvise] never").
+/// (the selected value is in brackets: `always [madvise] never`).
 pub fn thp_enabled(text: &str) -> bool {
     text.contains("[always]") || text.contains("[madvise]")
 }
