@@ -8,15 +8,12 @@ use super::{seconds, Report, Summary};
 use crate::scenario::Verdict;
 
 pub(super) fn write(report: &Report) -> String {
-    document(
-        &[("ras-harness".into(), "scenarios", report)],
-        report.summary(),
-    )
+    document(&[("ras-harness".into(), "scenarios", report)])
 }
 
-/// The document: per (suite name, test case class name, report) a testsuite; `summary`
-/// counts them all.
-pub(super) fn document(suites: &[(String, &str, &Report)], summary: Summary) -> String {
+/// The document: per (suite name, test case class name, report) a testsuite.
+pub(super) fn document(suites: &[(String, &str, &Report)]) -> String {
+    let summary = suites.iter().map(|(_, _, r)| r.summary()).sum();
     let all = suites.iter().flat_map(|(_, _, r)| &r.results);
     let time = seconds(all.clone().map(|r| r.duration).sum());
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");

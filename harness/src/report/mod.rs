@@ -74,6 +74,17 @@ impl Summary {
     }
 }
 
+impl std::iter::Sum for Summary {
+    fn sum<I: Iterator<Item = Summary>>(iter: I) -> Summary {
+        iter.fold(Summary::default(), |a, s| Summary {
+            pass: a.pass + s.pass,
+            fail: a.fail + s.fail,
+            skip: a.skip + s.skip,
+            error: a.error + s.error,
+        })
+    }
+}
+
 impl Report {
     /// Counts the verdicts.
     pub fn summary(&self) -> Summary {

@@ -36,9 +36,6 @@ pub fn trials() -> Vec<Trial> {
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The 2 MiB hugetlb pool, which exists with 4 KiB pages (a PMD) and 16 KiB pages (128
-/// contiguous PTEs) alike.
-const POOL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 /// mmap's MAP_HUGE_2MB: log2 of the size above MAP_HUGE_SHIFT 26
 /// (include/uapi/asm-generic/hugetlb_encode.h).
 const MAP_HUGE_2MB: i32 = 21 << 26;
@@ -376,19 +373,12 @@ fn soft_offline() -> Result<Completion, Failed> {
 /// huge page (Documentation/arch/arm64/hugetlbpage.rst); the host's own fault path
 /// signals the hstate's shift either way (arch/arm64/mm/fault.c, VM_FAULT_HWPOISON_LARGE).
 fn hugetlb_read() -> Result<Completion, Failed> {
-    let free = std::fs::read_to_string(format!("{POOL_2M}/free_hugepages"));
-    match free.ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-        None => {
-            return Ok(Completion::ignored_with(
-                "no 2 MiB hugetlb pool on this host",
-            ))
-        }
-        Some(0) => {
-            return Ok(Completion::ignored_with(
-                "no free 2 MiB huge pages reserved",
-            ))
-        }
-        Some(_) => {}
+    // The 2 MiB pool exists with 4 KiB pages (a PMD) and 16 KiB pages (128 contiguous
+    // PTEs) alike.
+    if ras_harness::host::probe().support.hugetlb_2m_free == 0 {
+        return Ok(Completion::ignored_with(
+            "no free 2 MiB huge pages reserved",
+        ));
     }
     let huge: usize = 2 << 20;
     let page = host_page_size();

@@ -318,7 +318,8 @@ fn a_poisoning_scenario_does_not_change_the_next_ones_result() -> Result<Complet
 /// The size of the 2 MiB hugetlb pool, which hugetlb-2m.json uses (not /proc/meminfo's
 /// default size: 32 MiB on a 16 KiB host).
 fn huge_pages_total() -> Option<u64> {
-    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+    let pool = ras_harness::fault::hugetlb_pool::HUGEPAGES;
+    std::fs::read_to_string(format!("{pool}/hugepages-2048kB/nr_hugepages"))
         .ok()?
         .trim()
         .parse()
