@@ -1,8 +1,8 @@
 //! Builds the guest payload (guest-payloads/, aarch64-unknown-none) with a nested cargo
-//! (adding the target to the toolchain first when it lacks it), flattens its ELF into the
-//! image the VMM copies to guest RAM, and hands both to src/payload.rs:
-//! `$OUT_DIR/ras-guest.bin` and the ELF entry point in `RAS_GUEST_ENTRY`. Runs on every
-//! host: the image is data to an x86 build too.
+//! (adding the target to the toolchain first when it lacks it), checks that every dynamic
+//! relocation is one its entry code applies, flattens its ELF into the arm64 Image a VMM
+//! loads, and hands both to src/payload.rs: `$OUT_DIR/ras-guest.bin` and the ELF entry
+//! point in `RAS_GUEST_ENTRY`. Runs on every host: the image is data to an x86 build too.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ fn main() {
         panic!("{e}");
     }
     let elf = build_guest(&guest, &out.join("guest-target"));
+    check_relocations(&elf);
     let bin = out.join("ras-guest.bin");
     let entry = flatten(&elf, &bin);
     println!("cargo:rustc-env=RAS_GUEST_ENTRY={entry:#x}");
@@ -61,6 +62,33 @@ fn build_guest(guest: &Path, target_dir: &Path) -> PathBuf {
         .join(GUEST_TARGET)
         .join("release")
         .join("ras-guest")
+}
+
+/// Panics unless every dynamic relocation is R_AARCH64_RELATIVE (1027, "ELF for the Arm
+/// 64-bit Architecture" §5.7.11): the only kind the payload's `_start` applies.
+fn check_relocations(elf: &Path) {
+    use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+    const R_AARCH64_RELATIVE: u32 = 1027;
+    let bytes = std::fs::read(elf).expect("read the payload ELF");
+    let file = ElfFile64::<object::Endianness>::parse(&*bytes).expect("the payload is an ELF64");
+    let endian = file.endian();
+    let sections = file
+        .elf_header()
+        .sections(endian, &*bytes)
+        .expect("section headers");
+    for section in sections.iter() {
+        let Some((relas, _)) = section.rela(endian, &*bytes).expect("a RELA section") else {
+            continue;
+        };
+        for r in relas {
+            let kind = r.r_type(endian, false);
+            assert_eq!(
+                kind, R_AARCH64_RELATIVE,
+                "the payload has a relocation its _start cannot apply (type {kind}); keep \
+                 absolute addresses out of it"
+            );
+        }
+    }
 }
 
 /// The ELF's entry point, and its image as a loader sees it (what `objcopy -O binary`

@@ -2,6 +2,7 @@
 //! watchdog, run up to its first `ReadyForFault`.
 
 use ras_guest_abi::mailbox::State;
+use ras_guest_abi::map::TARGET_MAX_SIZE;
 use ras_guest_abi::{Params, Report};
 use ras_harness::kvm::{boot, RunState, Stop, Vcpu, Vm, Watchdog};
 use std::time::Duration;
@@ -31,7 +32,9 @@ impl Guest {
         let mut vm = Vm::new().map_err(err("create VM"))?;
         boot::add_payload_ram(&mut vm).map_err(err("payload RAM"))?;
         prepare(&mut vm)?;
-        let vcpu = boot::add_payload_vcpu(&vm, 0, params).map_err(err("vCPU"))?;
+        boot::write_device_tree(&vm, std::slice::from_ref(params), TARGET_MAX_SIZE)
+            .map_err(err("device tree"))?;
+        let vcpu = boot::add_payload_vcpu(&vm, 0).map_err(err("vCPU"))?;
         boot::add_gic(&vm).map_err(err("GICv3"))?;
         let watchdog = Watchdog::start(&vcpu, WATCHDOG).map_err(err("watchdog"))?;
         let mut guest = Self {

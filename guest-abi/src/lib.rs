@@ -8,34 +8,44 @@
 //!   bits), each from the Arm ARM;
 //! - [`map`]: the guest physical memory map (RAM slot, per-vCPU mailboxes, firmware area,
 //!   the MMIO doorbell, the target slot that is the only memory ever poisoned);
-//! - [`mailbox`]: the `#[repr(C)]` records exchanged through a vCPU's mailbox:
-//!   [`Params`] (VMM to guest) and [`Report`] (guest to VMM), their layout pinned by
-//!   const assertions;
+//! - [`bootargs`]: the parameters as `/chosen/bootargs` words;
+//! - [`fdt`]: what the payload reads from the device tree;
+//! - [`mailbox`]: the `#[repr(C)]` records in a vCPU's mailbox: [`Params`] (what the
+//!   guest understood), [`Handshake`] and [`Report`], their layout pinned by const
+//!   assertions;
 //! - [`doorbell`]: the event codes a guest writes to the doorbell, one 8-byte store per
 //!   event, each store one `KVM_EXIT_MMIO`.
 //!
 //! The protocol, from a vCPU's point of view:
 //!
-//! 1. The VMM copies the payload image to [`map::RAM_BASE`], writes a [`Params`] into
-//!    the vCPU's mailbox and starts the vCPU at [`map::RAM_BASE`] with `x0` = the mailbox
-//!    address ([`map::mailbox_base`]).
-//! 2. The guest checks [`PARAMS_MAGIC`], turns the MMU on, rings [`doorbell::Event::Ready`].
-//! 3. For each target address: it rings [`doorbell::Event::ReadyForFault`] (the VMM may
-//!    poison or inject now), performs the access, records any exception (with ACPI, the
-//!    handler first walks the tables to the error status block and copies the record it
-//!    finds, as an OS does when notified; [`doorbell::Event::ExceptionRecorded`]), and
-//!    rings [`doorbell::Event::StepDone`]. A faulting access is never re-executed.
+//! 1. Any VMM boots the payload as it boots Linux (Documentation/arch/arm64/booting.rst):
+//!    the image, which starts with an arm64 Image header, at a 2 MiB-aligned base, entered
+//!    at its first byte with the MMU off and x0 = a device tree. The payload applies its
+//!    own relocations, takes its vCPU index from MPIDR_EL1 (Aff0 + 16 * Aff1, KVM's and
+//!    QEMU's numbering) and its mailbox from [`map::mailbox_at`].
+//! 2. It reads the device tree ([`fdt`]) and its [`bootargs`] (the parameters, written
+//!    back as [`Params`] into its mailbox), turns the MMU on, and announces
+//!    [`doorbell::Event::Ready`].
+//! 3. For each target address: it announces [`doorbell::Event::ReadyForFault`] (the VMM or
+//!    the harness may poison or inject now), performs the access, records any exception
+//!    (with ACPI, the handler first walks the tables to the error status block and copies
+//!    the record it finds, as an OS does when notified;
+//!    [`doorbell::Event::ExceptionRecorded`]), and announces
+//!    [`doorbell::Event::StepDone`]. A faulting access is never re-executed.
 //! 4. Optionally the masked SError wait, then [`doorbell::Event::Done`], then
 //!    `Report::state` = Done. Anything unexpected ends in [`doorbell::Event::Fatal`] and
 //!    PSCI SYSTEM_OFF.
-//! 5. How a vCPU ends. A SYSTEM_OFF from any vCPU stops the whole VM: KVM marks every vCPU
+//! 5. An announcement is one store to the MMIO doorbell when bootargs name one (the
+//!    reference VMM's fast path: each store is one `KVM_EXIT_MMIO`), otherwise the
+//!    mailbox's [`Handshake`]: the guest waits until the host acknowledges, so a harness
+//!    outside the VMM reads the report and poisons at the right moment. With a console in
+//!    `/chosen/stdout-path`, each announcement is also a `ras: ...` line.
+//! 6. How a vCPU ends. A SYSTEM_OFF from any vCPU stops the whole VM: KVM marks every vCPU
 //!    stopped and the others sleep inside `KVM_RUN` (arch/arm64/kvm/psci.c,
-//!    kvm_prepare_system_event). So only vCPU 0 (the one with mailbox
-//!    [`map::mailbox_base`]`(0)`) powers the VM off, and only once every other mailbox
-//!    holding valid-magic params reports Done or Fatal; the other vCPUs end with PSCI
+//!    kvm_prepare_system_event). So only vCPU 0 powers the VM off, and only once the other
+//!    `ras.vcpus - 1` mailboxes report Done or Fatal; the other vCPUs end with PSCI
 //!    CPU_OFF, which never exits to the VMM: their threads stay in `KVM_RUN` until the VMM
-//!    signals them (as the watchdog does). The VMM writes params only for vCPUs it runs,
-//!    or vCPU 0 waits for ever.
+//!    signals them (as the watchdog does).
 //!
 //! The guest observes and reports; the host judges.
 
@@ -43,12 +53,14 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod arch;
+pub mod bootargs;
 pub mod doorbell;
+pub mod fdt;
 pub mod mailbox;
 pub mod map;
 
 pub use mailbox::{
-    AcpiObservation, DtbObservation, ExceptionRecord, Params, RecordRead, Report,
+    AcpiObservation, DtbObservation, ExceptionRecord, Handshake, Params, RecordRead, Report,
     SerrorObservation, StepAddresses,
 };
 
@@ -56,5 +68,7 @@ pub use mailbox::{
 pub const PARAMS_MAGIC: u64 = u64::from_le_bytes(*b"RASPARAM");
 /// First field of a [`Report`] the guest has started writing: "RASREPRT".
 pub const REPORT_MAGIC: u64 = u64::from_le_bytes(*b"RASREPRT");
-/// Bumped whenever a layout below changes; the guest refuses other versions.
-pub const ABI_VERSION: u32 = 3;
+/// First field of a [`Handshake`] the guest has initialised: "RASHANDS".
+pub const HANDSHAKE_MAGIC: u64 = u64::from_le_bytes(*b"RASHANDS");
+/// Bumped whenever a layout or the bootargs change; the guest refuses other versions.
+pub const ABI_VERSION: u32 = 4;

@@ -68,7 +68,11 @@ pub mod flags {
     pub const DOORBELL_LOOP: u32 = 1 << 5;
 }
 
-/// VMM -> guest, at mailbox offset [`crate::map::mailbox_offset::PARAMS`].
+/// The parameters as the guest understood them from `/chosen/bootargs`
+/// ([`crate::bootargs`]), written by the guest at mailbox offset
+/// [`crate::map::mailbox_offset::PARAMS`] before anything else, so the host can read back
+/// what the guest was asked to do. Host code describes a vCPU's run with one too, and the
+/// reference VMM turns them into the bootargs line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Params {
@@ -84,19 +88,22 @@ pub struct Params {
     pub flags: u32,
     /// How many of `targets` are used (each one is one step).
     pub target_count: u32,
-    /// Must be zero.
-    pub reserved: u32,
+    /// How many vCPUs run the payload (`ras.vcpus`).
+    pub vcpus: u32,
     /// Guest physical (= virtual, identity-mapped) addresses to access, one per step.
     pub targets: [u64; MAX_TARGETS],
     /// Where the RSDP is, or 0 for none.
     pub rsdp_gpa: u64,
-    /// Where a flattened device tree is, or 0 for none.
+    /// Where the device tree the guest booted with is.
     pub dtb_gpa: u64,
+    /// The MMIO doorbell, or 0: events go through the mailbox's [`Handshake`].
+    pub doorbell_gpa: u64,
 }
 
 impl Params {
-    /// Params of this ABI version: `access` at `el` on each of `targets` (at most
-    /// [`MAX_TARGETS`]; the rest are ignored), with [`flags`] bits; no tables.
+    /// Params of this ABI version for the reference VMM (one vCPU, the MMIO doorbell):
+    /// `access` at `el` on each of `targets` (at most [`MAX_TARGETS`]; the rest are
+    /// ignored), with [`flags`] bits; no tables.
     pub fn new(access: Access, el: u32, flags: u32, targets: &[u64]) -> Self {
         let count = targets.len().min(MAX_TARGETS);
         let mut p = Self {
@@ -106,11 +113,32 @@ impl Params {
             el,
             flags,
             target_count: count as u32,
+            vcpus: 1,
+            doorbell_gpa: crate::map::DOORBELL,
             ..Self::default()
         };
         p.targets[..count].copy_from_slice(&targets[..count]);
         p
     }
+}
+
+/// Events without a doorbell: the guest writes `event`, then increments `seq`, and spins
+/// until the host writes that `seq` to `ack`. The host finds a mailbox in a VMM's memory by
+/// `magic` and `mailbox_gpa` (which also gives the VMM's guest-physical to host-virtual
+/// offset). At mailbox offset [`crate::map::mailbox_offset::HANDSHAKE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    /// [`crate::HANDSHAKE_MAGIC`] once the guest has initialised the mailbox.
+    pub magic: u64,
+    /// Guest physical address of this mailbox.
+    pub mailbox_gpa: u64,
+    /// The latest event, a [`crate::doorbell::Doorbell`] encoding.
+    pub event: u64,
+    /// Events so far; incremented after `event` is written.
+    pub seq: u64,
+    /// Written by the host: the `seq` it has handled.
+    pub ack: u64,
 }
 
 /// One exception as the guest saw it on entry to its vector.
@@ -333,7 +361,8 @@ pub struct Report {
 }
 
 // Layout pins: the offsets are the wire format both sides rely on.
-const _: () = assert!(size_of::<Params>() == 80);
+const _: () = assert!(size_of::<Params>() == 88);
+const _: () = assert!(size_of::<Handshake>() == 40);
 const _: () = assert!(offset_of!(Params, targets) == 32);
 const _: () = assert!(offset_of!(Params, rsdp_gpa) == 64);
 const _: () = assert!(size_of::<RecordRead>() == 16 + CPER_COPY_MAX);
@@ -379,7 +408,7 @@ macro_rules! plain_bytes {
         }
     )*};
 }
-plain_bytes!(Params, Report);
+plain_bytes!(Params, Report, Handshake);
 
 #[cfg(test)]
 mod tests {
@@ -393,7 +422,7 @@ mod tests {
         assert_eq!(&bytes[..8], b"RASPARAM");
         assert_eq!(bytes[12], 2, "access is the u32 at offset 12");
         assert_eq!(Params::from_bytes(bytes), Some(p));
-        assert_eq!(Params::from_bytes(&bytes[..79]), None);
+        assert_eq!(Params::from_bytes(&bytes[..87]), None);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Guest physical memory map.
 //!
+//! The payload runs wherever a VMM loads it (an arm64 Image is placed at a 2 MiB-aligned
+//! base, Linux Documentation/arch/arm64/booting.rst), so its own layout is relative to that
+//! image base: mailboxes at [`MAILBOXES_OFFSET`], and targets in the [`target_window`],
+//! the first GiB above it. The reference VMM loads it at [`RAM_BASE`]:
+//!
 //! ```text
 //! 0x0800_0000  GICv3 distributor (64 KiB)          } not RAM: QEMU virt's layout
 //! 0x080a_0000  GICv3 redistributors (128 KiB each) } (hw/arm/virt.c memmap)
@@ -7,8 +12,10 @@
 //! 0x4000_0000  RAM slot (RAM_SIZE), QEMU virt's RAM base:
 //!   +0x00_0000   payload image (IMAGE_MAX_SIZE), entry at its first byte
 //!   +0x10_0000   mailboxes, MAILBOX_SIZE per vCPU, MAX_VCPUS of them
-//!   +0x20_0000   firmware area: ACPI tables, GHES registers and status blocks, DTB
-//! 0x8000_0000  target slot (up to TARGET_MAX_SIZE), backed as the scenario chooses
+//!   +0x20_0000   firmware area: ACPI tables, GHES registers and status blocks,
+//!   +0x3f_0000   the DTB (DTB_MAX_SIZE)
+//! 0x8000_0000  target slot (up to TARGET_MAX_SIZE), backed as the scenario chooses:
+//!              the target window of an image at RAM_BASE
 //! ```
 //!
 //! The target slot is the only memory ever poisoned, and it starts on a 1 GiB boundary,
@@ -37,15 +44,19 @@ pub const IMAGE_MAX_SIZE: u64 = 1 << 20;
 
 /// Most vCPUs the map has mailboxes for.
 pub const MAX_VCPUS: usize = 8;
-/// First vCPU's mailbox.
-pub const MAILBOX_BASE: u64 = RAM_BASE + IMAGE_MAX_SIZE;
+/// Offset of the first vCPU's mailbox from the image base.
+pub const MAILBOXES_OFFSET: u64 = IMAGE_MAX_SIZE;
+/// First vCPU's mailbox under the reference VMM.
+pub const MAILBOX_BASE: u64 = RAM_BASE + MAILBOXES_OFFSET;
 /// Bytes per vCPU mailbox: params, report, guest scratch, page tables and stacks.
 pub const MAILBOX_SIZE: u64 = 0x1_0000;
 
 /// Offsets inside one mailbox.
 pub mod mailbox_offset {
-    /// [`crate::Params`], written by the VMM before the vCPU starts.
+    /// [`crate::Params`], written by the guest from its bootargs.
     pub const PARAMS: u64 = 0x0000;
+    /// [`crate::Handshake`], in the same page.
+    pub const HANDSHAKE: u64 = 0x0800;
     /// [`crate::Report`], written by the guest; two pages.
     pub const REPORT: u64 = 0x1000;
     /// Guest-private scratch (exception recovery state); not part of the contract.
@@ -68,15 +79,34 @@ pub const FIRMWARE_BASE: u64 = RAM_BASE + (2 << 20);
 /// Size of the firmware area.
 pub const FIRMWARE_SIZE: u64 = 2 << 20;
 
-/// Base of the target slot: the only memory the harness poisons.
-pub const TARGET_BASE: u64 = 0x8000_0000;
+/// Most bytes of DTB the reference VMM passes, at the end of the firmware area.
+pub const DTB_MAX_SIZE: u64 = 64 << 10;
+/// Where the reference VMM puts the DTB whose address it passes in x0.
+pub const DTB_BASE: u64 = FIRMWARE_BASE + FIRMWARE_SIZE - DTB_MAX_SIZE;
+
+/// One GiB: the size of the target window, and its alignment.
+const GIB: u64 = 1 << 30;
 /// Most target memory the guest maps (one 1 GiB block of stage-1 address space).
-pub const TARGET_MAX_SIZE: u64 = 1 << 30;
+pub const TARGET_MAX_SIZE: u64 = GIB;
+/// Base of the target slot: the only memory the harness poisons.
+pub const TARGET_BASE: u64 = target_window(RAM_BASE);
+
+/// The target window of a payload loaded at `image_base`: the first GiB boundary above it,
+/// where targets (`ras.vcpuN` offsets) lie, so no code or mailbox shares a (huge) page
+/// with a poisoned address.
+pub const fn target_window(image_base: u64) -> u64 {
+    (image_base / GIB + 1) * GIB
+}
+
+/// Guest physical address of vCPU `index`'s mailbox for an image at `image_base`.
+pub const fn mailbox_at(image_base: u64, index: usize) -> u64 {
+    image_base + MAILBOXES_OFFSET + index as u64 * MAILBOX_SIZE
+}
 
 /// Guest physical address of vCPU `index`'s mailbox, or `None` past [`MAX_VCPUS`].
 pub const fn mailbox_base(index: usize) -> Option<u64> {
     if index < MAX_VCPUS {
-        Some(MAILBOX_BASE + index as u64 * MAILBOX_SIZE)
+        Some(mailbox_at(RAM_BASE, index))
     } else {
         None
     }
@@ -85,7 +115,8 @@ pub const fn mailbox_base(index: usize) -> Option<u64> {
 const _: () = assert!(MAILBOX_BASE + MAX_VCPUS as u64 * MAILBOX_SIZE <= FIRMWARE_BASE);
 const _: () = assert!(FIRMWARE_BASE + FIRMWARE_SIZE <= RAM_BASE + RAM_SIZE);
 const _: () = assert!(RAM_BASE + RAM_SIZE <= TARGET_BASE);
-const _: () = assert!(TARGET_BASE.is_multiple_of(1 << 30));
+const _: () = assert!(TARGET_BASE == 0x8000_0000);
+const _: () = assert!(DTB_BASE.is_multiple_of(8) && DTB_BASE >= FIRMWARE_BASE);
 const _: () = assert!(DOORBELL < RAM_BASE && DOORBELL >= GIC_REDIST_BASE + 0x2_0000 * 8);
 // The guest maps the image and the mailboxes with 4 KiB pages, all within the first
 // 2 MiB of RAM (one level-3 table); the rest of RAM with 2 MiB blocks.

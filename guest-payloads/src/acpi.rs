@@ -7,8 +7,9 @@
 //! read-ack register) at any exit, so no Rust reference is ever made to it.
 
 use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
-use ras_guest_abi::map::{RAM_BASE, RAM_SIZE};
-use ras_guest_abi::{AcpiObservation, DtbObservation, RecordRead};
+use crate::mailbox::Mailbox;
+use ras_guest_abi::map::RAM_SIZE;
+use ras_guest_abi::{AcpiObservation, RecordRead};
 
 /// Length of an ACPI system description table header (ACPI 6.5 Table 5.4).
 const SDT_HEADER_LEN: usize = 36;
@@ -21,10 +22,9 @@ const GHES_V2_LEN: usize = 92;
 /// Generic Error Status Block header: block status, raw data offset/length, data length,
 /// error severity, 4 bytes each (ACPI 6.5 Table 18.17).
 const STATUS_BLOCK_HEADER_LEN: u64 = 20;
-/// FDT header magic (Devicetree Specification 0.4, 5.2), stored big-endian.
-const FDT_MAGIC: u32 = 0xd00d_feed;
 
-/// `len` bytes of guest RAM at `addr`, checked to lie in the RAM slot.
+/// `len` bytes of guest RAM at `addr`, checked to lie in the mapped RAM window (the
+/// RAM_SIZE bytes from the image base, where the reference VMM puts its tables).
 #[derive(Clone, Copy)]
 struct Ram {
     addr: u64,
@@ -35,7 +35,8 @@ impl Ram {
     /// The range, or `None` if any of its bytes lies outside RAM.
     fn at(addr: u64, len: u64) -> Option<Self> {
         let end = addr.checked_add(len)?;
-        if addr < RAM_BASE || end > RAM_BASE + RAM_SIZE {
+        let base = Mailbox::current().with_scratch(|s| s.image_base);
+        if addr < base || end > base + RAM_SIZE {
             return None;
         }
         Some(Self {
@@ -246,16 +247,4 @@ fn read_record(entry: Ram, kind: u16, ack: bool, obs: &mut AcpiObservation, read
         obs.read_ack_after = register.u64(0);
     }
     read.found |= acpi_found::ACKED;
-}
-
-/// Recognises a flattened device tree at `dtb` by its big-endian magic.
-pub fn check_dtb(dtb: u64, obs: &mut DtbObservation) {
-    let Some(header) = Ram::at(dtb, 8) else {
-        return;
-    };
-    let be = |at: usize| u32::from_be_bytes(header.bytes(at));
-    if be(0) == FDT_MAGIC {
-        obs.recognised = 1;
-        obs.total_size = be(4);
-    }
 }

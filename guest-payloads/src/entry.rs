@@ -1,31 +1,76 @@
-//! The only hand-written assembly: entry, the vector table, the step guard, EL0 code.
+//! The only hand-written assembly: the Image header and entry (self-relocation, the
+//! vCPU's mailbox), the vector table, the step guard, EL0 code.
 
 use core::arch::global_asm;
 use ras_guest_abi::arch::{VECTOR_ENTRY_SIZE, VECTOR_TABLE_SIZE};
+use ras_guest_abi::map::{MAILBOXES_OFFSET, MAILBOX_SIZE, MAX_VCPUS};
 
 global_asm!(
     r#"
-    .section .text.entry, "ax"
+    // The arm64 Image header (Documentation/arch/arm64/booting.rst, "Call the kernel
+    // image"): 64 bytes, code0 first.
+    .section .text.head, "ax"
     .global _start
 _start:
-    // x0 = this vCPU's mailbox (set by the VMM). Keep it in TPIDR_EL1 for the handler.
-    msr     tpidr_el1, x0
-    // SP_EL1 = mailbox + 0x10000 (mailbox_offset::EL1_STACK_TOP), 16-byte aligned.
-    add     x1, x0, #0x10, lsl #12
-    mov     sp, x1
+    b       primary                 // code0: branch over the header
+    .long   0                       // code1
+    .quad   0                       // text_offset: at the 2 MiB-aligned base itself
+    .quad   __image_size            // image_size: the bytes to reserve
+    .quad   {image_flags}           // flags: little-endian, 4 KiB pages, anywhere in RAM
+    .quad   0, 0, 0                 // res2-res4
+    .ascii  "ARM\x64"              // magic
+    .long   0                       // res5 (no PE header)
+
+    .section .text.entry, "ax"
+primary:
+    // x0 = the DTB (boot protocol). The MMU is off: memory is Device-nGnRnE, so every
+    // access below is aligned. x9 = the base we were loaded at (link address 0).
+    adrp    x9, __image_start
+    add     x9, x9, :lo12:__image_start
+    adrp    x10, __rela_start
+    add     x10, x10, :lo12:__rela_start
+    adrp    x11, __rela_end
+    add     x11, x11, :lo12:__rela_end
+    // Each Elf64_Rela is (r_offset, r_info, r_addend); the linker emits only
+    // R_AARCH64_RELATIVE (harness/build.rs checks): *(base + offset) = base + addend.
+    // Idempotent, so vCPUs entering together may all apply it.
+1:  cmp     x10, x11
+    b.hs    2f
+    ldp     x12, x13, [x10]         // r_offset, r_info
+    ldr     x14, [x10, #16]         // r_addend
+    add     x10, x10, #24
+    add     x14, x14, x9
+    str     x14, [x9, x12]
+    b       1b
+2:  // This vCPU's index: MPIDR_EL1 Aff0 + 16 * Aff1 (KVM's reset_mpidr numbering).
+    mrs     x1, mpidr_el1
+    and     x2, x1, #0xff
+    ubfx    x3, x1, #8, #8
+    add     x2, x2, x3, lsl #4
+    cmp     x2, #{max_vcpus}
+    b.hs    3f                      // no mailbox for it: park
+    // Mailbox = base + MAILBOXES_OFFSET + index * MAILBOX_SIZE; keep it in TPIDR_EL1 for
+    // the handler. SP_EL1 = its end (mailbox_offset::EL1_STACK_TOP), 16-byte aligned.
+    mov     x1, #{mailboxes_offset}
+    add     x1, x1, x9
+    add     x1, x1, x2, lsl #{mailbox_shift}
+    msr     tpidr_el1, x1
+    add     x3, x1, #{mailbox_size}
+    mov     sp, x3
     // CPACR_EL1.FPEN = 0b11 (bits 21:20): compiled Rust may use FP/SIMD registers.
-    mov     x1, #(3 << 20)
-    msr     cpacr_el1, x1
+    mov     x3, #(3 << 20)
+    msr     cpacr_el1, x3
     // VBAR_EL1 = the vector table below.
-    adrp    x1, vector_table
-    add     x1, x1, :lo12:vector_table
-    msr     vbar_el1, x1
+    adrp    x3, vector_table
+    add     x3, x3, :lo12:vector_table
+    msr     vbar_el1, x3
     // Make both writes take effect before any Rust runs.
     isb
-    // payload_main(mailbox) never returns; x0 still holds the mailbox.
+    // payload_main(dtb x0, mailbox x1, index x2, image base x3) never returns.
+    mov     x3, x9
     bl      payload_main
-1:  wfi
-    b       1b
+3:  wfi
+    b       3b
 
     // VBAR_EL1 needs 2 KiB alignment (Arm ARM D24.2.214): 16 entries of 0x80 bytes.
     .section .text.vectors, "ax"
@@ -99,7 +144,20 @@ el0_store_access:
 "#,
     table_size = const VECTOR_TABLE_SIZE,
     entry_size = const VECTOR_ENTRY_SIZE,
+    image_flags = const IMAGE_FLAGS,
+    max_vcpus = const MAX_VCPUS,
+    mailboxes_offset = const MAILBOXES_OFFSET,
+    mailbox_shift = const MAILBOX_SIZE.trailing_zeros(),
+    mailbox_size = const MAILBOX_SIZE,
 );
+
+/// Image header flags (booting.rst): bit 0 = 0 little-endian, bits 2:1 = 1 4 KiB pages,
+/// bit 3 = 1 the base may be anywhere in physical memory.
+const IMAGE_FLAGS: u64 = (1 << 1) | (1 << 3);
+
+// The `mov`/`add` immediates above: MAILBOXES_OFFSET fits a `mov` (a 16-bit chunk), the
+// mailbox size is a power of two an `add` immediate can hold (12 bits, shifted or not).
+const _: () = assert!(MAILBOXES_OFFSET == 0x10_0000 && MAILBOX_SIZE == 0x1_0000);
 
 extern "C" {
     /// Runs `step(arg)`; returns 0 if it returned, else the value given to [`guard_resume`].

@@ -4,7 +4,7 @@ use crate::acpi;
 use crate::entry::guard_resume;
 use crate::mailbox::Mailbox;
 use crate::platform::{fatal, park, psci_system_off, ring};
-use crate::read_sysreg;
+use crate::{read_sysreg, say};
 use ras_guest_abi::arch::{ESR_ELx_EC_SHIFT, ESR_ELx_EC_SVC64, VECTOR_LOWER_A64_SYNC};
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{flags, ExceptionRecord, NO_STEP};
@@ -17,7 +17,7 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         mb.with_scratch(|s| (s.in_handler != 0, s.in_el0 != 0, s.armed != 0, s.step));
     if nested {
         // The handler itself faulted: touch as little as possible and stop.
-        psci_system_off();
+        psci_system_off(mb);
         park();
     }
     mb.with_scratch(|s| s.in_handler = 1);
@@ -59,7 +59,16 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         index
     });
     let step = record.step as u16;
-    ring(Doorbell::new(Event::ExceptionRecorded, step, index));
+    let cpu = mb.with_scratch(|s| s.index);
+    say!(
+        mb,
+        "exception cpu={cpu} step={} vector={vector_offset:#x} esr={esr:#x} far={:#x} elr={:#x} record={}",
+        record.step as i64,
+        record.far,
+        record.elr,
+        record.cper.record_len
+    );
+    ring(mb, Doorbell::new(Event::ExceptionRecorded, step, index));
 
     if armed {
         resume(mb, 1);

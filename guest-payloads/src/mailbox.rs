@@ -1,10 +1,13 @@
-//! This vCPU's mailbox: the VMM's params, the report, and the guest's private scratch.
+//! This vCPU's mailbox: the params it booted with, the handshake, the report, and the
+//! guest's private scratch.
 
+use crate::console::Console;
 use core::mem::offset_of;
+use ras_guest_abi::fdt::{Uart, UartKind};
 use ras_guest_abi::mailbox::State;
 use ras_guest_abi::mailbox::MAX_TARGETS;
-use ras_guest_abi::map::{mailbox_base, mailbox_offset, MAILBOX_BASE, MAX_VCPUS};
-use ras_guest_abi::{Params, Report, StepAddresses, PARAMS_MAGIC};
+use ras_guest_abi::map::{mailbox_at, mailbox_offset};
+use ras_guest_abi::{Handshake, Params, Report, StepAddresses, HANDSHAKE_MAGIC};
 
 /// Entries of `Report::steps`: the access steps, then the SError wait.
 const STEPS: usize = MAX_TARGETS + 1;
@@ -24,6 +27,14 @@ pub struct Scratch {
     pub in_el0: u64,
     /// FEAT_RAS present (DISR_EL1 readable).
     pub has_ras: u64,
+    /// This vCPU's index (MPIDR_EL1).
+    pub index: u64,
+    /// Where the image was loaded.
+    pub image_base: u64,
+    /// PSCI over SMC rather than HVC.
+    pub psci_smc: u64,
+    /// The console: kind (0 none, 1 PL011, 2 16550), base, reg-shift, reg-io-width.
+    pub uart: [u64; 4],
 }
 
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 0x1000);
@@ -35,7 +46,7 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// The mailbox at `base` (the value the VMM put in x0).
+    /// The mailbox at `base` (the value `_start` computed).
     pub const fn at(base: u64) -> Self {
         Self { base }
     }
@@ -50,38 +61,23 @@ impl Mailbox {
         self.base
     }
 
-    /// `Params::el` read with one aligned 32-bit load: with the MMU off memory is
-    /// Device-nGnRnE, where a wider or unaligned compiler-generated copy would fault.
-    pub fn params_el_before_mmu(self) -> u32 {
-        let addr = self.base + mailbox_offset::PARAMS + offset_of!(Params, el) as u64;
-        // SAFETY: the VMM placed a Params there; the field is 4-byte aligned.
-        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    /// Whether this is vCPU 0: the vCPU that powers the VM off.
+    pub fn is_first(self) -> bool {
+        self.with_scratch(|s| s.index == 0)
     }
 
-    /// Whether this is vCPU 0's mailbox: the vCPU that powers the VM off.
-    pub const fn is_first(self) -> bool {
-        self.base == MAILBOX_BASE
-    }
-
-    /// Spins until every other mailbox that holds valid-magic params reports Done or
-    /// Fatal (each of those vCPUs writes its state after its last doorbell, so nothing it
-    /// says is lost when vCPU 0 then powers the VM off).
-    pub fn wait_for_other_vcpus(self) {
-        for other in (0..MAX_VCPUS).filter_map(mailbox_base) {
-            if other == self.base {
-                continue;
-            }
-            // SAFETY: every mailbox lies in the identity-mapped RAM slot; the VMM wrote the
-            // params before starting any vCPU and zeroed the rest of RAM; aligned loads.
-            let magic =
-                unsafe { core::ptr::read_volatile((other + mailbox_offset::PARAMS) as *const u64) };
-            if magic != PARAMS_MAGIC {
-                continue;
-            }
-            let state =
-                (other + mailbox_offset::REPORT + offset_of!(Report, state) as u64) as *const u32;
+    /// Spins until vCPUs 1 to `vcpus - 1` report Done or Fatal (each writes its state after
+    /// its last announcement, so nothing it says is lost when vCPU 0 then powers the VM
+    /// off).
+    pub fn wait_for_other_vcpus(self, vcpus: u32) {
+        let base = self.with_scratch(|s| s.image_base);
+        for other in 1..(vcpus as usize).min(ras_guest_abi::map::MAX_VCPUS) {
+            let state = (mailbox_at(base, other)
+                + mailbox_offset::REPORT
+                + offset_of!(Report, state) as u64) as *const u32;
             loop {
-                // SAFETY: as above; the other vCPU writes this u32 with one aligned store.
+                // SAFETY: every mailbox lies in the identity-mapped first 2 MiB of the
+                // image; the other vCPU writes this u32 with one aligned store.
                 let s = State::from_code(unsafe { core::ptr::read_volatile(state) });
                 if matches!(s, Some(State::Done | State::Fatal)) {
                     break;
@@ -93,19 +89,90 @@ impl Mailbox {
 
     /// A copy of the params (MMU on).
     pub fn params(self) -> Params {
-        // SAFETY: the VMM wrote a Params at this page-aligned address before starting the
-        // vCPU; every bit pattern is a valid Params.
+        // SAFETY: the guest wrote a Params at this page-aligned address at boot; every bit
+        // pattern is a valid Params.
         unsafe { core::ptr::read_volatile((self.base + mailbox_offset::PARAMS) as *const Params) }
     }
 
-    /// Zeroes the report (so stale bytes never pass for observations) and the scratch.
-    pub fn init(self) {
-        // SAFETY: the report's pages and the scratch page belong to this vCPU's mailbox;
-        // all-zero is a valid Report and a valid Scratch.
+    /// Records the params boot read, and the console and PSCI conduit.
+    pub fn set_boot(self, params: &Params, uart: Option<Uart>, psci_smc: bool) {
+        // SAFETY: the params slot of this vCPU's mailbox, aligned; Params is plain data.
+        unsafe {
+            core::ptr::write_volatile((self.base + mailbox_offset::PARAMS) as *mut Params, *params)
+        };
+        self.with_scratch(|s| {
+            s.psci_smc = u64::from(psci_smc);
+            s.uart = uart.map_or([0; 4], |u| {
+                let kind = match u.kind {
+                    UartKind::Pl011 => 1,
+                    UartKind::Ns16550 => 2,
+                };
+                [kind, u.base, u64::from(u.reg_shift), u64::from(u.io_width)]
+            });
+        });
+    }
+
+    /// The console, if boot found one.
+    pub fn console(self) -> Option<Console> {
+        let [kind, base, reg_shift, io_width] = self.with_scratch(|s| s.uart);
+        let kind = match kind {
+            1 => UartKind::Pl011,
+            2 => UartKind::Ns16550,
+            _ => return None,
+        };
+        Some(Console(Uart {
+            kind,
+            base,
+            reg_shift: reg_shift as u32,
+            io_width: io_width as u32,
+        }))
+    }
+
+    /// Whether PSCI calls use SMC.
+    pub fn psci_smc(self) -> bool {
+        self.with_scratch(|s| s.psci_smc != 0)
+    }
+
+    /// Announces `event` through the handshake and waits until the host acknowledges it.
+    pub fn handshake(self, event: u64) {
+        let hs = self.handshake_ptr();
+        // SAFETY: this vCPU's handshake, aligned and mapped; the host writes only `ack`.
+        // The barriers order the event before the count and both before the wait.
+        unsafe {
+            let seq = core::ptr::read_volatile(&raw const (*hs).seq) + 1;
+            core::ptr::write_volatile(&raw mut (*hs).event, event);
+            core::arch::asm!("dsb sy", options(nostack)); // the event (and report) first
+            core::ptr::write_volatile(&raw mut (*hs).seq, seq);
+            core::arch::asm!("dsb sy", options(nostack)); // then the count
+            while core::ptr::read_volatile(&raw const (*hs).ack) != seq {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    /// This vCPU's handshake, as a raw pointer (the host writes into it).
+    pub fn handshake_ptr(self) -> *mut Handshake {
+        (self.base + mailbox_offset::HANDSHAKE) as *mut Handshake
+    }
+
+    /// Zeroes the report (so stale bytes never pass for observations) and the scratch,
+    /// keeps `index` and `image_base` in the scratch, and opens the handshake for the host
+    /// to find.
+    pub fn init(self, index: usize, image_base: u64) {
+        // SAFETY: the report's pages, the scratch page and the handshake belong to this
+        // vCPU's mailbox; all-zero is a valid Report, Scratch and Handshake.
         unsafe {
             core::ptr::write_bytes((self.base + mailbox_offset::REPORT) as *mut Report, 0, 1);
             core::ptr::write_bytes((self.base + mailbox_offset::SCRATCH) as *mut Scratch, 0, 1);
+            let hs = self.handshake_ptr();
+            core::ptr::write_bytes(hs, 0, 1);
+            core::ptr::write_volatile(&raw mut (*hs).mailbox_gpa, self.base);
+            core::ptr::write_volatile(&raw mut (*hs).magic, HANDSHAKE_MAGIC);
         }
+        self.with_scratch(|s| {
+            s.index = index as u64;
+            s.image_base = image_base;
+        });
     }
 
     /// Runs `f` on this vCPU's report. The reference lives only for the call, so none is

@@ -1,10 +1,11 @@
-//! The ras-harness guest payload: one bare-metal program, its behaviour chosen by the
-//! `Params` in its vCPU's mailbox (see the `ras_guest_abi` crate for the contract).
+//! The ras-harness guest payload: one bare-metal program any arm64 VMM boots as it boots
+//! Linux, its behaviour chosen by its bootargs (see the `ras_guest_abi` crate for the
+//! contract).
 //!
-//! Flow: [`entry`] (assembly) sets up the stack, FP/SIMD and VBAR_EL1 and calls
-//! [`payload_main`], which turns the MMU on ([`paging`]), runs one guarded step per target
-//! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]) and the DTB check,
-//! and ends with PSCI SYSTEM_OFF (vCPU 0, once the others are done) or CPU_OFF (the
+//! Flow: [`entry`] (assembly: the Image header, self-relocation, this vCPU's mailbox) sets
+//! up the stack, FP/SIMD and VBAR_EL1 and calls [`payload_main`], which reads the device
+//! tree ([`boot`]), turns the MMU on ([`paging`]), runs one guarded step per target
+//! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]), and ends with PSCI SYSTEM_OFF (vCPU 0, once the others are done) or CPU_OFF (the
 //! others). Exceptions go to [`exceptions`], which records them in
 //! the report (with ACPI, after the [`acpi`] walk to the record an OS would read) and
 //! resumes after the step, never re-executing the faulting access.
@@ -14,6 +15,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod acpi;
+mod boot;
+mod console;
 mod entry;
 mod exceptions;
 mod mailbox;
@@ -22,43 +25,51 @@ mod platform;
 mod steps;
 mod sysreg;
 
+use boot::BootError;
 use mailbox::Mailbox;
 use platform::{fatal, ring};
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{flags, Access, State};
-use ras_guest_abi::{map, ABI_VERSION, PARAMS_MAGIC, REPORT_MAGIC};
+use ras_guest_abi::REPORT_MAGIC;
 
-/// Called by `_start` with this vCPU's mailbox address; never returns.
+/// Called by `_start` with the DTB, this vCPU's mailbox and index, and the image base;
+/// never returns.
 #[no_mangle]
-extern "C" fn payload_main(mailbox_base: u64) -> ! {
-    let mb = Mailbox::at(mailbox_base);
-    // The page tables depend on the access EL (the target is mapped for EL0 or for EL1
-    // execution), so read that one field before the MMU is on, with one aligned load.
-    let el = mb.params_el_before_mmu();
-    paging::enable_identity_map(mb, el);
+extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64) -> ! {
+    let mb = Mailbox::at(mailbox);
+    // With the MMU off: the page tables depend on the access EL (the target is mapped for
+    // EL0 or for EL1 execution).
+    let boot = boot::read(dtb, index, image_base);
+    paging::enable_identity_map(mb, image_base, boot.params.el);
 
-    let params = mb.params();
-    mb.init();
-    let access = Access::from_code(params.access);
-    let valid = params.magic == PARAMS_MAGIC
-        && params.abi_version == ABI_VERSION
-        && params.el <= 1
-        && params.reserved == 0;
-    let Some(access) = access.filter(|_| valid) else {
-        fatal(mb, 0, FatalReason::BadParams)
-    };
+    mb.init(index, image_base);
+    let params = boot.params;
+    mb.set_boot(&params, boot.uart, boot.psci_smc);
     mb.with_report(|r| {
         r.magic = REPORT_MAGIC;
         r.state = State::Running as u32;
         r.cntfrq = read_sysreg!("cntfrq_el0");
         r.id_aa64pfr0 = read_sysreg!("id_aa64pfr0_el1");
+        r.dtb = boot.dtb;
     });
-    mb.with_scratch(|s| s.has_ras = u64::from(sysreg::has_feat_ras()));
-    ring(Doorbell::new(Event::Ready, 0, 0));
-
-    if params.dtb_gpa != 0 {
-        mb.with_report(|r| acpi::check_dtb(params.dtb_gpa, &mut r.dtb));
+    match boot.error {
+        Some(BootError::Dtb(e)) => {
+            say!(mb, "fatal cpu={index} no device tree at x0={dtb:#x}: {e:?}");
+            fatal(mb, 0, FatalReason::BadParams)
+        }
+        Some(BootError::Bootargs(key, len, problem)) => {
+            let key = core::str::from_utf8(&key[..len]).unwrap_or("?");
+            say!(mb, "fatal cpu={index} bootargs: {key}: {}", problem.as_str());
+            fatal(mb, 0, FatalReason::BadParams)
+        }
+        None => {}
     }
+    let Some(access) = Access::from_code(params.access) else {
+        fatal(mb, 0, FatalReason::BadParams)
+    };
+    mb.with_scratch(|s| s.has_ras = u64::from(sysreg::has_feat_ras()));
+    ring(mb, Doorbell::new(Event::Ready, 0, 0));
+
     if params.flags & flags::HANG != 0 {
         loop {
             core::hint::spin_loop();
@@ -69,7 +80,7 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
         let mut count: u16 = 0;
         loop {
             let now = read_sysreg!("cntvct_el0");
-            ring(Doorbell::new(Event::ReadyForFault, count, now as u32));
+            ring(mb, Doorbell::new(Event::ReadyForFault, count, now as u32));
             count = count.wrapping_add(1);
         }
     }
@@ -96,11 +107,11 @@ extern "C" fn payload_main(mailbox_base: u64) -> ! {
         r.step = r.steps_done;
         (r.steps_done, r.exception_count)
     });
-    ring(Doorbell::new(Event::Done, done as u16, exceptions));
-    // After the doorbell: vCPU 0 waits for this state, so the doorbell is never lost.
+    ring(mb, Doorbell::new(Event::Done, done as u16, exceptions));
+    // After the announcement: vCPU 0 waits for this state, so it is never lost.
     mb.with_report(|r| r.state = State::Done as u32);
     if mb.is_first() {
-        mb.wait_for_other_vcpus();
+        mb.wait_for_other_vcpus(params.vcpus);
         platform::system_off(mb)
     } else {
         platform::cpu_off(mb)
@@ -113,7 +124,7 @@ fn step_done(mb: Mailbox, step: u16) {
         r.steps_done += 1;
         r.exception_count
     });
-    ring(Doorbell::new(Event::StepDone, step, exceptions));
+    ring(mb, Doorbell::new(Event::StepDone, step, exceptions));
 }
 
 #[panic_handler]
@@ -121,6 +132,5 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     fatal(Mailbox::current(), 0, FatalReason::Panic)
 }
 
-// The mailbox layout the assembly and the linker script rely on.
-const _: () = assert!(map::mailbox_offset::EL1_STACK_TOP == 0x1_0000);
-const _: () = assert!(map::RAM_BASE == 0x4000_0000);
+// The mailbox layout the assembly relies on.
+const _: () = assert!(ras_guest_abi::map::mailbox_offset::EL1_STACK_TOP == 0x1_0000);

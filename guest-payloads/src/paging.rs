@@ -1,11 +1,14 @@
 //! The identity map: stage-1 translation for EL1&0 with a 4 KiB granule, built in this
 //! vCPU's mailbox and switched on before anything else touches memory.
 //!
+//! For an image at `base` (2 MiB-aligned, at or above 1 GiB; 0x4000_0000 under the
+//! reference VMM):
+//!
 //! ```text
-//! L1[0] 0x0000_0000 1 GiB block  Device-nGnRnE, EL1 RW, XN  (GIC, doorbell)
-//! L1[1] 0x4000_0000 -> L2 RAM:   [0] -> L3 (image and mailboxes, 4 KiB pages)
-//!                                [1..8] 2 MiB blocks, Normal, EL1 RW, XN (firmware area)
-//! L1[2] 0x8000_0000 -> L2 target: 512 x 2 MiB Normal blocks, EL0- or EL1-accessible
+//! L1[0]         1 GiB block   Device-nGnRnE, EL1 RW, XN  (GIC, doorbell, UART)
+//! L1[base GiB]  -> L2 RAM:    [base] -> L3 (image and mailboxes, 4 KiB pages)
+//!                             the next 7 x 2 MiB blocks, Normal, EL1 RW, XN (firmware area)
+//! L1[+1]        -> L2 target: 512 x 2 MiB Normal blocks, EL0- or EL1-accessible
 //! ```
 //!
 //! Level-3 pages: EL1 code is EL1 read-only executable; EL0 code is read-only at both ELs
@@ -18,8 +21,7 @@ use crate::mailbox::Mailbox;
 use crate::write_sysreg;
 use core::arch::asm;
 use ras_guest_abi::map::{
-    mailbox_offset, FIRMWARE_BASE, MAILBOX_BASE, MAILBOX_SIZE, MAX_VCPUS, RAM_BASE, RAM_SIZE,
-    TARGET_BASE,
+    mailbox_offset, target_window, MAILBOXES_OFFSET, MAILBOX_SIZE, MAX_VCPUS, RAM_SIZE,
 };
 
 // Descriptor fields, Arm ARM D8.3 "Translation table descriptor formats" (VMSAv8-64).
@@ -68,6 +70,7 @@ const SCTLR: u64 = (1 << 0)
 
 const PAGE: u64 = 0x1000;
 const BLOCK_2M: u64 = 0x20_0000;
+const GIB: u64 = 1 << 30;
 const ENTRIES: u64 = 512;
 
 extern "C" {
@@ -88,8 +91,8 @@ fn set(table: u64, index: u64, descriptor: u64) {
     unsafe { core::ptr::write_volatile((table + index * 8) as *mut u64, descriptor) };
 }
 
-/// Attributes of the 4 KiB page at `addr` in the first 2 MiB of RAM.
-fn page_attributes(addr: u64) -> u64 {
+/// Attributes of the 4 KiB page at `addr` in the image's 2 MiB at `base`.
+fn page_attributes(base: u64, addr: u64) -> u64 {
     // SAFETY: only the addresses of linker-script symbols are taken.
     let (text, text_end, el0, el0_end) = unsafe {
         (
@@ -99,10 +102,11 @@ fn page_attributes(addr: u64) -> u64 {
             symbol(&__el0_text_end),
         )
     };
-    let in_el0_stack = addr >= MAILBOX_BASE
-        && addr < MAILBOX_BASE + MAX_VCPUS as u64 * MAILBOX_SIZE
+    let mailboxes = base + MAILBOXES_OFFSET;
+    let in_el0_stack = addr >= mailboxes
+        && addr < mailboxes + MAX_VCPUS as u64 * MAILBOX_SIZE
         && (mailbox_offset::EL0_STACK..mailbox_offset::EL1_STACK)
-            .contains(&((addr - MAILBOX_BASE) % MAILBOX_SIZE));
+            .contains(&((addr - mailboxes) % MAILBOX_SIZE));
     if (text..text_end).contains(&addr) {
         AP_EL1_RO | UXN
     } else if (el0..el0_end).contains(&addr) {
@@ -114,25 +118,28 @@ fn page_attributes(addr: u64) -> u64 {
     }
 }
 
-/// Builds the tables for an access at `el` and turns the MMU on.
-pub fn enable_identity_map(mb: Mailbox, el: u32) {
-    let base = mb.base() + mailbox_offset::PAGE_TABLES;
-    let (l1, l2_ram, l3_ram, l2_target) = (base, base + PAGE, base + 2 * PAGE, base + 3 * PAGE);
+/// Builds the tables for an image at `base` and an access at `el`, and turns the MMU on.
+pub fn enable_identity_map(mb: Mailbox, base: u64, el: u32) {
+    let tables = mb.base() + mailbox_offset::PAGE_TABLES;
+    let (l1, l2_ram, l3_ram, l2_target) =
+        (tables, tables + PAGE, tables + 2 * PAGE, tables + 3 * PAGE);
+    let (ram_gib, window) = (base / GIB, target_window(base));
+    let first_block = (base % GIB) / BLOCK_2M;
 
     for i in 0..ENTRIES {
         set(l1, i, 0);
-        // First 2 MiB of RAM: image and mailboxes, page by page.
-        let page = RAM_BASE + i * PAGE;
+        // The image's 2 MiB: image and mailboxes, page by page.
+        let page = base + i * PAGE;
         set(
             l3_ram,
             i,
-            page | NORMAL | TABLE_OR_PAGE | page_attributes(page),
+            page | NORMAL | TABLE_OR_PAGE | page_attributes(base, page),
         );
-        // The rest of RAM in 2 MiB blocks, nothing beyond RAM_SIZE.
-        let block = RAM_BASE + i * BLOCK_2M;
-        let ram = if i == 0 {
+        // The rest of the RAM window in 2 MiB blocks, nothing beyond RAM_SIZE.
+        let block = ram_gib * GIB + i * BLOCK_2M;
+        let ram = if i == first_block {
             l3_ram | VALID | TABLE_OR_PAGE
-        } else if (FIRMWARE_BASE..RAM_BASE + RAM_SIZE).contains(&block) {
+        } else if block > base && block < base + RAM_SIZE {
             block | NORMAL | AP_EL1_RW | PXN | UXN
         } else {
             0
@@ -143,12 +150,12 @@ pub fn enable_identity_map(mb: Mailbox, el: u32) {
         set(
             l2_target,
             i,
-            (TARGET_BASE + i * BLOCK_2M) | NORMAL | target_access,
+            (window + i * BLOCK_2M) | NORMAL | target_access,
         );
     }
     set(l1, 0, VALID | ATTR_DEVICE | AP_EL1_RW | AF | PXN | UXN);
-    set(l1, 1, l2_ram | VALID | TABLE_OR_PAGE);
-    set(l1, 2, l2_target | VALID | TABLE_OR_PAGE);
+    set(l1, ram_gib, l2_ram | VALID | TABLE_OR_PAGE);
+    set(l1, window / GIB, l2_target | VALID | TABLE_OR_PAGE);
 
     write_sysreg!("mair_el1", MAIR);
     write_sysreg!("tcr_el1", TCR);

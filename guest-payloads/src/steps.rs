@@ -9,8 +9,9 @@ use core::arch::asm;
 use ras_guest_abi::arch::{SPSR_D, SPSR_F, SPSR_I, SPSR_M_EL0T};
 use ras_guest_abi::doorbell::{Doorbell, Event};
 use ras_guest_abi::mailbox::Access;
-use ras_guest_abi::map::{mailbox_offset, DOORBELL};
-use ras_guest_abi::{Params, StepAddresses};
+use core::mem::offset_of;
+use ras_guest_abi::map::mailbox_offset;
+use ras_guest_abi::{Handshake, Params, StepAddresses};
 
 /// `ret` (A64 encoding 0xd65f03c0): what an EL1 instruction fetch step executes.
 const INSN_RET: u32 = 0xd65f_03c0;
@@ -86,7 +87,7 @@ extern "C" fn access_step(arg: u64) {
             &raw mut (*at).unmask,
         )
     };
-    ring_ready(a.step, ready);
+    ring_ready(a.mb, a.step, ready);
     // An SError the VMM made pending is taken here; the handler records it.
     unmask_serror_noting(unmask);
     let el0_access = match a.access {
@@ -161,23 +162,59 @@ extern "C" fn access_step(arg: u64) {
     sysreg::mask_serror();
 }
 
-/// Rings `ReadyForFault` for `step` as [`crate::platform::ring`] does, first storing at `ready` the address
-/// of the instruction after the doorbell store: where the vCPU resumes if the VMM injects
-/// at that exit.
-fn ring_ready(step: u16, ready: *mut u64) {
-    // SAFETY: `ready` is a valid u64 slot in the report; DOORBELL is the MMIO doorbell
-    // (see `platform::ring`): one single-register store KVM can decode.
+/// Announces `ReadyForFault` for `step` as [`crate::platform::ring`] does, first storing
+/// at `ready` the address where the vCPU resumes once the VMM or the harness is done: the
+/// instruction after the doorbell store (where an injection at that exit lands), or after
+/// the handshake's wait.
+fn ring_ready(mb: Mailbox, step: u16, ready: *mut u64) {
+    let event = Doorbell::new(Event::ReadyForFault, step, 0);
+    crate::platform::say_event(mb, event);
+    let doorbell = mb.params().doorbell_gpa;
+    if doorbell != 0 {
+        // SAFETY: `ready` is a valid u64 slot in the report; the doorbell is the MMIO
+        // doorbell (see `platform::ring`): one single-register store KVM can decode.
+        unsafe {
+            asm!(
+                "adr {n}, 2f",     // the instruction after the doorbell store...
+                "str {n}, [{at}]", // ...into StepAddresses::ready
+                "dsb sy",          // complete all earlier stores (the report) first
+                "str {v}, [{a}]",  // the doorbell store itself
+                "2:",
+                at = in(reg) ready,
+                n = out(reg) _,
+                v = in(reg) event.encode(),
+                a = in(reg) doorbell,
+                options(nostack),
+            )
+        };
+        return;
+    }
+    let hs = mb.handshake_ptr();
+    // SAFETY: `ready` is a valid u64 slot in the report; `hs` is this vCPU's handshake
+    // (see `Mailbox::handshake`, which this is, with the resume address noted).
     unsafe {
+        let seq = core::ptr::read_volatile(&raw const (*hs).seq) + 1;
         asm!(
-            "adr {n}, 2f",     // the instruction after the doorbell store...
-            "str {n}, [{at}]", // ...into StepAddresses::ready
-            "dsb sy",          // complete all earlier stores (the report) first
-            "str {v}, [{a}]",  // the doorbell store itself
+            "adr {n}, 2f",         // the instruction after the wait...
+            "str {n}, [{at}]",     // ...into StepAddresses::ready
+            "str {v}, [{h}, #{event}]",
+            "dsb sy",              // the event (and report) before the count
+            "str {s}, [{h}, #{seq}]",
+            "dsb sy",              // the count before the wait
+            "1:",
+            "ldr {t}, [{h}, #{ack}]",
+            "cmp {t}, {s}",
+            "b.ne 1b",             // until the host acknowledges this count
             "2:",
             at = in(reg) ready,
             n = out(reg) _,
-            v = in(reg) Doorbell::new(Event::ReadyForFault, step, 0).encode(),
-            a = in(reg) DOORBELL,
+            t = out(reg) _,
+            v = in(reg) event.encode(),
+            s = in(reg) seq,
+            h = in(reg) hs,
+            event = const offset_of!(Handshake, event),
+            seq = const offset_of!(Handshake, seq),
+            ack = const offset_of!(Handshake, ack),
             options(nostack),
         )
     };
@@ -257,7 +294,7 @@ extern "C" fn serror_step(arg: u64) {
     // SAFETY: `at` points into this vCPU's report (or at `spare`), which outlives the step.
     let (ready, unmask) = unsafe { (&raw mut (*at).ready, &raw mut (*at).unmask) };
     sysreg::mask_serror();
-    ring_ready(a.step, ready);
+    ring_ready(a.mb, a.step, ready);
     let isr = read_sysreg!("isr_el1");
     let has_ras = a.mb.with_scratch(|s| s.has_ras != 0);
     // ESB takes no exception: a pending SError is deferred into DISR_EL1.

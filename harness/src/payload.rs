@@ -1,14 +1,103 @@
 //! The guest payload image, built from guest-payloads/ by build.rs and embedded here, so
-//! every harness binary carries the exact guest its tests ran.
+//! every harness binary carries the exact guest its tests ran; and the device tree and
+//! bootargs it boots with under the reference VMM.
 
-use ras_guest_abi::map::RAM_BASE;
-
-/// The flat image: copy it to [`RAM_BASE`] and start a vCPU at [`ENTRY`] with x0 = its
-/// mailbox (see `ras_guest_abi`).
+/// The arm64 Image: any VMM loads it at a 2 MiB-aligned base and enters its first byte with
+/// x0 = a device tree (see `ras_guest_abi`). The reference VMM loads it at
+/// [`ras_guest_abi::map::RAM_BASE`].
 pub static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ras-guest.bin"));
 
-/// Guest physical address of the first instruction: the ELF entry point.
+use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
+use ras_guest_abi::bootargs::{self, Bootargs, VcpuArgs};
+use ras_guest_abi::mailbox::{Access, MAX_TARGETS};
+use ras_guest_abi::{map, Params};
+
+/// Offset of the first instruction from the image base: the ELF entry point.
 pub const ENTRY: u64 = parse_hex(env!("RAS_GUEST_ENTRY"));
+
+/// The bootargs line ([`ras_guest_abi::bootargs`]) for a VM whose vCPU `i` runs
+/// `params[i]`: flags, RSDP and doorbell from vCPU 0's params, each vCPU's access, EL and
+/// targets (as offsets into the target window at [`map::TARGET_BASE`] (wrapping, so a
+/// target below it still reaches the guest as the same address).
+pub fn bootargs(params: &[Params]) -> String {
+    let first = params.first().copied().unwrap_or_default();
+    let common = Bootargs {
+        access: Access::from_code(first.access).unwrap_or(Access::None),
+        el: first.el,
+        flags: first.flags,
+        vcpus: params.len() as u32,
+        targets: [0; MAX_TARGETS],
+        target_count: 0,
+        rsdp: first.rsdp_gpa,
+        doorbell: first.doorbell_gpa,
+    };
+    let offsets: Vec<Vec<u64>> = params
+        .iter()
+        .map(|p| {
+            p.targets[..(p.target_count as usize).min(MAX_TARGETS)]
+                .iter()
+                .map(|t| t.wrapping_sub(map::TARGET_BASE))
+                .collect()
+        })
+        .collect();
+    let vcpus: Vec<VcpuArgs> = params
+        .iter()
+        .zip(&offsets)
+        .map(|(p, targets)| VcpuArgs {
+            targets,
+            access: Access::from_code(p.access).unwrap_or(Access::None),
+            el: p.el,
+        })
+        .collect();
+    let mut line = String::new();
+    bootargs::write(&mut line, &common, &vcpus).expect("writing to a String cannot fail");
+    line
+}
+
+/// The device tree the reference VMM boots the payload with, at [`map::DTB_BASE`]: the RAM
+/// slot and `target_size` bytes of target slot as memory, one CPU node per vCPU, the GICv3
+/// at the payload's map, PSCI over HVC, and [`bootargs`]. Any firmware kind gets one (with
+/// ACPI, bootargs carry `ras.rsdp`, as Linux's `acpi_rsdp=`); it names no console.
+pub fn device_tree(params: &[Params], target_size: u64) -> Result<Vec<u8>, fdt::FdtError> {
+    device_tree_with(&bootargs(params), params.len() as u32, target_size)
+}
+
+/// [`device_tree`] with any bootargs line (tests give the payload lines it must refuse).
+pub fn device_tree_with(
+    bootargs: &str,
+    vcpus: u32,
+    target_size: u64,
+) -> Result<Vec<u8>, fdt::FdtError> {
+    let config = FdtConfig {
+        memory: vec![
+            MemoryRegion {
+                base: map::RAM_BASE,
+                size: map::RAM_SIZE,
+            },
+            MemoryRegion {
+                base: map::TARGET_BASE,
+                size: target_size,
+            },
+        ],
+        cpu_mpidrs: (0..vcpus).map(fdt::kvm_mpidr).collect(),
+        gic: Gicv3 {
+            distributor: MemoryRegion {
+                base: map::GIC_DIST_BASE,
+                size: map::GIC_DIST_SIZE,
+            },
+            redistributor: MemoryRegion {
+                base: map::GIC_REDIST_BASE,
+                size: map::GIC_REDIST_SIZE_PER_CPU * u64::from(vcpus),
+            },
+        },
+        bootargs: Some(bootargs.to_owned()),
+    };
+    let dtb = fdt::build(&config)?;
+    if dtb.len() as u64 > map::DTB_MAX_SIZE {
+        return Err(fdt::FdtError::TooLarge(dtb.len()));
+    }
+    Ok(dtb)
+}
 
 /// Parses the `0x...` string build.rs emits (const, so a bad value fails the build).
 const fn parse_hex(s: &str) -> u64 {
@@ -28,30 +117,69 @@ const fn parse_hex(s: &str) -> u64 {
     value
 }
 
-const _: () = assert!(
-    ENTRY == RAM_BASE,
-    "the payload must be entered at its first byte"
-);
+const _: () = assert!(ENTRY == 0, "the payload must be entered at its first byte");
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ras_guest_abi::fdt::boot_info;
+    use ras_guest_abi::mailbox::flags;
+
+    #[test]
+    fn the_payload_reads_back_the_device_tree_the_reference_vmm_writes() {
+        let mut first = Params::new(Access::Load, 0, flags::WALK_ACPI, &[map::TARGET_BASE]);
+        first.rsdp_gpa = map::FIRMWARE_BASE;
+        let second = Params::new(Access::Load, 0, 0, &[map::TARGET_BASE + 0x4000, 0x100]);
+        let dtb = device_tree(&[first, second], 64 << 20).unwrap();
+        let info = boot_info(&dtb).unwrap();
+        let ram = &info.memory[..info.memory_count];
+        assert_eq!(ram.len(), 2);
+        assert_eq!((ram[0].base, ram[0].size), (map::RAM_BASE, map::RAM_SIZE));
+        assert_eq!((ram[1].base, ram[1].size), (map::TARGET_BASE, 64 << 20));
+        assert!(info.uart.is_none() && !info.psci_smc);
+        let line = std::str::from_utf8(info.bootargs).unwrap();
+        assert_eq!(
+            line,
+            "ras.abi=4 ras.access=load ras.el=0 ras.flags=walk-acpi ras.vcpus=2 ras.vcpu0=0x0 \
+             ras.vcpu1=0x4000,0xffffffff80000100 ras.rsdp=0x40200000 ras.doorbell=0xa000000"
+        );
+        let v1 = bootargs::parse(info.bootargs, 1).unwrap();
+        let window = map::target_window(map::RAM_BASE);
+        assert_eq!(
+            window.wrapping_add(v1.targets[1]),
+            0x100,
+            "a target below the window"
+        );
+    }
     use ras_guest_abi::arch::{VECTOR_ENTRY_SIZE, VECTOR_TABLE_SIZE};
     use ras_guest_abi::map::IMAGE_MAX_SIZE;
 
     #[test]
-    fn image_fits_its_slot_and_starts_with_the_entry_code() {
+    fn image_fits_its_slot() {
         assert!(!IMAGE.is_empty());
         assert!(
             IMAGE.len() as u64 <= IMAGE_MAX_SIZE,
             "{} bytes",
             IMAGE.len()
         );
-        assert_eq!(IMAGE.len() % 4, 0, "whole A64 instructions");
-        // _start's first instruction: `msr tpidr_el1, x0` (0xd518d080), which keeps the
-        // mailbox address for the exception handler.
-        let first = u32::from_le_bytes(IMAGE[..4].try_into().unwrap());
-        assert_eq!(first, 0xd518_d080, "{first:#x}");
+    }
+
+    #[test]
+    fn image_starts_with_an_arm64_image_header() {
+        // Documentation/arch/arm64/booting.rst: code0 a branch (B, opcode 0b000101 in
+        // bits 31:26), text_offset 0, image_size covering the file, flags LE + 4 KiB
+        // pages + anywhere, magic "ARM\x64" at 0x38.
+        let u64_at = |at: usize| u64::from_le_bytes(IMAGE[at..at + 8].try_into().unwrap());
+        let code0 = u32::from_le_bytes(IMAGE[..4].try_into().unwrap());
+        assert_eq!(code0 >> 26, 0b000101, "{code0:#x}");
+        assert_eq!(u64_at(8), 0, "text_offset");
+        assert!(
+            u64_at(16) >= IMAGE.len() as u64,
+            "image_size {}",
+            u64_at(16)
+        );
+        assert_eq!(u64_at(24), 0b1010, "flags");
+        assert_eq!(&IMAGE[0x38..0x3c], b"ARM\x64");
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub enum FdtError {
     /// vm-fdt refused (bad string, size overflow, ...).
     #[error("vm-fdt: {0}")]
     Writer(#[from] vm_fdt::Error),
+    /// The blob is larger than the space the guest map leaves it.
+    #[error("{0} bytes of device tree do not fit the space the guest map leaves it")]
+    TooLarge(usize),
 }
 
 /// Builds the DTB.

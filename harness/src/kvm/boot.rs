@@ -1,7 +1,8 @@
 //! Booting the guest payload, the one way the VMM, the tests and the benches do it: guest
-//! RAM at [`map::RAM_BASE`] holding the image, each vCPU entered at the image's entry with
-//! x0 = its mailbox and its [`Params`] in the mailbox, the GICv3 once every vCPU exists
-//! (the contract in the `ras_guest_abi` crate docs); and reading a vCPU's [`Report`] back.
+//! RAM at [`map::RAM_BASE`] holding the image, the device tree with the bootargs at
+//! [`map::DTB_BASE`], each vCPU entered at the image's entry with x0 = the device tree, the
+//! GICv3 once every vCPU exists (the contract in the `ras_guest_abi` crate docs); and
+//! reading a vCPU's [`Report`] back.
 
 use ras_guest_abi::map::{self, mailbox_offset};
 use ras_guest_abi::{Params, Report};
@@ -17,14 +18,20 @@ pub fn add_payload_ram(vm: &mut Vm) -> Result<()> {
     vm.write_guest(map::RAM_BASE, payload::IMAGE)
 }
 
-/// Creates vCPU `index` with `params` in its mailbox, PC at the payload's entry and x0 =
-/// the mailbox.
-pub fn add_payload_vcpu(vm: &Vm, index: usize, params: &Params) -> Result<Vcpu> {
-    let mailbox = mailbox(index)?;
-    vm.write_guest(mailbox + mailbox_offset::PARAMS, params.as_bytes())?;
+/// Writes the device tree for vCPUs running `params` (vCPU `i` runs `params[i]`) with
+/// `target_size` bytes of target slot ([`payload::device_tree`]).
+pub fn write_device_tree(vm: &Vm, params: &[Params], target_size: u64) -> Result<()> {
+    let dtb = payload::device_tree(params, target_size)
+        .map_err(|e| Error::Invalid(format!("device tree: {e}")))?;
+    vm.write_guest(map::DTB_BASE, &dtb)
+}
+
+/// Creates vCPU `index`, PC at the payload's entry and x0 = the device tree.
+pub fn add_payload_vcpu(vm: &Vm, index: usize) -> Result<Vcpu> {
+    mailbox(index)?;
     let vcpu = vm.create_vcpu(index as u64)?;
-    vcpu.set_core(CoreReg::Pc, payload::ENTRY)?;
-    vcpu.set_core(CoreReg::X(0), mailbox)?;
+    vcpu.set_core(CoreReg::Pc, map::RAM_BASE + payload::ENTRY)?;
+    vcpu.set_core(CoreReg::X(0), map::DTB_BASE)?;
     Ok(vcpu)
 }
 

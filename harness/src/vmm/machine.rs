@@ -123,8 +123,8 @@ impl Machine {
                 .map_err(|e| ExecError::Failed(format!("write {name}: {e}")))?;
         }
         let mut vcpus = Vec::new();
-        for (i, v) in plan.vcpus.iter().enumerate() {
-            let vcpu = boot::add_payload_vcpu(&vm, i, &v.params).map_err(failed("a vCPU"))?;
+        for i in 0..plan.vcpus.len() {
+            let vcpu = boot::add_payload_vcpu(&vm, i).map_err(failed("a vCPU"))?;
             if !s.guest.ras {
                 vcpu.hide_feat_ras().map_err(|e| {
                     ExecError::Unsupported(format!("KVM cannot hide FEAT_RAS: {e}"))

@@ -1,14 +1,14 @@
 //! The VM a scenario asks for, as data: the target slot, what goes into the firmware area
-//! (ACPI tables with a GHESv2 source notified by SEA, or a DTB), each vCPU's mailbox
-//! parameters and which step of which vCPU consumes which fault. Pure, so that the layout is
-//! unit-tested on any host.
+//! (ACPI tables with a GHESv2 source notified by SEA, if any, and the device tree with the
+//! bootargs), each vCPU's parameters and which step of which vCPU consumes which fault.
+//! Pure, so that the layout is unit-tested on any host.
 
 use ras_guest_abi::mailbox::{flags, Access as AbiAccess, MAX_TARGETS};
-use ras_guest_abi::map::{self, FIRMWARE_BASE, TARGET_BASE, TARGET_MAX_SIZE};
+use ras_guest_abi::map::{DTB_BASE, FIRMWARE_BASE, TARGET_BASE, TARGET_MAX_SIZE};
 use ras_guest_abi::Params;
 
 use crate::formats::acpi::{AcpiLayout, AcpiTables, GhesSource, Notify};
-use crate::formats::fdt::{self, FdtConfig, Gicv3, MemoryRegion};
+use crate::payload;
 use crate::scenario::{Access, El, Firmware, Scenario};
 
 /// Where the ACPI tables go in the firmware area: RSDP first, XSDT and HEST after it, the
@@ -19,7 +19,7 @@ const ACPI_ERRORS: u64 = FIRMWARE_BASE + 0x1_0000;
 /// One vCPU's part.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VcpuPlan {
-    /// The mailbox parameters.
+    /// The parameters (the bootargs carry them).
     pub params: Params,
     /// For each step, the index in `scenario.faults` of the fault it consumes (`None` for
     /// the control run's unpoisoned step).
@@ -66,36 +66,6 @@ pub enum PlanError {
     Firmware(String),
 }
 
-/// The device tree of a DTB-only guest with `vcpus` vCPUs and `target_size` bytes of
-/// target slot: the RAM slot and the target slot as memory, one CPU node per vCPU, the
-/// GICv3 at the payload's map.
-pub fn fdt_config(vcpus: u8, target_size: u64) -> FdtConfig {
-    FdtConfig {
-        memory: vec![
-            MemoryRegion {
-                base: map::RAM_BASE,
-                size: map::RAM_SIZE,
-            },
-            MemoryRegion {
-                base: TARGET_BASE,
-                size: target_size,
-            },
-        ],
-        cpu_mpidrs: (0..u32::from(vcpus)).map(fdt::kvm_mpidr).collect(),
-        gic: Gicv3 {
-            distributor: MemoryRegion {
-                base: map::GIC_DIST_BASE,
-                size: map::GIC_DIST_SIZE,
-            },
-            redistributor: MemoryRegion {
-                base: map::GIC_REDIST_BASE,
-                size: map::GIC_REDIST_SIZE_PER_CPU * u64::from(vcpus),
-            },
-        },
-        bootargs: None,
-    }
-}
-
 /// Lays out `s`.
 pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     let size = u64::from(s.guest.memory_mib) << 20;
@@ -105,7 +75,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     let page = s.guest.backing.page_size();
     let target_size = size.div_ceil(page) * page;
 
-    let (blobs, ghes, rsdp, dtb) = match s.firmware {
+    let (mut blobs, ghes, rsdp) = match s.firmware {
         Firmware::Acpi => {
             let layout = AcpiLayout::qemu_like(FIRMWARE_BASE, ACPI_TABLES, ACPI_ERRORS);
             let tables =
@@ -119,19 +89,9 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
                 blobs,
                 layout.source_for(Notify::Sea).copied(),
                 FIRMWARE_BASE,
-                0,
             )
         }
-        Firmware::Dtb => {
-            let config = fdt_config(s.guest.vcpus, target_size);
-            let dtb = fdt::build(&config).map_err(|e| PlanError::Firmware(e.to_string()))?;
-            (
-                vec![("DTB".to_owned(), FIRMWARE_BASE, dtb)],
-                None,
-                0,
-                FIRMWARE_BASE,
-            )
-        }
+        Firmware::Dtb => (Vec::new(), None, 0),
     };
 
     let mut flag_bits = 0;
@@ -190,7 +150,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         };
         let params = Params {
             rsdp_gpa: rsdp,
-            dtb_gpa: dtb,
+            dtb_gpa: DTB_BASE,
             ..Params::new(access, el, flag_bits, &targets)
         };
         vcpus.push(VcpuPlan {
@@ -198,6 +158,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             step_faults,
         });
     }
+    let params: Vec<Params> = vcpus.iter().map(|v: &VcpuPlan| v.params).collect();
+    let dtb = payload::device_tree(&params, target_size)
+        .map_err(|e| PlanError::Firmware(e.to_string()))?;
+    blobs.push(("DTB".to_owned(), DTB_BASE, dtb));
     Ok(Plan {
         target_size,
         blobs,
@@ -229,7 +193,10 @@ mod tests {
         assert_eq!(v.params.targets[0], TARGET_BASE + 3 * 4096);
         assert_eq!((v.params.el, v.params.access), (0, AbiAccess::Store as u32));
         assert_eq!(v.params.flags, flags::WALK_ACPI | flags::ACK);
-        assert_eq!((v.params.rsdp_gpa, v.params.dtb_gpa), (FIRMWARE_BASE, 0));
+        assert_eq!(
+            (v.params.rsdp_gpa, v.params.dtb_gpa),
+            (FIRMWARE_BASE, DTB_BASE)
+        );
         let ghes = p.ghes.unwrap();
         assert_eq!(ghes.notify, Notify::Sea);
         assert!(ghes.status_block > FIRMWARE_BASE);
@@ -237,6 +204,13 @@ mod tests {
             .blobs
             .iter()
             .any(|(n, gpa, _)| n == "RSDP" && *gpa == FIRMWARE_BASE));
+        let last = p.blobs.iter().map(|(_, gpa, b)| gpa + b.len() as u64).max();
+        assert!(last.unwrap() <= DTB_BASE + ras_guest_abi::map::DTB_MAX_SIZE);
+        let (_, _, dtb) = p.blobs.iter().find(|(n, _, _)| n == "DTB").unwrap();
+        let info = ras_guest_abi::fdt::boot_info(dtb).unwrap();
+        assert!(std::str::from_utf8(info.bootargs)
+            .unwrap()
+            .contains("ras.rsdp=0x40200000"));
     }
 
     #[test]
@@ -252,8 +226,12 @@ mod tests {
         assert_eq!(p.vcpus[1].step_faults, [Some(1)]);
         assert_eq!(p.vcpus[1].params.targets[0], TARGET_BASE + 4096);
         assert_eq!(p.vcpus[0].params.flags, 0);
-        assert_eq!(p.vcpus[0].params.dtb_gpa, FIRMWARE_BASE);
-        assert_eq!(&p.blobs[0].2[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        assert_eq!(p.vcpus[0].params.dtb_gpa, DTB_BASE);
+        assert_eq!(p.blobs.len(), 1);
+        assert_eq!(
+            (p.blobs[0].1, &p.blobs[0].2[..4]),
+            (DTB_BASE, &[0xd0, 0x0d, 0xfe, 0xed][..])
+        );
     }
 
     #[test]

@@ -12,10 +12,9 @@ use ras_guest_abi::arch::{
 use ras_guest_abi::doorbell::{Doorbell, Event, FatalReason};
 use ras_guest_abi::mailbox::{acpi_found, flags, Access, State};
 use ras_guest_abi::map;
-use ras_guest_abi::{Params, Report, REPORT_MAGIC};
+use ras_guest_abi::{Params, Report, ABI_VERSION, REPORT_MAGIC};
 use ras_harness::formats::acpi::{AcpiLayout, AcpiTables, Notify};
 use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
-use ras_harness::formats::fdt;
 use ras_harness::kvm::{
     self, regs, Backing, Cap, CoreReg, Mapping, RunState, Stop, Vcpu, Vm, Watchdog,
 };
@@ -72,7 +71,7 @@ pub fn trials() -> Vec<Trial> {
             "acpi_walk_copies_the_record_and_acknowledges",
             acpi_walk_copies_the_record_and_acknowledges,
         ),
-        t("dtb_is_recognised", dtb_is_recognised),
+        t("the_device_tree_is_read", the_device_tree_is_read),
         t(
             "two_vcpus_each_record_their_own_abort_and_vcpu0_powers_off_last",
             two_vcpus_each_record_their_own_abort_and_vcpu0_powers_off_last,
@@ -134,8 +133,16 @@ fn vm_with_payload() -> Result<Vm, Completion> {
     Ok(vm)
 }
 
-fn add_vcpu(vm: &Vm, index: usize, params: &Params) -> Vcpu {
-    kvm::boot::add_payload_vcpu(vm, index, params).expect("vCPU")
+/// vCPU `i` runs `params[i]`: the device tree with their bootargs, then each vCPU.
+fn add_vcpus(vm: &Vm, params: &[Params]) -> Vec<Vcpu> {
+    kvm::boot::write_device_tree(vm, params, BACKED_TARGET_LEN).expect("device tree");
+    (0..params.len())
+        .map(|i| kvm::boot::add_payload_vcpu(vm, i).expect("vCPU"))
+        .collect()
+}
+
+fn add_vcpu(vm: &Vm, params: &Params) -> Vcpu {
+    add_vcpus(vm, std::slice::from_ref(params)).remove(0)
 }
 
 fn add_gic(vm: &Vm) {
@@ -145,7 +152,7 @@ fn add_gic(vm: &Vm) {
 /// A one-vCPU VM with the payload and `params`, no target memslot.
 fn boot(params: Params) -> Result<(Vm, Vcpu), Completion> {
     let vm = vm_with_payload()?;
-    let vcpu = add_vcpu(&vm, 0, &params);
+    let vcpu = add_vcpu(&vm, &params);
     add_gic(&vm);
     Ok((vm, vcpu))
 }
@@ -347,7 +354,7 @@ fn stores_reach_every_target_backing() -> Result<Completion, Failed> {
             assert_eq!(backing, Backing::Hugetlb2M, "{e}");
             return Ok(Completion::ignored_with(format!("{backing:?}: {e}")));
         }
-        let mut vcpu = add_vcpu(&vm, 0, &params(Access::Store, 1, &[target]));
+        let mut vcpu = add_vcpu(&vm, &params(Access::Store, 1, &[target]));
         add_gic(&vm);
         let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
         let mut state = RunState::default();
@@ -427,7 +434,7 @@ fn ifetch_runs_backed_code_and_kvm_aborts_unbacked(
     };
     back_target(&mut vm, Backing::Anonymous).expect("target memslot");
     let targets = [map::TARGET_BASE, UNBACKED_TARGET];
-    let mut vcpu = add_vcpu(&vm, 0, &params(Access::Ifetch, el, &targets));
+    let mut vcpu = add_vcpu(&vm, &params(Access::Ifetch, el, &targets));
     add_gic(&vm);
     let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
     let mut state = RunState::default();
@@ -643,17 +650,15 @@ fn acpi_walk_copies_the_record_and_acknowledges() -> Result<Completion, Failed> 
     Ok(Completion::Completed)
 }
 
-/// The DTB a DTB-only scenario gets, at the firmware area: the guest finds its big-endian
-/// magic and reports its totalsize.
-fn dtb_is_recognised() -> Result<Completion, Failed> {
-    let dtb = fdt::build(&ras_harness::vmm::plan::fdt_config(1, BACKED_TARGET_LEN)).expect("dtb");
-    let mut p = params(Access::None, 1, &[]);
-    p.dtb_gpa = map::FIRMWARE_BASE;
+/// The device tree every boot gets, at map::DTB_BASE: the guest finds its big-endian magic
+/// and reports its totalsize.
+fn the_device_tree_is_read() -> Result<Completion, Failed> {
+    let p = params(Access::None, 1, &[]);
+    let dtb = payload::device_tree(&[p], BACKED_TARGET_LEN).expect("dtb");
     let (vm, mut vcpu) = match boot(p) {
         Ok(booted) => booted,
         Err(skip) => return Ok(skip),
     };
-    vm.write_guest(map::FIRMWARE_BASE, &dtb).unwrap();
     let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
     let mut state = RunState::default();
     assert_eq!(run(&mut vcpu, &mut state), Stop::SystemOff);
@@ -680,12 +685,13 @@ fn two_vcpus_each_record_their_own_abort_and_vcpu0_powers_off_last() -> Result<C
     }
     let targets = [map::TARGET_BASE, map::TARGET_BASE + 0x1000];
     let accesses = [(Access::Load, 1, false), (Access::Store, 0, true)];
-    let vcpus: Vec<Vcpu> = (0..2)
+    let all: Vec<Params> = (0..2)
         .map(|i| {
             let (access, el, _) = accesses[i];
-            add_vcpu(&vm, i, &params(access, el, &targets[i..=i]))
+            params(access, el, &targets[i..=i])
         })
         .collect();
+    let vcpus = add_vcpus(&vm, &all);
     add_gic(&vm);
     let watchdogs: Vec<Watchdog> = vcpus
         .iter()
@@ -778,15 +784,21 @@ fn a_hung_guest_is_kicked_by_the_watchdog() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// Params the guest cannot run (an access code it does not know) end in a Fatal
-/// doorbell with reason BadParams and SYSTEM_OFF: never a hang.
+/// Bootargs the guest cannot run (an EL it does not know) end in a Fatal doorbell with
+/// reason BadParams and SYSTEM_OFF: never a hang.
 fn junk_params_end_in_fatal_and_system_off() -> Result<Completion, Failed> {
-    let mut p = params(Access::None, 1, &[]);
-    p.access = 0x77;
-    let (vm, mut vcpu) = match boot(p) {
-        Ok(booted) => booted,
+    let vm = match vm_with_payload() {
+        Ok(vm) => vm,
         Err(skip) => return Ok(skip),
     };
+    let line = format!(
+        "ras.abi={ABI_VERSION} ras.access=load ras.el=7 ras.doorbell={:#x}",
+        map::DOORBELL
+    );
+    let dtb = payload::device_tree_with(&line, 1, BACKED_TARGET_LEN).expect("dtb");
+    vm.write_guest(map::DTB_BASE, &dtb).unwrap();
+    let mut vcpu = kvm::boot::add_payload_vcpu(&vm, 0).expect("vCPU");
+    add_gic(&vm);
     let _watchdog = Watchdog::start(&vcpu, TIMEOUT).unwrap();
     let mut state = RunState::default();
     assert_eq!(run(&mut vcpu, &mut state), Stop::SystemOff);
