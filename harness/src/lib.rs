@@ -75,6 +75,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod conformance;
 pub mod fault;
 pub mod formats;
 pub mod host;
@@ -83,6 +84,7 @@ pub mod payload;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod sut;
 pub mod vmm;
 
 #[cfg(test)]

@@ -1,0 +1,315 @@
+//! Driving a VMM process as a black box: start it with the payload, find the guest's
+//! mailbox in its memory, answer the payload's handshake, poison each fault's page when the
+//! guest is ready to touch it, and observe how the process ends. A crash or a hang of the
+//! VMM is an outcome; only a failure of the harness itself is an error. Every page
+//! poisoned is given back once the VMM is gone, where the host allows it.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ras_guest_abi::doorbell::{Doorbell, Event};
+use ras_guest_abi::map::{target_window, MAILBOXES_OFFSET, TARGET_BASE};
+use ras_guest_abi::Report;
+
+use super::command::{Guest, Launch};
+use super::remote::{GuestRam, Remote};
+use crate::fault::{Method, PoisonedPage};
+use crate::scenario::{GuestReport, Outcome, Scenario, VmmEnd, When};
+use crate::vmm::plan::plan;
+
+/// Bytes kept of each of the VMM's output streams.
+const OUTPUT_TAIL: usize = 16 << 10;
+/// How long the driver sleeps between two looks at the guest.
+const POLL: Duration = Duration::from_millis(1);
+
+/// How long a run may take: `boot` until the guest's mailbox is found, `total` in all.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Until the payload has opened its handshake.
+    pub boot: Duration,
+    /// The whole run.
+    pub total: Duration,
+}
+
+/// What the run left besides the outcome: the VMM's output, for people.
+#[derive(Clone, Debug, Default)]
+pub struct Transcript {
+    /// The tail of its standard error.
+    pub stderr: String,
+    /// The tail of its standard output.
+    pub stdout: String,
+    /// The guest console, when the VMM wrote it to the console file.
+    pub console: String,
+}
+
+/// Runs `s` on the VMM `launch` starts, in `dir` (the image and console files).
+///
+/// # Errors
+///
+/// Only the harness's own failures (cannot write the image, cannot start the program,
+/// cannot read the VMM's memory): what the VMM does is the outcome.
+pub fn run(
+    s: &Scenario,
+    launch: impl FnOnce(&Guest) -> Launch,
+    dir: &Path,
+    limits: Limits,
+) -> Result<(Outcome, Transcript), String> {
+    let plan = plan(s).map_err(|e| e.to_string())?;
+    let vcpu = plan.vcpus.first().ok_or("no vCPU")?;
+    let mut params = vcpu.params;
+    params.doorbell_gpa = 0;
+    params.rsdp_gpa = 0;
+    let guest = Guest {
+        image: dir.join("ras-guest.img"),
+        bootargs: crate::payload::bootargs(&[params]),
+        ram_mib: Guest::ram_mib(s.guest.memory_mib),
+        vcpus: s.guest.vcpus,
+        console: dir.join("console"),
+    };
+    std::fs::write(&guest.image, crate::payload::IMAGE)
+        .map_err(|e| format!("write {}: {e}", guest.image.display()))?;
+    let l = launch(&guest);
+    let mut child = Command::new(&l.program)
+        .args(&l.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", l.program.display()))?;
+    let stdout = tail_of(child.stdout.take());
+    let stderr = tail_of(child.stderr.take());
+
+    let mut session = Session {
+        s,
+        step_faults: &vcpu.step_faults,
+        target_size: plan.target_size,
+        page_size: crate::fault::host_page_size() as u64,
+        poisoned: Vec::new(),
+        report: None,
+    };
+    let watched = session.watch(&mut child, limits);
+    // Whatever happened, the process is gone before its pages are given back.
+    let _ = kill_group(&child);
+    let status = child.wait().map_err(|e| format!("wait for the VMM: {e}"))?;
+    let given_back = crate::fault::unpoison::unpoison(&session.poisoned);
+    for kept in &given_back.kept {
+        eprintln!(
+            "ras-harness: page {:#x?} stays poisoned: {:?}",
+            kept.page.pfn, kept.why
+        );
+    }
+    let timed_out = watched?;
+    let transcript = Transcript {
+        stderr: joined(stderr),
+        stdout: joined(stdout),
+        console: std::fs::read_to_string(&guest.console).unwrap_or_default(),
+    };
+    let vmm_end = if timed_out {
+        VmmEnd::TimedOut
+    } else {
+        end_of(status, &transcript.stderr)
+    };
+    let guest = match &session.report {
+        Some(r) => GuestReport::from_report(0, r),
+        None => GuestReport::from_report(0, &Report::default()),
+    };
+    Ok((
+        Outcome {
+            vmm_end,
+            host_signals: Vec::new(),
+            guest: vec![guest],
+        },
+        transcript,
+    ))
+}
+
+/// One run's state on the harness's side.
+struct Session<'a> {
+    s: &'a Scenario,
+    step_faults: &'a [Option<usize>],
+    target_size: u64,
+    page_size: u64,
+    poisoned: Vec<PoisonedPage>,
+    report: Option<Report>,
+}
+
+impl Session<'_> {
+    /// Answers the guest until the VMM ends (`Ok(false)`) or a limit passes (`Ok(true)`).
+    fn watch(&mut self, child: &mut Child, limits: Limits) -> Result<bool, String> {
+        let start = Instant::now();
+        let remote = Remote::open(child.id()).map_err(|e| format!("open the VMM's memory: {e}"))?;
+        let (mut ram, mut acked): (Option<GuestRam>, u64) = (None, 0);
+        loop {
+            if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                return Ok(false);
+            }
+            let limit = if ram.is_some() {
+                limits.total
+            } else {
+                limits.boot
+            };
+            if start.elapsed() > limit {
+                return Ok(true);
+            }
+            let Some(found) = ram.or_else(|| remote.find_guest_ram().ok().flatten()) else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            ram = Some(found);
+            // A read that fails means the VMM is going: the next round sees it ended.
+            let Ok(hs) = remote.handshake(&found) else {
+                continue;
+            };
+            if hs.seq == acked {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            if let Ok(r) = remote.report(&found) {
+                self.report = Some(r);
+            }
+            match Doorbell::decode(hs.event).kind() {
+                Some(Event::Ready) => self.poison(&remote, &found, None)?,
+                Some(Event::ReadyForFault) => {
+                    self.poison(&remote, &found, Some(Doorbell::decode(hs.event).step))?
+                }
+                _ => {}
+            }
+            if remote.ack(&found, hs.seq).is_err() {
+                continue;
+            }
+            acked = hs.seq;
+        }
+    }
+
+    /// Poisons the faults due now: at `Ready` (`step` None) those meant before boot, at a
+    /// step's `ReadyForFault` the one that step consumes.
+    fn poison(&mut self, remote: &Remote, ram: &GuestRam, step: Option<u16>) -> Result<(), String> {
+        let due: Vec<usize> = match step {
+            None => (0..self.s.faults.len())
+                .filter(|&i| self.s.faults[i].when == When::BeforeBoot)
+                .collect(),
+            Some(step) => self
+                .step_faults
+                .get(usize::from(step))
+                .copied()
+                .flatten()
+                .filter(|&i| self.s.faults[i].when == When::AtReady)
+                .into_iter()
+                .collect(),
+        };
+        // The guest's own target window: the scenario's pages are offsets from TARGET_BASE.
+        let window = target_window(ram.mailbox - MAILBOXES_OFFSET);
+        for i in due {
+            let gpa = window + (self.s.faults[i].gpa() - TARGET_BASE);
+            let already = self
+                .poisoned
+                .iter()
+                .any(|p| p.hva as u64 == gpa - gpa % self.page_size);
+            if already {
+                continue;
+            }
+            let pfn = remote
+                .poison(ram, gpa, self.page_size, window..window + self.target_size)
+                .map_err(|e| format!("poison {gpa:#x} in the VMM: {e}"))?;
+            self.poisoned.push(PoisonedPage {
+                // The guest page, for the record; unpoisoning needs only the frame.
+                hva: (gpa - gpa % self.page_size) as usize,
+                pfn: Some(pfn),
+                method: Method::HardOffline,
+                page_size: self.page_size as usize,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How the VMM's exit status reads: exit 0 completed; another status a stop, with the last
+/// line it wrote on stderr; a signal a kill.
+fn end_of(status: ExitStatus, stderr: &str) -> VmmEnd {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        return VmmEnd::Killed { signal };
+    }
+    match status.code() {
+        Some(0) => VmmEnd::Completed,
+        code => {
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            VmmEnd::Stopped {
+                message: format!(
+                    "{} (exit status {})",
+                    last.unwrap_or("no message").trim(),
+                    code.map_or("?".into(), |c| c.to_string())
+                ),
+            }
+        }
+    }
+}
+
+fn kill_group(child: &Child) -> std::io::Result<()> {
+    let pgid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    // SAFETY: signals the process group the child leads (process_group(0) at spawn); no
+    // memory is passed.
+    if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+type Tail = (Arc<Mutex<Vec<u8>>>, Option<JoinHandle<()>>);
+
+/// Reads `stream` to its end in a thread, keeping the last [`OUTPUT_TAIL`] bytes.
+fn tail_of(stream: Option<impl Read + Send + 'static>) -> Tail {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let handle = stream.map(|mut stream| {
+        let kept = Arc::clone(&kept);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+                k.extend_from_slice(&buf[..n]);
+                let excess = k.len().saturating_sub(OUTPUT_TAIL);
+                k.drain(..excess);
+            }
+        })
+    });
+    (kept, handle)
+}
+
+fn joined((kept, handle): Tail) -> String {
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
+    let k = kept.lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&k).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn exit_statuses_read_as_vmm_ends() {
+        assert_eq!(end_of(ExitStatus::from_raw(0), ""), VmmEnd::Completed);
+        assert_eq!(
+            end_of(
+                ExitStatus::from_raw(1 << 8),
+                "warning\nqemu-system-aarch64: Hardware memory error!\n\n"
+            ),
+            VmmEnd::Stopped {
+                message: "qemu-system-aarch64: Hardware memory error! (exit status 1)".into()
+            }
+        );
+        assert_eq!(
+            end_of(ExitStatus::from_raw(7), "anything"),
+            VmmEnd::Killed { signal: 7 }
+        );
+    }
+}
