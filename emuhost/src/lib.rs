@@ -10,7 +10,8 @@
 //!
 //! Entry points: [`run`] for a built binary (the `emuhost` binary, a cargo runner, uses
 //! it), [`CrossTarget::relaunch`] for a test or bench that builds itself for aarch64 and
-//! reruns there, [`setup`] to prepare everything ahead.
+//! reruns there, [`setup`] to prepare everything ahead. [`vmm_libkrun`] builds a libkrun
+//! VMM binary to run there.
 
 mod apt;
 mod console;
@@ -22,6 +23,7 @@ mod kernel;
 mod modules;
 mod native;
 mod qemu;
+pub mod vmm_libkrun;
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;

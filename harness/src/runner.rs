@@ -1,7 +1,9 @@
 //! Running one scenario in its own process. Poison is permanent and a SIGBUS can kill, so
-//! each scenario runs in a child (`ras-harness __exec FILE`, [`exec_line`]) that prints one
-//! JSON line; [`run_isolated`] enforces a timeout, turns a crash, a signal or garbage into
-//! [`Verdict::Error`] with the tail of the child's stderr, and judges the outcome.
+//! each scenario runs in a child (`ras-harness __exec FILE --vmm NAME`, [`exec_line`]) that
+//! prints one JSON line; [`run_isolated`] enforces a timeout, turns a crash, a signal or
+//! garbage into [`Verdict::Error`] with the tail of the child's stderr, and judges the
+//! outcome: the reference VMM by the scenario's `expect`, any other VMM by the
+//! [conformance rules](crate::conformance), which every outcome is also checked against.
 //!
 //! The reference VMM runs in that child together with the harness code that reads the
 //! guest's report, so a crash of the child leaves no observation: it is an error, not an
@@ -15,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::conformance::{self, Finding};
 use crate::report::ScenarioResult;
-use crate::scenario::{self, judge, Outcome, Scenario, Verdict};
+use crate::scenario::{self, judge, Mismatch, Outcome, Scenario, Verdict};
+use crate::sut::Sut;
 use crate::vmm::log::VmmLog;
 
 /// Bytes of the child's stderr kept in an error verdict.
@@ -32,8 +36,9 @@ pub enum ExecLine {
     Outcome {
         /// What the guest and the host saw, and how the VMM ended.
         observed: Outcome,
-        /// What the reference VMM says it did.
-        vmm_log: VmmLog,
+        /// What the reference VMM says it did (other VMMs say nothing the harness reads).
+        #[serde(default)]
+        vmm_log: Option<VmmLog>,
     },
     /// The host cannot run the scenario, and why.
     Skip(String),
@@ -41,25 +46,34 @@ pub enum ExecLine {
     Error(String),
 }
 
-/// Runs the scenario at `path` in this process: what `__exec` prints.
-pub fn exec_line(path: &Path) -> ExecLine {
+/// Runs the scenario at `path` on `sut` from this process: what `__exec` prints.
+pub fn exec_line(path: &Path, sut: &Sut) -> ExecLine {
     let s = match scenario::load(path) {
         Ok(s) => s,
         Err(e) => return ExecLine::Error(e.to_string()),
     };
+    if let Some(why) = sut.cannot_express(&s) {
+        return ExecLine::Skip(format!("{sut}: {why}"));
+    }
     let host = crate::host::probe();
     let unmet = scenario::requirements(&s).unmet(&host.support);
     if !unmet.is_empty() {
         return ExecLine::Skip(unmet.join("; "));
     }
-    execute(&s)
+    match sut {
+        Sut::Reference => execute(&s),
+        outside => crate::sut::run_outside(&s, outside),
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
 fn execute(s: &Scenario) -> ExecLine {
     use crate::vmm::{execute, ExecError, Options};
     match execute(s, &Options::default()) {
-        Ok((observed, vmm_log)) => ExecLine::Outcome { observed, vmm_log },
+        Ok((observed, vmm_log)) => ExecLine::Outcome {
+            observed,
+            vmm_log: Some(vmm_log),
+        },
         Err(ExecError::Unsupported(why)) => ExecLine::Skip(why),
         Err(ExecError::Failed(why)) => ExecLine::Error(why),
     }
@@ -88,14 +102,14 @@ pub struct ChildEnd {
     pub stderr: String,
 }
 
-/// Runs `exe __exec path` and judges what comes back; never panics.
-pub fn run_isolated(exe: &Path, path: &Path, timeout: Duration) -> ScenarioResult {
+/// Runs `exe __exec path --vmm sut` and judges what comes back; never panics.
+pub fn run_isolated(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> ScenarioResult {
     let start = Instant::now();
     let (name, run) = match scenario::load(path) {
         Err(e) => (stem(path), Interpreted::error(e.to_string())),
         Ok(s) => {
-            let run = match spawn(exe, path, timeout) {
-                Ok(end) => interpret(&s, &end),
+            let run = match spawn(exe, path, timeout, sut) {
+                Ok(end) => interpret(&s, &end, sut),
                 Err(e) => Interpreted::error(format!("cannot run {}: {e}", exe.display())),
             };
             (s.name, run)
@@ -106,6 +120,7 @@ pub fn run_isolated(exe: &Path, path: &Path, timeout: Duration) -> ScenarioResul
         verdict: run.verdict,
         observed: run.observed,
         vmm_log: run.vmm_log,
+        conformance: run.conformance,
         duration: start.elapsed(),
     }
 }
@@ -117,10 +132,12 @@ fn stem(path: &Path) -> String {
     )
 }
 
-fn spawn(exe: &Path, path: &Path, timeout: Duration) -> std::io::Result<ChildEnd> {
+fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Result<ChildEnd> {
     let mut child = Command::new(exe)
         .arg("__exec")
         .arg(path)
+        .arg("--vmm")
+        .arg(sut.arg())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -179,6 +196,8 @@ pub struct Interpreted {
     pub observed: Option<Outcome>,
     /// The VMM's own log, when there was one.
     pub vmm_log: Option<VmmLog>,
+    /// Every conformance rule's finding on the outcome.
+    pub conformance: Vec<Finding>,
 }
 
 impl Interpreted {
@@ -191,12 +210,14 @@ impl Interpreted {
             verdict,
             observed: None,
             vmm_log: None,
+            conformance: Vec::new(),
         }
     }
 }
 
-/// The verdict on what a child left behind.
-pub fn interpret(s: &Scenario, end: &ChildEnd) -> Interpreted {
+/// The verdict on what a child left behind: for the reference VMM, `s.expect`; for any
+/// other, the conformance rules.
+pub fn interpret(s: &Scenario, end: &ChildEnd, sut: &Sut) -> Interpreted {
     let tail = || {
         let e = end.stderr.trim_end();
         let cut = e.len().saturating_sub(STDERR_TAIL);
@@ -223,11 +244,30 @@ pub fn interpret(s: &Scenario, end: &ChildEnd) -> Interpreted {
     }
     let line = end.stdout.lines().rev().find(|l| !l.trim().is_empty());
     match line.map(serde_json::from_str::<ExecLine>) {
-        Some(Ok(ExecLine::Outcome { observed, vmm_log })) => Interpreted {
-            verdict: judge(s, &observed),
-            observed: Some(observed),
-            vmm_log: Some(vmm_log),
-        },
+        Some(Ok(ExecLine::Outcome { observed, vmm_log })) => {
+            let findings = conformance::check(s, &observed);
+            let verdict = match (sut, conformance::failures(&findings)) {
+                (Sut::Reference, _) => judge(s, &observed),
+                (_, None) => Verdict::Pass,
+                (_, Some(_)) => Verdict::Fail(
+                    findings
+                        .iter()
+                        .filter(|f| f.result == "fail")
+                        .map(|f| Mismatch {
+                            field: format!("conformance.{}", f.rule),
+                            expected: "pass".into(),
+                            observed: f.reason.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                ),
+            };
+            Interpreted {
+                verdict,
+                observed: Some(observed),
+                vmm_log,
+                conformance: findings,
+            }
+        }
         Some(Ok(ExecLine::Skip(why))) => Interpreted::without_outcome(Verdict::Skip(why)),
         Some(Ok(ExecLine::Error(why))) => Interpreted::error(why),
         Some(Err(e)) => Interpreted::error(format!(
@@ -276,22 +316,34 @@ mod tests {
         };
         let line = serde_json::to_string(&ExecLine::Outcome {
             observed: o.clone(),
-            vmm_log: VmmLog::default(),
+            vmm_log: Some(VmmLog::default()),
         })
         .unwrap();
         assert!(line.starts_with(r#"{"outcome":{"observed":{"#), "{line}");
-        let r = interpret(&scenario(), &end(&format!("noise\n{line}\n")));
+        let r = interpret(
+            &scenario(),
+            &end(&format!("noise\n{line}\n")),
+            &Sut::Reference,
+        );
         assert_eq!((r.verdict, r.observed), (Verdict::Pass, Some(o)));
         assert_eq!(r.vmm_log, Some(VmmLog::default()));
-        let r = interpret(&scenario(), &end(r#"{"skip":"no /dev/kvm"}"#));
+        let r = interpret(
+            &scenario(),
+            &end(r#"{"skip":"no /dev/kvm"}"#),
+            &Sut::Reference,
+        );
         assert_eq!(r.verdict, Verdict::Skip("no /dev/kvm".into()));
-        let r = interpret(&scenario(), &end(r#"{"error":"mmap failed"}"#));
+        let r = interpret(
+            &scenario(),
+            &end(r#"{"error":"mmap failed"}"#),
+            &Sut::Reference,
+        );
         assert_eq!(r.verdict, Verdict::Error("mmap failed".into()));
     }
 
     #[test]
     fn garbage_signals_and_timeouts_are_errors_with_the_stderr_tail() {
-        let r = interpret(&scenario(), &end("not json"));
+        let r = interpret(&scenario(), &end("not json"), &Sut::Reference);
         assert!(r.observed.is_none());
         let v = r.verdict;
         assert!(
@@ -304,7 +356,7 @@ mod tests {
             "thread 'main' panicked at src/x.rs:1:1:\nattempt to subtract with overflow\n{}",
             "  frame\n".repeat(1000)
         );
-        let v = interpret(&scenario(), &panicked).verdict;
+        let v = interpret(&scenario(), &panicked, &Sut::Reference).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("panicked at src/x.rs:1:1: attempt to subtract")),
             "{v:?}"
@@ -312,19 +364,19 @@ mod tests {
         let mut killed = end("");
         killed.signal = Some(7);
         killed.code = None;
-        let v = interpret(&scenario(), &killed).verdict;
+        let v = interpret(&scenario(), &killed, &Sut::Reference).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("signal 7")),
             "{v:?}"
         );
         let mut slow = end("");
         slow.timed_out = Some(Duration::from_secs(3));
-        let v = interpret(&scenario(), &slow).verdict;
+        let v = interpret(&scenario(), &slow, &Sut::Reference).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.starts_with("timed out after 3 s")),
             "{v:?}"
         );
-        let v = interpret(&scenario(), &end("")).verdict;
+        let v = interpret(&scenario(), &end(""), &Sut::Reference).verdict;
         assert!(
             matches!(&v, Verdict::Error(r) if r.contains("printed nothing")),
             "{v:?}"
@@ -337,6 +389,7 @@ mod tests {
             Path::new("/nonexistent/ras-harness"),
             Path::new("/nonexistent/x.json"),
             Duration::from_secs(1),
+            &Sut::Reference,
         );
         assert_eq!(r.scenario, "x");
         assert!(matches!(r.verdict, Verdict::Error(_)));
@@ -352,6 +405,7 @@ mod tests {
             Path::new("/nonexistent/ras-harness"),
             &file,
             Duration::from_secs(1),
+            &Sut::Reference,
         );
         assert!(
             matches!(&r.verdict, Verdict::Error(m) if m.contains("cannot run")),

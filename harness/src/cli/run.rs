@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 use emuhost::KernelChoice;
 use ras_harness::report::{KernelReports, Report, ScenarioResult};
 use ras_harness::scenario::Verdict;
+use ras_harness::sut::Sut;
 use ras_harness::{host, runner, scenario};
 
 /// Seconds an emulated run may take per scenario, on top of 120 s for set-up and boot,
@@ -48,6 +49,16 @@ pub struct RunArgs {
     /// --out).
     #[arg(long)]
     quiet: bool,
+    /// The VMM under test: `reference` (the harness's own, judged by each scenario's
+    /// `expect`), or a VMM process judged by the conformance rules (docs/conformance.md):
+    /// `qemu` (Debian trixie's arm64 QEMU, fetched on first use), `qemu:SUITE` (bookworm,
+    /// bookworm-backports, trixie, sid), `qemu=PATH` (a qemu-system-aarch64 of your own),
+    /// `libkrun` (built on first use), or `exec='COMMAND TEMPLATE'` for any VMM that boots
+    /// an arm64 Image with a device tree: {image}, {bootargs}, {ram_mib}, {vcpus} and
+    /// {console} are filled in. Scenarios a VMM cannot be told to run are skipped with the
+    /// reason.
+    #[arg(long, default_value = "reference", value_name = "VMM", value_parser = Sut::parse)]
+    vmm: Sut,
 }
 
 /// The kernels of `--kernel`, in the order given.
@@ -89,6 +100,9 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         eprintln!("{} scenarios", scenarios.len());
         return Ok(0);
     }
+    if !emuhost::in_emulated_host() {
+        ras_harness::sut::prepare(&args.vmm)?;
+    }
     if let Some(Kernels(kernels)) = &args.kernel {
         return run_kernels(&args, &scenarios, kernels);
     }
@@ -111,7 +125,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
     let mut results = Vec::with_capacity(total);
     for (i, (path, s)) in scenarios.iter().enumerate() {
         eprint!("[{:>3}/{total}] {:<40} ", i + 1, s.name);
-        let result = runner::run_isolated(&exe, path, timeout);
+        let result = runner::run_isolated(&exe, path, timeout, &args.vmm);
         eprintln!(
             "{:<5} {:>6.2} s",
             result.verdict.kind(),
@@ -210,6 +224,7 @@ fn broken_run(scenarios: &[(PathBuf, scenario::Scenario)], why: &str) -> Report 
                 verdict: Verdict::Error(why.to_owned()),
                 observed: None,
                 vmm_log: None,
+                conformance: Vec::new(),
                 duration: Duration::ZERO,
             })
             .collect(),

@@ -14,6 +14,7 @@ use clap::Args;
 use ras_harness::fault::unpoison::hardware_corrupted_kib;
 use ras_harness::runner;
 use ras_harness::scenario::VerdictKind;
+use ras_harness::sut::Sut;
 
 /// RSS growth allowed between the end of round 1 and the end of the last round: allocator
 /// noise, not a leak per scenario (a leak of one report per scenario would exceed it).
@@ -91,7 +92,7 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
             seconds: 0.0,
         };
         for (path, s) in &scenarios {
-            let result = runner::run_isolated(&exe, path, timeout);
+            let result = runner::run_isolated(&exe, path, timeout, &Sut::Reference);
             let kind = result.verdict.kind();
             match kind {
                 VerdictKind::Pass => round.pass += 1,

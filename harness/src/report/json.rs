@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Report, ScenarioResult, Summary};
+use crate::conformance::Finding;
 use crate::scenario::{Mismatch, Outcome, Verdict, VerdictKind};
 use crate::vmm::log::VmmLog;
 
@@ -32,6 +33,9 @@ struct JsonResult {
     time_ms: u64,
     observed: Option<Outcome>,
     vmm_log: Option<VmmLog>,
+    /// Each conformance rule's finding on `observed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    conformance: Vec<Finding>,
 }
 
 impl From<&Report> for JsonReport {
@@ -57,6 +61,7 @@ impl From<&ScenarioResult> for JsonResult {
             time_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
             observed: r.observed.clone(),
             vmm_log: r.vmm_log.clone(),
+            conformance: r.conformance.clone(),
         }
     }
 }
@@ -84,6 +89,7 @@ impl TryFrom<JsonResult> for ScenarioResult {
             verdict,
             observed: r.observed,
             vmm_log: r.vmm_log,
+            conformance: r.conformance,
             duration: Duration::from_millis(r.time_ms),
         })
     }

@@ -11,6 +11,7 @@ pub use kernels::KernelReports;
 
 use std::time::Duration;
 
+use crate::conformance::Finding;
 use crate::scenario::{Outcome, Verdict, VerdictKind};
 use crate::vmm::log::VmmLog;
 
@@ -34,6 +35,8 @@ pub struct ScenarioResult {
     pub observed: Option<Outcome>,
     /// What the VMM says it did, when it says (the reference VMM); never judged.
     pub vmm_log: Option<VmmLog>,
+    /// Each conformance rule's finding on `observed` (empty without an outcome).
+    pub conformance: Vec<Finding>,
     /// Wall-clock time of the scenario, setup and teardown included.
     pub duration: Duration,
 }

@@ -7,6 +7,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 use super::*;
+use crate::conformance::Finding;
 use crate::fault::SigbusCode;
 use crate::formats::cper::{memory_error_record, Profile, Severity};
 use crate::scenario::{
@@ -72,6 +73,11 @@ fn report() -> Report {
                 verdict: Verdict::Pass,
                 observed: Some(observed(0x9600_0410, 0x200)),
                 vmm_log: vmm_log(0x9600_0410),
+                conformance: vec![Finding {
+                    rule: "no-crash".into(),
+                    result: "pass".into(),
+                    reason: None,
+                }],
                 duration: Duration::from_millis(1234),
             },
             ScenarioResult {
@@ -90,6 +96,7 @@ fn report() -> Report {
                 ]),
                 observed: Some(observed(0x9600_0410, 0x200)),
                 vmm_log: vmm_log(0x9600_0410),
+                conformance: Vec::new(),
                 duration: Duration::from_millis(987),
             },
             ScenarioResult {
@@ -97,6 +104,7 @@ fn report() -> Report {
                 verdict: Verdict::Skip("needs 1 free 1 GiB hugetlb pages, the host has 0".into()),
                 observed: None,
                 vmm_log: None,
+                conformance: Vec::new(),
                 duration: Duration::from_millis(0),
             },
             ScenarioResult {
@@ -106,6 +114,7 @@ fn report() -> Report {
                 ),
                 observed: None,
                 vmm_log: None,
+                conformance: Vec::new(),
                 duration: Duration::from_millis(30_002),
             },
         ],

@@ -527,7 +527,7 @@ mod untrusted_input {
                 stdout: stdout.clone(),
                 stderr: stderr.into_iter().collect(),
             };
-            let verdict = interpret(&s, &end).verdict;
+            let verdict = interpret(&s, &end, &crate::sut::Sut::Reference).verdict;
             if signal.is_some() || !stdout.contains('{') {
                 prop_assert!(matches!(verdict, Verdict::Error(_)), "{verdict:?}");
             }

@@ -70,6 +70,17 @@ impl Sut {
         })
     }
 
+    /// The `--vmm` value that names this VMM again (what `__exec` is given).
+    pub fn arg(&self) -> String {
+        match self {
+            Self::Reference => "reference".into(),
+            Self::QemuDebian(suite) => format!("qemu:{suite}"),
+            Self::QemuPath(p) => format!("qemu={}", p.display()),
+            Self::Libkrun => "libkrun".into(),
+            Self::Exec(t) => format!("exec={t}"),
+        }
+    }
+
     /// The name reports and baselines use: `reference`, `qemu-trixie`, `qemu` (a binary of
     /// one's own), `libkrun`, `exec`.
     pub fn name(&self) -> String {
@@ -108,6 +119,96 @@ impl Sut {
             return None;
         };
         Some(why.into())
+    }
+}
+
+/// How long an outside VMM may take to show the payload's handshake, and to run in all.
+#[cfg(target_os = "linux")]
+const LIMITS: driver::Limits = driver::Limits {
+    boot: std::time::Duration::from_secs(30),
+    total: std::time::Duration::from_secs(45),
+};
+
+/// Runs `s` on `sut`, a VMM process of its own, and returns what `__exec` prints.
+#[cfg(target_os = "linux")]
+pub fn run_outside(s: &Scenario, sut: &Sut) -> crate::runner::ExecLine {
+    use crate::runner::ExecLine;
+    let dir = std::env::temp_dir().join(format!("ras-harness-vmm-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return ExecLine::Error(format!("{}: {e}", dir.display()));
+    }
+    let run = launcher(sut).and_then(|launch| driver::run(s, launch, &dir, LIMITS));
+    let _ = std::fs::remove_dir_all(&dir);
+    match run {
+        Ok((observed, _)) => ExecLine::Outcome {
+            observed,
+            vmm_log: None,
+        },
+        Err(why) => ExecLine::Error(why),
+    }
+}
+
+/// Off Linux no VMM process can be driven.
+#[cfg(not(target_os = "linux"))]
+pub fn run_outside(_: &Scenario, sut: &Sut) -> crate::runner::ExecLine {
+    crate::runner::ExecLine::Skip(format!("{sut}: driving a VMM process needs Linux"))
+}
+
+/// What starts a VMM for one guest.
+#[cfg(target_os = "linux")]
+type Launcher = Box<dyn FnOnce(&command::Guest) -> command::Launch>;
+
+/// How `sut` is started for a guest.
+#[cfg(target_os = "linux")]
+fn launcher(sut: &Sut) -> Result<Launcher, String> {
+    match sut.clone() {
+        Sut::Exec(template) => Ok(Box::new(move |g| command::exec(&template, g))),
+        Sut::QemuPath(program) => Ok(Box::new(move |g| {
+            command::qemu(
+                command::Launch {
+                    program,
+                    args: Vec::new(),
+                },
+                g,
+            )
+        })),
+        Sut::QemuDebian(suite) => Err(format!("qemu:{suite} is not installed")),
+        Sut::Libkrun => {
+            let driver = emuhost::vmm_libkrun::driver_path(&cache_dir()?);
+            if !driver.is_file() {
+                return Err(format!(
+                    "{} is missing: `ras-harness run --vmm libkrun` builds it",
+                    driver.display()
+                ));
+            }
+            Ok(Box::new(move |g| command::libkrun(&driver, g)))
+        }
+        Sut::Reference => Err("the reference VMM runs in process".into()),
+    }
+}
+
+/// Where the emulated host's cache (and so the VMM binaries) is.
+fn cache_dir() -> Result<PathBuf, String> {
+    emuhost::RunOptions::from_env()
+        .map(|o| o.cache_dir)
+        .map_err(|e| e.to_string())
+}
+
+/// Fetches or builds what `sut` runs, before anything is run (on the machine with the
+/// network and the toolchain, outside the emulated host).
+///
+/// # Errors
+///
+/// Why it cannot be had.
+pub fn prepare(sut: &Sut) -> Result<(), String> {
+    match sut {
+        Sut::Libkrun => emuhost::vmm_libkrun::ensure_driver(&cache_dir()?)
+            .map(drop)
+            .map_err(|e| format!("--vmm libkrun: {e}")),
+        Sut::QemuPath(p) if !p.is_file() => {
+            Err(format!("--vmm qemu={}: no such file", p.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::fault::host_page_size;
 use ras_harness::runner::run_isolated;
+use ras_harness::sut::Sut;
 use ras_harness::scenario::{self, normalise, Outcome, Verdict};
 use ras_harness::vmm::log::VmmLog;
 
@@ -60,7 +61,7 @@ fn bad_input() -> Vec<Trial> {
             let path = bad.join(format!("{file}.json"));
             Trial::test(format!("scenario::bad-input::{file}"), move || {
                 let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
-                let r = run_isolated(exe, &path, TIMEOUT);
+                let r = run_isolated(exe, &path, TIMEOUT, &Sut::Reference);
                 match &r.verdict {
                     Verdict::Error(why) if why.contains(want) => Ok(()),
                     other => Err(format!("expected an error with {want:?}, got {other:?}").into()),
@@ -119,7 +120,7 @@ fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
 fn run(path: &Path) -> Result<Completion, Failed> {
     let s = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
     let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
-    let result = run_isolated(exe, path, TIMEOUT);
+    let result = run_isolated(exe, path, TIMEOUT, &Sut::Reference);
     let pretty = |o: &Option<Outcome>| {
         o.as_ref()
             .and_then(|o| serde_json::to_string_pretty(o).ok())
