@@ -107,9 +107,17 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
         r.step = r.steps_done;
         (r.steps_done, r.exception_count)
     });
+    // Through the doorbell, Done is written after ringing: vCPU 0 waits for it before its
+    // SYSTEM_OFF, so no doorbell is lost. Through the handshake, before: the host reads
+    // the report when the announcement arrives, and may never see it again.
+    let handshake = params.doorbell_gpa == 0;
+    if handshake {
+        mb.with_report(|r| r.state = State::Done as u32);
+    }
     ring(mb, Doorbell::new(Event::Done, done as u16, exceptions));
-    // After the announcement: vCPU 0 waits for this state, so it is never lost.
-    mb.with_report(|r| r.state = State::Done as u32);
+    if !handshake {
+        mb.with_report(|r| r.state = State::Done as u32);
+    }
     if mb.is_first() {
         mb.wait_for_other_vcpus(params.vcpus);
         platform::system_off(mb)

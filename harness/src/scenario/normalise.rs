@@ -1,8 +1,8 @@
 //! What a snapshot of a run keeps: the outcome with only what varies between runs and host
 //! kernels normalised, each rule checked before it is applied, so that one baseline holds
 //! on every kernel and a change of behaviour still shows as a diff. Used by the scenario
-//! trials (snapshots/scenarios/) and by anything else that keeps a baseline of a VMM's
-//! behaviour; the run report keeps the raw values.
+//! trials (snapshots/scenarios/) and by the baselines of other VMMs (snapshots/vmm/,
+//! [`vmm_baseline`]); the run report keeps the raw values.
 //!
 //! The rules:
 //! - the poisoning thread's own BUS_MCEERR_AR, which Linux sends from about 6.11 (seen on
@@ -64,6 +64,25 @@ pub fn snapshot(
         "observed": observed,
         "vmm_log": { "injections": injections, "records_written": log.records.len() },
     }))
+}
+
+/// The baseline of a run of `s` on a VMM other than the reference: `{ "observed": ...,
+/// "conformance": [...] }`, the outcome normalised as above. Such a VMM is a process of its
+/// own whose signals the harness does not see (`host_signals` is empty) and whose account
+/// is not read, so only the ESR and ELR rules apply.
+///
+/// # Errors
+///
+/// An ESR whose upper half is neither 0 nor a sign extension.
+pub fn vmm_baseline(
+    observed: &Outcome,
+    conformance: &[crate::conformance::Finding],
+) -> Result<Value, String> {
+    let mut o = observed.clone();
+    keep_esr_low_half(&mut o)?;
+    let mut observed = serde_json::to_value(&o).map_err(|e| e.to_string())?;
+    name_elr(&mut observed);
+    Ok(json!({ "observed": observed, "conformance": conformance }))
 }
 
 /// `(major, minor)` of a kernel release such as `6.12.48+deb13-arm64`; 0 for what does not

@@ -143,12 +143,27 @@ impl Session<'_> {
     /// Answers the guest until the VMM ends (`Ok(false)`) or a limit passes (`Ok(true)`).
     fn watch(&mut self, child: &mut Child, limits: Limits) -> Result<bool, String> {
         let start = Instant::now();
-        let remote = Remote::open(child.id()).map_err(|e| format!("open the VMM's memory: {e}"))?;
-        let (mut ram, mut acked): (Option<GuestRam>, u64) = (None, 0);
+        let (mut remote, mut ram, mut acked): (Option<Remote>, Option<GuestRam>, u64) =
+            (None, None, 0);
         loop {
             if child.try_wait().map_err(|e| e.to_string())?.is_some() {
                 return Ok(false);
             }
+            // Opened once the process is known to be running (it may end at once).
+            let remote = match &remote {
+                Some(r) => r,
+                None => {
+                    let opened = Remote::open(child.id()).map_err(|e| match child.try_wait() {
+                        Ok(Some(_)) => None,
+                        _ => Some(format!("open the VMM's memory: {e}")),
+                    });
+                    match opened {
+                        Ok(r) => remote.insert(r),
+                        Err(None) => return Ok(false),
+                        Err(Some(why)) => return Err(why),
+                    }
+                }
+            };
             let limit = if ram.is_some() {
                 limits.total
             } else {
@@ -174,9 +189,9 @@ impl Session<'_> {
                 self.report = Some(r);
             }
             match Doorbell::decode(hs.event).kind() {
-                Some(Event::Ready) => self.poison(&remote, &found, None)?,
+                Some(Event::Ready) => self.poison(remote, &found, None)?,
                 Some(Event::ReadyForFault) => {
-                    self.poison(&remote, &found, Some(Doorbell::decode(hs.event).step))?
+                    self.poison(remote, &found, Some(Doorbell::decode(hs.event).step))?
                 }
                 _ => {}
             }

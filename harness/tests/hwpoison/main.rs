@@ -10,7 +10,32 @@
 
 use std::process::ExitCode;
 
+use ras_harness::sut::Sut;
+
+/// Set in a child of this test binary to make it a VMM that misbehaves
+/// (vmms::fake_vmm).
+#[cfg(target_arch = "aarch64")]
+const FAKE_VMM: &str = "RAS_TEST_FAKE_VMM";
+
+/// The VMMs besides the reference whose behaviour is kept as baselines (vmms.rs), fetched
+/// or built before the trials run.
+fn baselined() -> Vec<Sut> {
+    vec![Sut::Libkrun]
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_arch = "aarch64")]
+    if let Ok(behaviour) = std::env::var(FAKE_VMM) {
+        vmms::fake_vmm(&behaviour);
+    }
+    if !emuhost::in_emulated_host() {
+        for sut in baselined() {
+            if let Err(e) = ras_harness::sut::prepare(&sut) {
+                eprintln!("hwpoison: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     #[cfg(target_arch = "aarch64")]
     if emuhost::kvm_available() || emuhost::in_emulated_host() {
         let mut args = libtest_mimic::Arguments::from_args();
@@ -24,6 +49,7 @@ fn main() -> ExitCode {
         trials.extend(safety::trials());
         trials.extend(guest_control::trials());
         trials.extend(wrong_vmm::trials());
+        trials.extend(vmms::trials());
         let list = args.list;
         let conclusion = libtest_mimic::run(&args, trials);
         // Everything ignored (no root, say) or filtered away is not a pass.
@@ -74,5 +100,7 @@ mod payload;
 mod safety;
 #[cfg(target_arch = "aarch64")]
 mod scenarios;
+#[cfg(target_arch = "aarch64")]
+mod vmms;
 #[cfg(target_arch = "aarch64")]
 mod wrong_vmm;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::fault::host_page_size;
 use ras_harness::runner::run_isolated;
-use ras_harness::sut::Sut;
 use ras_harness::scenario::{self, normalise, Outcome, Verdict};
+use ras_harness::sut::Sut;
 use ras_harness::vmm::log::VmmLog;
 
 /// Per scenario, boot to power-off included; a run takes a few seconds under TCG.

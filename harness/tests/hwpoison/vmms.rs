@@ -1,0 +1,156 @@
+//! Other VMMs as systems under test, driven as processes (`ras_harness::sut`).
+//!
+//! - `vmm::<name>::<scenario>`: every scenario a baselined VMM can be told to run, on the
+//!   real VMM binary, judged by the conformance rules, its outcome and findings kept as that
+//!   VMM's baseline (snapshots/vmm/<name>/<scenario>.snap): a change of the VMM's behaviour
+//!   is a snapshot diff, whatever the rules say of it.
+//! - `vmm::driver::*`: the driver on VMMs that misbehave before the guest runs (one that
+//!   never boots it, one that aborts), and the page a crashing VMM leaves poisoned.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libtest_mimic::{Completion, Failed, Trial};
+use ras_harness::fault::unpoison::hardware_corrupted_kib;
+use ras_harness::runner::run_isolated;
+use ras_harness::scenario::{self, normalise, GuestState, VmmEnd};
+use ras_harness::sut::command::{Guest, Launch};
+use ras_harness::sut::{driver, Sut};
+
+/// Per scenario, as for the reference VMM's trials.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// What the driver trials allow a VMM that never shows the guest.
+const SHORT: driver::Limits = driver::Limits {
+    boot: Duration::from_secs(2),
+    total: Duration::from_secs(4),
+};
+use super::FAKE_VMM;
+
+pub fn trials() -> Vec<Trial> {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "scenarios"]
+        .iter()
+        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    let mut trials = Vec::new();
+    for sut in super::baselined() {
+        for path in &files {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let (sut, path) = (sut.clone(), path.clone());
+            trials.push(Trial::ignorable_test(
+                format!("vmm::{}::{stem}", sut.name()),
+                move || baseline(&sut, &path),
+            ));
+        }
+    }
+    trials.push(Trial::ignorable_test(
+        "vmm::driver::a_vmm_that_never_shows_the_guest_times_out",
+        || misbehaving("hang", VmmEnd::TimedOut),
+    ));
+    trials.push(Trial::ignorable_test(
+        "vmm::driver::a_vmm_that_aborts_is_killed_by_its_signal",
+        || misbehaving("abort", VmmEnd::Killed { signal: 6 }),
+    ));
+    trials.push(Trial::ignorable_test(
+        "vmm::driver::a_vmm_killed_by_the_poison_leaves_no_page_poisoned",
+        killed_vmm_gives_the_page_back,
+    ));
+    trials
+}
+
+/// Runs `path` on `sut` and compares the outcome and findings with its baseline.
+fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
+    let s = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
+    let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
+    let r = run_isolated(exe, path, TIMEOUT, sut);
+    let observed = match (&r.verdict, r.observed) {
+        (scenario::Verdict::Skip(why), _) => return Ok(Completion::ignored_with(why.clone())),
+        (_, Some(o)) => o,
+        (v, None) => {
+            return Err(format!("{:?}: {}", v.kind(), v.reason().unwrap_or_default()).into())
+        }
+    };
+    let snapshot = normalise::vmm_baseline(&observed, &r.conformance)?;
+    let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
+    let dir: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "snapshots",
+        "vmm",
+        &sut.name(),
+    ]
+    .iter()
+    .collect();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(dir);
+    settings.set_prepend_module_to_snapshot(false);
+    // The scenario's own description is about the reference VMM's configuration.
+    settings.set_description(format!("{} on {}", s.name, sut.name()));
+    settings.set_omit_expression(true);
+    let name = s.name.clone();
+    settings.bind(|| insta::assert_snapshot!(name, text));
+    Ok(Completion::Completed)
+}
+
+/// This test binary started as a VMM that `behaviour`s: its outcome is `expected`, and its
+/// process is gone afterwards.
+fn misbehaving(behaviour: &str, expected: VmmEnd) -> Result<Completion, Failed> {
+    let s = scenario::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/dtb-sea.json"
+    )))
+    .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("ras-fake-vmm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    // The trials run one at a time (main.rs), so no other thread reads the environment.
+    std::env::set_var(FAKE_VMM, behaviour);
+    let launch = |_: &Guest| Launch {
+        program: me,
+        args: Vec::new(),
+    };
+    let run = driver::run(&s, launch, &dir, SHORT);
+    std::env::remove_var(FAKE_VMM);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (outcome, _) = run?;
+    assert_eq!(outcome.vmm_end, expected);
+    assert_eq!(
+        outcome.guest[0].state,
+        GuestState::NotStarted,
+        "no guest ran"
+    );
+    Ok(Completion::Completed)
+}
+
+/// A VMM that dies of the guest's memory error (libkrun has no SIGBUS handler) leaves the
+/// host with no more corrupted memory than before: the driver gives the page back.
+fn killed_vmm_gives_the_page_back() -> Result<Completion, Failed> {
+    let Ok(before) = hardware_corrupted_kib() else {
+        return Ok(Completion::ignored_with(
+            "no HardwareCorrupted in /proc/meminfo",
+        ));
+    };
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/dtb-sea.json"
+    ));
+    let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
+    let r = run_isolated(exe, path, TIMEOUT, &Sut::Libkrun);
+    let outcome = r.observed.ok_or_else(|| format!("{:?}", r.verdict))?;
+    assert_eq!(outcome.vmm_end, VmmEnd::Killed { signal: 7 });
+    assert_eq!(hardware_corrupted_kib().map_err(|e| e.to_string())?, before);
+    Ok(Completion::Completed)
+}
+
+/// What this binary does when started as a fake VMM: hang (never boot a guest) or abort.
+pub fn fake_vmm(behaviour: &str) -> ! {
+    match behaviour {
+        "abort" => std::process::abort(),
+        _ => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+}
