@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::apt::Apt;
+use crate::apt::{self, Apt};
 use crate::cpio::Archive;
 use crate::error::{setup_io, Error};
 use crate::modules;
@@ -24,6 +24,11 @@ pub const KERNEL_VAR: &str = "RAS_HOST_KERNEL";
 /// The Debian mirror; a local mirror or snapshot.debian.org can stand in.
 pub const MIRROR_VAR: &str = "RAS_EMU_MIRROR";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// The Debian mirror: [`MIRROR_VAR`], else deb.debian.org.
+pub(crate) fn mirror() -> String {
+    std::env::var(MIRROR_VAR).unwrap_or_else(|_| DEFAULT_MIRROR.into())
+}
 
 /// The kernels the emulated host can boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,23 +171,17 @@ fn wanted_modules() -> String {
 }
 
 fn fetch(choice: KernelChoice, cache: &Path, dir: &Path) -> Result<(), Error> {
-    let mirror = std::env::var(MIRROR_VAR).unwrap_or_else(|_| DEFAULT_MIRROR.into());
+    let mirror = mirror();
     let apt = Apt::new(
         &cache.join("apt").join(choice.suite()),
         &mirror,
-        choice.suite(),
+        &[choice.suite()],
     )?;
     progress!(
         "fetching the arm64 package lists of Debian {} from {mirror}",
         choice.suite()
     );
     apt.update()?;
-    if !apt.has_lists() {
-        return Err(Error::Setup(format!(
-            "apt-get update fetched no package list for {}",
-            choice.suite()
-        )));
-    }
     let packages = resolve(&apt, choice)?;
     progress!("downloading {}", packages.join(" "));
     let work = dir.with_extension("tmp");
@@ -190,20 +189,7 @@ fn fetch(choice: KernelChoice, cache: &Path, dir: &Path) -> Result<(), Error> {
     let _ = fs::remove_dir_all(&work);
     let debs = apt.download(&packages, &work.join("debs"))?;
     let root = work.join("root");
-    for deb in &debs {
-        let status = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(deb)
-            .arg(&root)
-            .status()
-            .map_err(|e| Error::Setup(format!("cannot run dpkg-deb: {e}")))?;
-        if !status.success() {
-            return Err(Error::Setup(format!(
-                "dpkg-deb -x {} failed",
-                deb.display()
-            )));
-        }
-    }
+    apt::extract(&debs, &root)?;
     progress!("checking and packing the kernel");
     let found = Extracted::find(&root)?;
     let config = fs::read_to_string(&found.config).map_err(setup_io(found.config.display()))?;

@@ -10,13 +10,15 @@
 //!
 //! Entry points: [`run`] for a built binary (the `emuhost` binary, a cargo runner, uses
 //! it), [`CrossTarget::relaunch`] for a test or bench that builds itself for aarch64 and
-//! reruns there, [`setup`] to prepare everything ahead. [`vmm_libkrun`] builds a libkrun
-//! VMM binary to run there.
+//! reruns there, [`setup`] to prepare everything ahead. The VMMs to test run there too:
+//! [`vmm_qemu`] unpacks Debian's arm64 QEMU of a chosen suite, [`vmm_libkrun`] builds a
+//! libkrun VMM binary.
 
 mod apt;
 mod console;
 mod cpio;
 mod cross;
+mod elf;
 mod error;
 mod initramfs;
 mod kernel;
@@ -24,6 +26,7 @@ mod modules;
 mod native;
 mod qemu;
 pub mod vmm_libkrun;
+pub mod vmm_qemu;
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -37,6 +40,7 @@ pub use error::Error;
 pub use kernel::{Kernel, KernelChoice, KERNEL_VAR, MIRROR_VAR};
 pub use native::{in_emulated_host, is_root, kvm_available};
 pub use qemu::QEMU_VAR;
+pub use vmm_qemu::{QemuInstall, QemuSuite};
 
 /// A progress or warning line on stderr.
 macro_rules! progress {
@@ -110,6 +114,9 @@ pub struct RunOptions {
     /// The binary's environment (besides PATH, HOME and RAS_EMU_GUEST=1 set by init).
     pub env: Vec<(OsString, OsString)>,
     pub hugepages: u32,
+    /// More newc archives appended to the emulated host's initramfs, so that what they hold
+    /// is in its RAM rather than read over the share (e.g. [`QemuInstall::initramfs`]).
+    pub initramfs_parts: Vec<PathBuf>,
     /// 1 GiB huge pages reserved at boot ([`GIGANTIC_VAR`]).
     pub gigantic: u32,
     pub cache_dir: PathBuf,
@@ -172,6 +179,7 @@ impl RunOptions {
             workspace,
             env,
             hugepages,
+            initramfs_parts: Vec::new(),
             gigantic,
             verbose: flag(VERBOSE_VAR),
         })
@@ -214,13 +222,20 @@ pub fn setup(
     cache_dir: &Path,
     refresh: bool,
 ) -> Result<(PathBuf, Kernel), Error> {
+    let _lock = lock_cache(cache_dir)?;
+    let qemu = qemu::find_or_install()?;
+    let kernel = kernel::ensure(choice, cache_dir, refresh)?;
+    Ok((qemu, kernel))
+}
+
+/// Takes `cache_dir`'s set-up lock (setup.lock, created with the directory if need be):
+/// concurrent set-ups wait for each other until the returned file is dropped.
+pub(crate) fn lock_cache(cache_dir: &Path) -> Result<std::fs::File, Error> {
     std::fs::create_dir_all(cache_dir).map_err(error::setup_io(cache_dir.display()))?;
     let lock_path = cache_dir.join("setup.lock");
     let lock = std::fs::File::create(&lock_path).map_err(error::setup_io(lock_path.display()))?;
     lock.lock().map_err(error::setup_io(lock_path.display()))?;
-    let qemu = qemu::find_or_install()?;
-    let kernel = kernel::ensure(choice, cache_dir, refresh)?;
-    Ok((qemu, kernel))
+    Ok(lock)
 }
 
 /// Runs `exe` with `args` as root on an arm64 KVM host and returns its exit status: here
@@ -286,6 +301,9 @@ pub fn run_emulated(
         std::fs::read(&kernel.modules_cpio)
             .map_err(error::setup_io(kernel.modules_cpio.display()))?,
     );
+    for part in &opts.initramfs_parts {
+        image.extend(std::fs::read(part).map_err(error::setup_io(part.display()))?);
+    }
     std::fs::write(&initrd, image).map_err(error::setup_io(initrd.display()))?;
 
     let boot = qemu::Boot {

@@ -5,15 +5,20 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use emuhost::{Error, KernelChoice, RunOptions};
+use emuhost::{Error, KernelChoice, QemuSuite, RunOptions};
 
 const USAGE: &str = "\
 usage: emuhost [--kernel NAME] [--timeout SECS] [--emulate] [--verbose] [--] EXECUTABLE [ARGS...]
        emuhost setup [--kernel NAME] [--refresh]
+       emuhost setup-qemu [--suite SUITE] [--refresh]
 
 Runs EXECUTABLE (aarch64 Linux) with ARGS as root: directly on an arm64 host with /dev/kvm,
 otherwise in an emulated arm64 KVM host (QEMU TCG), and exits with its exit status.
 `setup` installs QEMU and fetches the kernel ahead (--refresh: fetch the newest again).
+`setup-qemu` unpacks Debian's arm64 QEMU of SUITE (bookworm, bookworm-backports, trixie
+(default), sid) with its libraries, to run inside the emulated host, and prints the command
+prefix that runs it there (first line; from the share, slow to start), its version, and an
+initramfs part with the prefix that runs QEMU from it (`staged`, fast).
 
   --kernel NAME   stable (default; Debian trixie, 6.12), bookworm (6.1), sid, sid-16k
                   (also RAS_HOST_KERNEL)
@@ -35,6 +40,8 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
     let mut opts = RunOptions::from_env()?;
     let mut it = args.into_iter();
     let mut setup = false;
+    let mut setup_qemu = false;
+    let mut suite = QemuSuite::Trixie;
     let mut refresh = false;
     let mut exe = None;
     while let Some(arg) = it.next() {
@@ -45,6 +52,7 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
         };
         match arg.to_str() {
             Some("--kernel") => opts.kernel = KernelChoice::parse(&value("--kernel")?)?,
+            Some("--suite") => suite = QemuSuite::parse(&value("--suite")?)?,
             Some("--timeout") => {
                 let v = value("--timeout")?;
                 let secs = v
@@ -59,7 +67,8 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
                 println!("{USAGE}");
                 return Ok(0);
             }
-            Some("setup") if !setup && exe.is_none() => setup = true,
+            Some("setup") if !setup && !setup_qemu && exe.is_none() => setup = true,
+            Some("setup-qemu") if !setup && !setup_qemu && exe.is_none() => setup_qemu = true,
             Some("--") => {
                 exe = it.next();
                 break;
@@ -73,6 +82,16 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
             }
         }
     }
+    if setup_qemu {
+        let install = emuhost::vmm_qemu::ensure(suite, &opts.cache_dir, refresh)?;
+        println!("{}", shell_words(&install.prefix()));
+        println!("version {}", install.version);
+        println!("suite {}", install.suite.name());
+        println!("packages {}", install.packages.len());
+        println!("initramfs {}", install.initramfs.display());
+        println!("staged {}", shell_words(&install.staged().prefix()));
+        return Ok(0);
+    }
     if setup {
         let (qemu, kernel) = emuhost::setup(opts.kernel, &opts.cache_dir, refresh)?;
         println!("qemu {}", qemu.display());
@@ -85,4 +104,35 @@ fn run(args: Vec<OsString>) -> Result<i32, Error> {
     let exe = exe.ok_or(Error::Config(format!("no executable given\n{USAGE}")))?;
     let rest: Vec<OsString> = it.collect();
     emuhost::run(exe.as_ref(), &rest, &opts)
+}
+
+/// `words` as one line a POSIX shell reads back as them: each quoted unless it is plainly
+/// safe.
+fn shell_words(words: &[OsString]) -> String {
+    let quote = |w: &OsString| {
+        let w = w.to_string_lossy();
+        let plain = !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c));
+        if plain {
+            w.into_owned()
+        } else {
+            format!("'{}'", w.replace('\'', "'\\''"))
+        }
+    };
+    words.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_a_shell_when_needed() {
+        let words = ["/r/ld.so", "--library-path", "/a b:/c", "it's", ""].map(OsString::from);
+        assert_eq!(
+            shell_words(&words),
+            "/r/ld.so --library-path '/a b:/c' 'it'\\''s' ''"
+        );
+    }
 }
