@@ -59,6 +59,8 @@ pub const HUGEPAGES_VAR: &str = "RAS_EMU_HUGEPAGES";
 pub const GIGANTIC_VAR: &str = "RAS_EMU_GIGANTIC";
 /// Where QEMU's kernels and the aarch64 builds are cached (default target/emuhost).
 pub const CACHE_VAR: &str = "RAS_EMU_CACHE";
+/// More initramfs parts ([`RunOptions::initramfs_parts`]), as a path list.
+pub const INITRAMFS_VAR: &str = "RAS_EMU_INITRAMFS";
 /// "1": emulate even on an arm64 host with /dev/kvm.
 pub const EMULATE_VAR: &str = "RAS_EMU_FORCE";
 /// "1": report set-up and boot timings on stderr.
@@ -115,7 +117,8 @@ pub struct RunOptions {
     pub env: Vec<(OsString, OsString)>,
     pub hugepages: u32,
     /// More newc archives appended to the emulated host's initramfs, so that what they hold
-    /// is in its RAM rather than read over the share (e.g. [`QemuInstall::initramfs`]).
+    /// is in its RAM rather than read over the share (e.g. [`QemuInstall::initramfs`]);
+    /// from [`INITRAMFS_VAR`].
     pub initramfs_parts: Vec<PathBuf>,
     /// 1 GiB huge pages reserved at boot ([`GIGANTIC_VAR`]).
     pub gigantic: u32,
@@ -179,7 +182,9 @@ impl RunOptions {
             workspace,
             env,
             hugepages,
-            initramfs_parts: Vec::new(),
+            initramfs_parts: std::env::var_os(INITRAMFS_VAR)
+                .map(|v| std::env::split_paths(&v).collect())
+                .unwrap_or_default(),
             gigantic,
             verbose: flag(VERBOSE_VAR),
         })

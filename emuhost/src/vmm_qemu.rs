@@ -226,6 +226,12 @@ pub fn ensure(suite: QemuSuite, cache_dir: &Path, refresh: bool) -> Result<QemuI
     )))
 }
 
+/// The QEMU of `suite` already in `cache_dir`, if [`ensure`] put it there: no lock, no
+/// network (what a run inside the emulated host uses).
+pub fn installed(suite: QemuSuite, cache_dir: &Path) -> Option<QemuInstall> {
+    load(suite, &cache_dir.join("qemu").join(suite.name()))
+}
+
 /// Reads qemu.txt, written last by `fetch`, so a partial set-up reads as absent.
 fn load(suite: QemuSuite, dir: &Path) -> Option<QemuInstall> {
     let text = fs::read_to_string(dir.join("qemu.txt")).ok()?;

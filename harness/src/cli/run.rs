@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             dirs.push(dir);
         }
-        return relaunch(scenarios.len(), &dirs);
+        return relaunch(scenarios.len(), &dirs, &args.vmm);
     }
 
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
@@ -188,7 +188,10 @@ fn run_kernels(
         argv.push(args.timeout.to_string().into());
         argv.push("--out".into());
         argv.push(out.clone().into());
-        let ended = match in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv) {
+        argv.push("--vmm".into());
+        argv.push(args.vmm.arg().into());
+        let ended = match in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv, &args.vmm)
+        {
             Ok(status) => format!("ended with status {status}"),
             Err(e) => e,
         };
@@ -262,12 +265,12 @@ fn report_dir(out: &Path) -> PathBuf {
 /// returns its status, its output on stdout; the timeout allows for `scenarios` scenario
 /// runs. `paths` (files or directories the command reads or writes) are shared into the
 /// guest at their host paths.
-pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf]) -> Result<u8, String> {
+pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf], vmm: &Sut) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"
     );
-    let (exe, opts) = emulated_host(None, scenarios, paths)?;
+    let (exe, opts) = emulated_host(None, scenarios, paths, vmm)?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let code = emuhost::run(&exe, &args, &opts).map_err(cannot)?;
     Ok(u8::try_from(code).unwrap_or(2))
@@ -280,18 +283,20 @@ fn in_emulated_host(
     scenarios: usize,
     paths: &[PathBuf],
     args: &[OsString],
+    vmm: &Sut,
 ) -> Result<i32, String> {
-    let (exe, opts) = emulated_host(kernel, scenarios, paths)?;
+    let (exe, opts) = emulated_host(kernel, scenarios, paths, vmm)?;
     emuhost::run_emulated(&exe, args, &opts, &mut std::io::stderr()).map_err(cannot)
 }
 
 /// This binary built for the emulated host, and the options to run it there with `kernel`
-/// (else RAS_HOST_KERNEL's): `paths` shared, a timeout for `scenarios` scenarios unless
-/// RAS_EMU_TIMEOUT says otherwise.
+/// (else RAS_HOST_KERNEL's): `paths` shared, what `vmm` needs in its RAM, a timeout for
+/// `scenarios` scenarios unless RAS_EMU_TIMEOUT says otherwise.
 fn emulated_host(
     kernel: Option<KernelChoice>,
     scenarios: usize,
     paths: &[PathBuf],
+    vmm: &Sut,
 ) -> Result<(PathBuf, emuhost::RunOptions), String> {
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
@@ -306,6 +311,8 @@ fn emulated_host(
         opts.kernel = kernel;
         opts.emulate = true;
     }
+    opts.initramfs_parts
+        .extend(ras_harness::sut::initramfs_parts(vmm));
     opts.extra_shares = paths
         .iter()
         .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })

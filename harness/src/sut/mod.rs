@@ -17,6 +17,8 @@ pub mod command;
 use std::fmt;
 use std::path::PathBuf;
 
+use emuhost::QemuSuite;
+
 use crate::scenario::{Firmware, Scenario, When};
 
 /// Debian suites whose arm64 `qemu-system-arm` the harness fetches.
@@ -172,7 +174,26 @@ fn launcher(sut: &Sut) -> Result<Launcher, String> {
                 g,
             )
         })),
-        Sut::QemuDebian(suite) => Err(format!("qemu:{suite} is not installed")),
+        Sut::QemuDebian(suite) => {
+            let suite = QemuSuite::parse(&suite).map_err(|e| e.to_string())?;
+            let install = emuhost::vmm_qemu::installed(suite, &cache_dir()?).ok_or(format!(
+                "qemu:{} is not installed: `ras-harness run --vmm qemu:{0}` fetches it",
+                suite.name()
+            ))?;
+            // In the emulated host's RAM when staged there, else read over the share.
+            let staged = install.staged();
+            let install = if staged.binary.is_file() {
+                staged
+            } else {
+                install
+            };
+            let mut prefix = install.prefix().into_iter();
+            let program = PathBuf::from(prefix.next().unwrap_or_default());
+            let args = prefix.collect();
+            Ok(Box::new(move |g| {
+                command::qemu(command::Launch { program, args }, g)
+            }))
+        }
         Sut::Libkrun => {
             let driver = emuhost::vmm_libkrun::driver_path(&cache_dir()?);
             if !driver.is_file() {
@@ -205,11 +226,30 @@ pub fn prepare(sut: &Sut) -> Result<(), String> {
         Sut::Libkrun => emuhost::vmm_libkrun::ensure_driver(&cache_dir()?)
             .map(drop)
             .map_err(|e| format!("--vmm libkrun: {e}")),
+        Sut::QemuDebian(suite) => {
+            let suite = QemuSuite::parse(suite).map_err(|e| e.to_string())?;
+            emuhost::vmm_qemu::ensure(suite, &cache_dir()?, false)
+                .map(drop)
+                .map_err(|e| format!("--vmm qemu:{}: {e}", suite.name()))
+        }
         Sut::QemuPath(p) if !p.is_file() => {
             Err(format!("--vmm qemu={}: no such file", p.display()))
         }
         _ => Ok(()),
     }
+}
+
+/// What to add to the emulated host's initramfs so that `sut` starts from its RAM (a
+/// Debian QEMU's binary and libraries: over the share each start takes about 20 s).
+pub fn initramfs_parts(sut: &Sut) -> Vec<PathBuf> {
+    let Sut::QemuDebian(suite) = sut else {
+        return Vec::new();
+    };
+    let installed = QemuSuite::parse(suite)
+        .ok()
+        .zip(cache_dir().ok())
+        .and_then(|(suite, cache)| emuhost::vmm_qemu::installed(suite, &cache));
+    installed.map(|i| i.initramfs).into_iter().collect()
 }
 
 impl fmt::Display for Sut {

@@ -20,7 +20,8 @@ const FAKE_VMM: &str = "RAS_TEST_FAKE_VMM";
 /// The VMMs besides the reference whose behaviour is kept as baselines (vmms.rs), fetched
 /// or built before the trials run.
 fn baselined() -> Vec<Sut> {
-    vec![Sut::Libkrun]
+    let qemu = ["bookworm", "trixie", "sid"].map(|suite| Sut::QemuDebian(suite.into()));
+    qemu.into_iter().chain([Sut::Libkrun]).collect()
 }
 
 fn main() -> ExitCode {
@@ -29,8 +30,18 @@ fn main() -> ExitCode {
         vmms::fake_vmm(&behaviour);
     }
     if !emuhost::in_emulated_host() {
+        let mut parts = Vec::new();
         for sut in baselined() {
             if let Err(e) = ras_harness::sut::prepare(&sut) {
+                eprintln!("hwpoison: {e}");
+                return ExitCode::from(2);
+            }
+            parts.extend(ras_harness::sut::initramfs_parts(&sut));
+        }
+        // The QEMUs start from the emulated host's RAM (emuhost/README.md).
+        match std::env::join_paths(parts) {
+            Ok(list) => std::env::set_var(emuhost::INITRAMFS_VAR, list),
+            Err(e) => {
                 eprintln!("hwpoison: {e}");
                 return ExitCode::from(2);
             }
