@@ -84,6 +84,9 @@ use crate::{progress, TARGET};
 
 /// The driver's crate, relative to the workspace root.
 pub const DRIVER_CRATE: &str = "vmms/libkrun-driver";
+/// The libkrun release the driver links (vmms/libkrun-driver/Cargo.toml pins it).
+pub const LIBKRUN_VERSION: &str = "1.19.7";
+
 /// The driver's target directory under the cache.
 const DRIVER_DIR: &str = "libkrun";
 
@@ -140,4 +143,19 @@ pub fn ensure_driver(cache_dir: &Path) -> Result<PathBuf, Error> {
         )));
     }
     Ok(exe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_named_is_the_one_pinned() {
+        let manifest = crate::workspace_root()
+            .join(DRIVER_CRATE)
+            .join("Cargo.toml");
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let pin = format!("libkrun = {{ version = \"={LIBKRUN_VERSION}\"");
+        assert!(text.contains(&pin), "{pin}");
+    }
 }

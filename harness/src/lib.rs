@@ -11,7 +11,7 @@
 //! - [`scenario`]: the scenario files (schema, loading, validation, what a host must offer),
 //!   the black-box [`scenario::Outcome`], the judge, and the snapshot rules.
 //! - [`report`]: the run report as JSON, JUnit XML and a table, for one host kernel or
-//!   side by side for several ([`report::KernelReports`]).
+//!   side by side for several ([`report::SideBySide`]).
 //! - [`payload`]: the guest payload image (built from guest-payloads/).
 //! - [`vmm`]: the reference VMM. Its decisions ([`vmm::policy`]), the fault order
 //!   ([`vmm::order`]), the VM layout ([`vmm::plan`]), the exception entry ([`vmm::entry`]) and

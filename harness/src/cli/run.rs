@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use emuhost::KernelChoice;
-use ras_harness::report::{KernelReports, Report, ScenarioResult};
+use ras_harness::report::{Axis, Report, ScenarioResult, SideBySide, VmmId};
 use ras_harness::scenario::Verdict;
 use ras_harness::sut::Sut;
 use ras_harness::{host, runner, scenario};
@@ -57,8 +57,11 @@ pub struct RunArgs {
     /// an arm64 Image with a device tree: {image}, {bootargs}, {ram_mib}, {vcpus} and
     /// {console} are filled in. Scenarios a VMM cannot be told to run are skipped with the
     /// reason.
-    #[arg(long, default_value = "reference", value_name = "VMM", value_parser = Sut::parse)]
-    vmm: Sut,
+    /// Given more than once, every scenario runs on each VMM in turn and the report shows
+    /// them side by side, with each one's wall time per scenario.
+    #[arg(long, default_value = "reference", value_name = "VMM", value_parser = Sut::parse,
+          action = clap::ArgAction::Append)]
+    vmm: Vec<Sut>,
 }
 
 /// The kernels of `--kernel`, in the order given.
@@ -100,8 +103,13 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         eprintln!("{} scenarios", scenarios.len());
         return Ok(0);
     }
+    if args.kernel.is_some() && args.vmm.len() > 1 {
+        return Err("--kernel runs one VMM on several kernels: give one --vmm with it".into());
+    }
     if !emuhost::in_emulated_host() {
-        ras_harness::sut::prepare(&args.vmm)?;
+        for vmm in &args.vmm {
+            ras_harness::sut::prepare(vmm)?;
+        }
     }
     if let Some(Kernels(kernels)) = &args.kernel {
         return run_kernels(&args, &scenarios, kernels);
@@ -115,17 +123,66 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             dirs.push(dir);
         }
-        return relaunch(scenarios.len(), &dirs, &args.vmm);
+        return relaunch(scenarios.len() * args.vmm.len(), &dirs, &args.vmm);
     }
 
+    let host = serde_json::to_value(host::probe()).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for vmm in &args.vmm {
+        let label = if args.vmm.len() > 1 {
+            format!("{vmm} ")
+        } else {
+            String::new()
+        };
+        let report = Report {
+            host: host.clone(),
+            vmm: VmmId {
+                name: vmm.name(),
+                version: ras_harness::sut::version(vmm),
+            },
+            results: run_each(&scenarios, vmm, &label, Duration::from_secs(args.timeout))?,
+        };
+        runs.push((vmm.name(), report));
+    }
+    let (text, exit) = match <[_; 1]>::try_from(runs) {
+        Ok([(_, report)]) => {
+            let text = match args.report {
+                ReportFormat::Table => report.to_table(),
+                ReportFormat::Json => report.to_json(),
+                ReportFormat::Junit => report.to_junit(),
+            };
+            (text, report.summary().exit_code())
+        }
+        Err(runs) => {
+            let side = SideBySide {
+                axis: Axis::Vmm,
+                runs,
+            };
+            let text = match args.report {
+                ReportFormat::Table => side.to_table(),
+                ReportFormat::Json => side.to_json(),
+                ReportFormat::Junit => side.to_junit(),
+            };
+            (text, side.summary().exit_code())
+        }
+    };
+    emit(&args, &text)?;
+    Ok(u8::try_from(exit).unwrap_or(2))
+}
+
+/// Runs each scenario on `vmm` in a child of its own, with a progress line per scenario.
+fn run_each(
+    scenarios: &[(PathBuf, scenario::Scenario)],
+    vmm: &Sut,
+    label: &str,
+    timeout: Duration,
+) -> Result<Vec<ScenarioResult>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
-    let host = host::probe();
-    let timeout = Duration::from_secs(args.timeout);
     let total = scenarios.len();
     let mut results = Vec::with_capacity(total);
     for (i, (path, s)) in scenarios.iter().enumerate() {
-        eprint!("[{:>3}/{total}] {:<40} ", i + 1, s.name);
-        let result = runner::run_isolated(&exe, path, timeout, &args.vmm);
+        eprint!("{label}[{:>3}/{total}] {:<40} ", i + 1, s.name);
+        let result = runner::run_isolated(&exe, path, timeout, vmm);
         eprintln!(
             "{:<5} {:>6.2} s",
             result.verdict.kind(),
@@ -136,17 +193,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
         }
         results.push(result);
     }
-    let report = Report {
-        host: serde_json::to_value(&host).map_err(|e| e.to_string())?,
-        results,
-    };
-    let text = match args.report {
-        ReportFormat::Table => report.to_table(),
-        ReportFormat::Json => report.to_json(),
-        ReportFormat::Junit => report.to_junit(),
-    };
-    emit(&args, &text)?;
-    Ok(u8::try_from(report.summary().exit_code()).unwrap_or(2))
+    Ok(results)
 }
 
 /// The report on stdout unless `--quiet`, and into `--out`.
@@ -189,7 +236,7 @@ fn run_kernels(
         argv.push("--out".into());
         argv.push(out.clone().into());
         argv.push("--vmm".into());
-        argv.push(args.vmm.arg().into());
+        argv.push(args.vmm[0].arg().into());
         let ended = match in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv, &args.vmm)
         {
             Ok(status) => format!("ended with status {status}"),
@@ -201,12 +248,15 @@ fn run_kernels(
             .unwrap_or_else(|e| {
                 let why = format!("kernel {}: {ended}, and no report ({e})", kernel.name());
                 eprintln!("ras-harness: {why}");
-                broken_run(scenarios, &why)
+                broken_run(scenarios, &args.vmm[0], &why)
             });
         runs.push((kernel.name().to_owned(), report));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let reports = KernelReports { runs };
+    let reports = SideBySide {
+        axis: Axis::Kernel,
+        runs,
+    };
     let text = match args.report {
         ReportFormat::Table => reports.to_table(),
         ReportFormat::Json => reports.to_json(),
@@ -216,10 +266,14 @@ fn run_kernels(
     Ok(u8::try_from(reports.summary().exit_code()).unwrap_or(2))
 }
 
-/// A report with every scenario an error for `why`.
-fn broken_run(scenarios: &[(PathBuf, scenario::Scenario)], why: &str) -> Report {
+/// A report of `vmm` with every scenario an error for `why`.
+fn broken_run(scenarios: &[(PathBuf, scenario::Scenario)], vmm: &Sut, why: &str) -> Report {
     Report {
         host: serde_json::Value::Null,
+        vmm: VmmId {
+            name: vmm.name(),
+            version: None,
+        },
         results: scenarios
             .iter()
             .map(|(_, s)| ScenarioResult {
@@ -265,12 +319,12 @@ fn report_dir(out: &Path) -> PathBuf {
 /// returns its status, its output on stdout; the timeout allows for `scenarios` scenario
 /// runs. `paths` (files or directories the command reads or writes) are shared into the
 /// guest at their host paths.
-pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf], vmm: &Sut) -> Result<u8, String> {
+pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf], vmms: &[Sut]) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"
     );
-    let (exe, opts) = emulated_host(None, scenarios, paths, vmm)?;
+    let (exe, opts) = emulated_host(None, scenarios, paths, vmms)?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let code = emuhost::run(&exe, &args, &opts).map_err(cannot)?;
     Ok(u8::try_from(code).unwrap_or(2))
@@ -283,20 +337,20 @@ fn in_emulated_host(
     scenarios: usize,
     paths: &[PathBuf],
     args: &[OsString],
-    vmm: &Sut,
+    vmms: &[Sut],
 ) -> Result<i32, String> {
-    let (exe, opts) = emulated_host(kernel, scenarios, paths, vmm)?;
+    let (exe, opts) = emulated_host(kernel, scenarios, paths, vmms)?;
     emuhost::run_emulated(&exe, args, &opts, &mut std::io::stderr()).map_err(cannot)
 }
 
 /// This binary built for the emulated host, and the options to run it there with `kernel`
-/// (else RAS_HOST_KERNEL's): `paths` shared, what `vmm` needs in its RAM, a timeout for
+/// (else RAS_HOST_KERNEL's): `paths` shared, what `vmms` need in its RAM, a timeout for
 /// `scenarios` scenarios unless RAS_EMU_TIMEOUT says otherwise.
 fn emulated_host(
     kernel: Option<KernelChoice>,
     scenarios: usize,
     paths: &[PathBuf],
-    vmm: &Sut,
+    vmms: &[Sut],
 ) -> Result<(PathBuf, emuhost::RunOptions), String> {
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
@@ -311,8 +365,10 @@ fn emulated_host(
         opts.kernel = kernel;
         opts.emulate = true;
     }
-    opts.initramfs_parts
-        .extend(ras_harness::sut::initramfs_parts(vmm));
+    for vmm in vmms {
+        opts.initramfs_parts
+            .extend(ras_harness::sut::initramfs_parts(vmm));
+    }
     opts.extra_shares = paths
         .iter()
         .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })

@@ -61,7 +61,7 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
         return super::run::relaunch(
             scenarios.len() * args.rounds as usize,
             &args.paths,
-            &Sut::Reference,
+            &[Sut::Reference],
         );
     }
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Report, ScenarioResult, Summary};
+use super::{Report, ScenarioResult, Summary, VmmId};
 use crate::conformance::Finding;
 use crate::scenario::{Mismatch, Outcome, Verdict, VerdictKind};
 use crate::vmm::log::VmmLog;
@@ -16,6 +16,8 @@ use crate::vmm::log::VmmLog;
 #[serde(deny_unknown_fields)]
 pub(super) struct JsonReport {
     host: serde_json::Value,
+    #[serde(default)]
+    vmm: VmmId,
     results: Vec<JsonResult>,
     /// Written for readers; recounted from `results` when read back.
     summary: Summary,
@@ -42,6 +44,7 @@ impl From<&Report> for JsonReport {
     fn from(report: &Report) -> JsonReport {
         JsonReport {
             host: report.host.clone(),
+            vmm: report.vmm.clone(),
             results: report.results.iter().map(JsonResult::from).collect(),
             summary: report.summary(),
         }
@@ -105,6 +108,7 @@ pub(super) fn read(text: &str) -> Result<Report, String> {
     let doc: JsonReport = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(Report {
         host: doc.host,
+        vmm: doc.vmm,
         results: doc
             .results
             .into_iter()

@@ -1,6 +1,7 @@
 //! JUnit XML, the dialect Jenkins, GitLab and GitHub test reporters read: a testsuite per
-//! run (one, or one per kernel), a testcase per scenario with a `failure`, `skipped` or
-//! `error` child, the observed outcome as `system-out`, and the host as suite properties.
+//! run (one, or one per kernel or VMM), a testcase per scenario with a `failure`, `skipped`
+//! or `error` child, the observed outcome as `system-out`, and the VMM and the host as suite
+//! properties.
 
 use std::fmt::Write;
 
@@ -45,8 +46,21 @@ fn suite(out: &mut String, name: &str, class: &str, report: &Report) {
         escape(name),
         counts(report.results.len(), report.summary(), &time)
     );
-    if let Some(host) = report.host.as_object().filter(|h| !h.is_empty()) {
-        out.push_str("    <properties>\n");
+    out.push_str("    <properties>\n");
+    let vmm = [
+        ("vmm.name", Some(&report.vmm.name)),
+        ("vmm.version", report.vmm.version.as_ref()),
+    ];
+    for (key, value) in vmm {
+        if let Some(value) = value {
+            let _ = writeln!(
+                out,
+                "      <property name=\"{key}\" value=\"{}\"/>",
+                escape(value)
+            );
+        }
+    }
+    if let Some(host) = report.host.as_object() {
         for (key, value) in host {
             let value = match value {
                 serde_json::Value::String(s) => s.clone(),
@@ -59,8 +73,8 @@ fn suite(out: &mut String, name: &str, class: &str, report: &Report) {
                 escape(&value)
             );
         }
-        out.push_str("    </properties>\n");
     }
+    out.push_str("    </properties>\n");
     for r in &report.results {
         let _ = write!(
             out,

@@ -4,10 +4,10 @@
 
 mod json;
 mod junit;
-mod kernels;
+mod side_by_side;
 mod table;
 
-pub use kernels::KernelReports;
+pub use side_by_side::{Axis, SideBySide};
 
 use std::time::Duration;
 
@@ -20,8 +20,29 @@ use crate::vmm::log::VmmLog;
 pub struct Report {
     /// What the host is (kernel, page size, caps, ...), as the runner's probe reports it.
     pub host: serde_json::Value,
+    /// The VMM under test.
+    pub vmm: VmmId,
     /// One entry per scenario, in run order.
     pub results: Vec<ScenarioResult>,
+}
+
+/// Which VMM a run tested: its `--vmm` name and, where known, its version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmId {
+    /// `reference`, `qemu-trixie`, `libkrun`, ... ([`crate::sut::Sut::name`]).
+    pub name: String,
+    /// Its version as its package or build says.
+    pub version: Option<String>,
+}
+
+impl std::fmt::Display for VmmId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{} ({v})", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 /// The verdict on one scenario.

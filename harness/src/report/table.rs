@@ -45,8 +45,8 @@ pub(super) fn write(report: &Report) -> String {
     let s = report.summary();
     let _ = writeln!(
         out,
-        "\n{} passed, {} failed, {} skipped, {} errored",
-        s.pass, s.fail, s.skip, s.error
+        "\n{} passed, {} failed, {} skipped, {} errored on {}",
+        s.pass, s.fail, s.skip, s.error, report.vmm
     );
     out
 }

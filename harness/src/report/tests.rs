@@ -62,6 +62,10 @@ fn vmm_log(esr: u64) -> Option<VmmLog> {
 /// Made-up results: the writers' test, not a claim about any VMM.
 fn report() -> Report {
     Report {
+        vmm: VmmId {
+            name: "reference".into(),
+            version: Some("ras-harness 0.1.0".into()),
+        },
         host: serde_json::json!({
             "kernel": "6.12.48+deb13-arm64",
             "page_size": 4096,
@@ -262,12 +266,13 @@ fn json_reads_back_as_the_same_report() {
 
 /// The made-up run on three kernels: the same on two, and on "bookworm" the pass is a
 /// different syndrome and the failure a skip.
-fn kernel_reports() -> KernelReports {
+fn kernel_reports() -> SideBySide {
     let mut old = report();
     old.host["kernel"] = "6.1.0-50-arm64".into();
     old.results[0].observed = Some(observed(0x9600_0010, 0x200));
     old.results[1].verdict = Verdict::Skip("needs cap 178".into());
-    KernelReports {
+    SideBySide {
+        axis: Axis::Kernel,
         runs: vec![
             ("bookworm".into(), old),
             ("stable".into(), report()),
@@ -289,6 +294,39 @@ fn kernel_table_marks_the_rows_that_differ() {
     assert!(marked[0].contains("acpi-el1-load-emulated"), "{text}");
     assert!(marked[1].contains("acpi-ifetch"), "{text}");
     snapshot_settings("report").bind(|| insta::assert_snapshot!("kernels_table", text));
+}
+
+/// The same made-up run on two VMMs, the second one slower and killed by the poison.
+#[test]
+fn vmms_side_by_side_show_each_ones_time_and_version() {
+    let mut other = report();
+    other.vmm = VmmId {
+        name: "libkrun".into(),
+        version: Some("libkrun 1.19.7".into()),
+    };
+    other.results[0].duration = Duration::from_millis(2345);
+    if let Some(o) = other.results[0].observed.as_mut() {
+        o.vmm_end = VmmEnd::Killed { signal: 7 };
+    }
+    let side = SideBySide {
+        axis: Axis::Vmm,
+        runs: vec![("reference".into(), report()), ("libkrun".into(), other)],
+    };
+    let text = side.to_table();
+    assert!(
+        text.contains("* acpi-el1-load-emulated  PASS 1.234s    PASS 2.345s"),
+        "{text}"
+    );
+    assert!(text.contains("* differs between VMMs:"), "{text}");
+    assert!(
+        text.contains("libkrun    libkrun (libkrun 1.19.7): 1 passed, 1 failed"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&side.to_json()).unwrap();
+    assert_eq!(v["vmms"][1]["vmm"]["name"], "libkrun");
+    assert!(v["vmms"][1].get("kernel").is_none() && v.get("kernels").is_none());
+    assert_eq!(v["matrix"][0]["times_ms"]["libkrun"], 2345);
+    assert_eq!(v["matrix"][0]["times_ms"]["reference"], 1234);
 }
 
 #[test]

@@ -239,6 +239,29 @@ pub fn prepare(sut: &Sut) -> Result<(), String> {
     }
 }
 
+/// `sut`'s version, where it can be known: the harness's for the reference VMM, the
+/// Debian package's for a fetched QEMU, libkrun's release, the first line of `-version`
+/// for a QEMU of one's own.
+pub fn version(sut: &Sut) -> Option<String> {
+    match sut {
+        Sut::Reference => Some(format!("ras-harness {}", env!("CARGO_PKG_VERSION"))),
+        Sut::QemuDebian(suite) => {
+            let suite = QemuSuite::parse(suite).ok()?;
+            emuhost::vmm_qemu::installed(suite, &cache_dir().ok()?).map(|i| i.version)
+        }
+        Sut::Libkrun => Some(format!("libkrun {}", emuhost::vmm_libkrun::LIBKRUN_VERSION)),
+        Sut::QemuPath(p) => {
+            let out = std::process::Command::new(p)
+                .arg("-version")
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines().next().map(str::to_owned)
+        }
+        Sut::Exec(_) => None,
+    }
+}
+
 /// What to add to the emulated host's initramfs so that `sut` starts from its RAM (a
 /// Debian QEMU's binary and libraries: over the share each start takes about 20 s).
 pub fn initramfs_parts(sut: &Sut) -> Vec<PathBuf> {

@@ -1,7 +1,7 @@
-//! One run of the same scenarios on several host kernels (`ras-harness run --kernel`): the
-//! kernel x scenario table, where a row whose outcome is not the same on every kernel
-//! stands out, the JSON of every kernel's report plus that matrix, and JUnit with a test
-//! suite per kernel.
+//! The same scenarios run on several host kernels (`ras-harness run --kernel`) or several
+//! VMMs (`--vmm A --vmm B`): the scenario table with a column per run (verdict and wall
+//! time), where a row whose outcome is not the same in every run stands out, the JSON of
+//! every run's report plus that matrix, and JUnit with a test suite per run.
 
 use std::fmt::Write;
 
@@ -9,26 +9,46 @@ use serde::Serialize;
 
 use super::json::JsonReport;
 use super::table::{columns, printable, vmm_end_and_guest_saw};
-use super::{junit, Report, ScenarioResult, Summary};
+use super::{junit, seconds, Report, ScenarioResult, Summary};
 use crate::scenario::{json_name, VerdictKind};
 
-/// The reports of one set of scenarios, one per kernel, in the order the kernels ran.
+/// What differs between the runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// The host kernel (`--kernel`).
+    Kernel,
+    /// The VMM under test (`--vmm`, more than once).
+    Vmm,
+}
+
+impl Axis {
+    fn plural(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernels",
+            Self::Vmm => "VMMs",
+        }
+    }
+}
+
+/// The reports of one set of scenarios, one per kernel or VMM, in the order they ran.
 #[derive(Clone, Debug, PartialEq)]
-pub struct KernelReports {
-    /// (kernel name as given to `--kernel`, its report).
+pub struct SideBySide {
+    /// What the runs differ in.
+    pub axis: Axis,
+    /// (the run's name: the kernel as given to `--kernel`, or the VMM's name; its report).
     pub runs: Vec<(String, Report)>,
 }
 
 /// One scenario across the kernels.
 struct Row<'a> {
     scenario: &'a str,
-    /// Per kernel, in run order; `None` where that kernel's report lacks the scenario.
+    /// Per run, in run order; `None` where that run's report lacks the scenario.
     cells: Vec<Option<&'a ScenarioResult>>,
 }
 
 impl Row<'_> {
-    /// What a kernel's cell shows to compare: the verdict, how the VMM ended, what the
-    /// guest saw. Times are not compared.
+    /// What a run's cell shows to compare: the verdict, how the VMM ended, what the guest
+    /// saw. Times are not compared.
     fn seen(cell: Option<&ScenarioResult>) -> Option<(VerdictKind, String, String)> {
         cell.map(|r| {
             let (end, saw) = vmm_end_and_guest_saw(r);
@@ -36,20 +56,20 @@ impl Row<'_> {
         })
     }
 
-    /// Whether the outcome is not the same on every kernel.
+    /// Whether the outcome is not the same in every run.
     fn differs(&self) -> bool {
         let first = Self::seen(self.cells[0]);
         self.cells.iter().any(|&c| Self::seen(c) != first)
     }
 }
 
-impl KernelReports {
-    /// Verdict counts over every kernel.
+impl SideBySide {
+    /// Verdict counts over every run.
     pub fn summary(&self) -> Summary {
         self.runs.iter().map(|(_, r)| r.summary()).sum()
     }
 
-    /// Every scenario of any kernel's report, in first-seen order.
+    /// Every scenario of any run's report, in first-seen order.
     fn rows(&self) -> Vec<Row<'_>> {
         let mut names: Vec<&str> = Vec::new();
         for (_, report) in &self.runs {
@@ -72,9 +92,10 @@ impl KernelReports {
             .collect()
     }
 
-    /// Scenario rows with a verdict column per kernel and what the guest saw; a row whose
-    /// outcome differs between kernels is marked `*` and spelled out per kernel below,
-    /// then every reason, each kernel's Linux and page size, and the counts.
+    /// Scenario rows with a column per run (its verdict and wall time) and what the guest
+    /// saw; a row whose outcome differs between runs is marked `*` and spelled out per run
+    /// below, then every reason, what each run was (its Linux and page size, or its VMM),
+    /// and the counts.
     pub fn to_table(&self) -> String {
         let rows = self.rows();
         let mut header = vec!["  SCENARIO"];
@@ -90,7 +111,11 @@ impl KernelReports {
                     row.scenario
                 )];
                 cells.extend(row.cells.iter().map(|c| match c {
-                    Some(r) => json_name(&r.verdict.kind()).to_uppercase(),
+                    Some(r) => format!(
+                        "{} {}s",
+                        json_name(&r.verdict.kind()).to_uppercase(),
+                        seconds(r.duration)
+                    ),
                     None => "-".to_owned(),
                 }));
                 cells.push(if differs {
@@ -105,27 +130,27 @@ impl KernelReports {
 
         let differing: Vec<&Row> = rows.iter().filter(|r| r.differs()).collect();
         if !differing.is_empty() {
-            let _ = writeln!(out, "\n* differs between kernels:");
+            let _ = writeln!(out, "\n* differs between {}:", self.axis.plural());
             for row in differing {
                 let _ = writeln!(out, "  {}", row.scenario);
-                for ((kernel, _), cell) in self.runs.iter().zip(&row.cells) {
+                for ((run, _), cell) in self.runs.iter().zip(&row.cells) {
                     let text = match Row::seen(*cell) {
                         Some((verdict, end, saw)) => format!("{verdict} {end} {saw}"),
                         None => "not run".to_owned(),
                     };
-                    let _ = writeln!(out, "    {kernel:<10} {text}");
+                    let _ = writeln!(out, "    {run:<10} {text}");
                 }
             }
         }
 
         let mut reasons = String::new();
-        for (kernel, report) in &self.runs {
+        for (run, report) in &self.runs {
             for r in &report.results {
                 if let Some(reason) = r.verdict.reason() {
                     let verdict = json_name(&r.verdict.kind()).to_uppercase();
                     let _ = writeln!(
                         reasons,
-                        "{verdict} {kernel} {}: {}",
+                        "{verdict} {run} {}: {}",
                         r.scenario,
                         printable(&reason)
                     );
@@ -138,12 +163,12 @@ impl KernelReports {
         }
 
         out.push('\n');
-        for (kernel, report) in &self.runs {
+        for (run, report) in &self.runs {
             let s = report.summary();
             let _ = writeln!(
                 out,
-                "{kernel:<10} {}: {} passed, {} failed, {} skipped, {} errored",
-                linux(report),
+                "{run:<10} {}: {} passed, {} failed, {} skipped, {} errored",
+                self.describe(report),
                 s.pass,
                 s.fail,
                 s.skip,
@@ -153,18 +178,31 @@ impl KernelReports {
         out
     }
 
+    /// What run `report` was: its Linux and page size, or its VMM.
+    fn describe(&self, report: &Report) -> String {
+        match self.axis {
+            Axis::Kernel => linux(report),
+            Axis::Vmm => report.vmm.to_string(),
+        }
+    }
+
     /// `{ "kernels": [ { "kernel", <the report JSON's keys> } ], "matrix": [ { "scenario",
-    /// "differs", "verdicts": { KERNEL: VERDICT } } ], "summary" }`.
+    /// "differs", "verdicts": { RUN: VERDICT }, "times_ms": { RUN: MS } } ], "summary" }`;
+    /// for VMMs `"vmms": [ <the report JSON> ]` (each names its `vmm`).
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct Doc<'a> {
-            kernels: Vec<KernelJson<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kernels: Option<Vec<RunJson<'a>>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            vmms: Option<Vec<RunJson<'a>>>,
             matrix: Vec<MatrixRow<'a>>,
             summary: Summary,
         }
         #[derive(Serialize)]
-        struct KernelJson<'a> {
-            kernel: &'a str,
+        struct RunJson<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kernel: Option<&'a str>,
             #[serde(flatten)]
             report: JsonReport,
         }
@@ -173,31 +211,44 @@ impl KernelReports {
             scenario: &'a str,
             differs: bool,
             verdicts: serde_json::Map<String, serde_json::Value>,
+            times_ms: serde_json::Map<String, serde_json::Value>,
         }
-        let doc = Doc {
-            kernels: self
-                .runs
+        let runs: Vec<RunJson> = self
+            .runs
+            .iter()
+            .map(|(name, report)| RunJson {
+                kernel: (self.axis == Axis::Kernel).then_some(name.as_str()),
+                report: JsonReport::from(report),
+            })
+            .collect();
+        let (kernels, vmms) = match self.axis {
+            Axis::Kernel => (Some(runs), None),
+            Axis::Vmm => (None, Some(runs)),
+        };
+        let per_run = |row: &Row, value: &dyn Fn(&ScenarioResult) -> serde_json::Value| {
+            self.runs
                 .iter()
-                .map(|(kernel, report)| KernelJson {
-                    kernel,
-                    report: JsonReport::from(report),
+                .zip(&row.cells)
+                .map(|((name, _), cell)| {
+                    (name.clone(), cell.map_or(serde_json::Value::Null, value))
                 })
-                .collect(),
+                .collect()
+        };
+        let doc = Doc {
+            kernels,
+            vmms,
             matrix: self
                 .rows()
                 .iter()
                 .map(|row| MatrixRow {
                     scenario: row.scenario,
                     differs: row.differs(),
-                    verdicts: self
-                        .runs
-                        .iter()
-                        .zip(&row.cells)
-                        .map(|((kernel, _), cell)| {
-                            let verdict = cell.map(|r| json_name(&r.verdict.kind()));
-                            (kernel.clone(), verdict.into())
-                        })
-                        .collect(),
+                    verdicts: per_run(row, &|r| json_name(&r.verdict.kind()).into()),
+                    times_ms: per_run(row, &|r| {
+                        u64::try_from(r.duration.as_millis())
+                            .unwrap_or(u64::MAX)
+                            .into()
+                    }),
                 })
                 .collect(),
             summary: self.summary(),
@@ -206,15 +257,15 @@ impl KernelReports {
             .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
     }
 
-    /// JUnit XML with one test suite per kernel, its test cases' class name the kernel.
+    /// JUnit XML with one test suite per run, its test cases' class name the run's name.
     pub fn to_junit(&self) -> String {
         let suites: Vec<(String, &str, &Report)> = self
             .runs
             .iter()
-            .map(|(kernel, report)| {
+            .map(|(run, report)| {
                 (
-                    format!("{kernel}: {}", linux(report)),
-                    kernel.as_str(),
+                    format!("{run}: {}", self.describe(report)),
+                    run.as_str(),
                     report,
                 )
             })
