@@ -154,6 +154,56 @@ mod tests {
     use ras_guest_abi::arch::{VECTOR_ENTRY_SIZE, VECTOR_TABLE_SIZE};
     use ras_guest_abi::map::IMAGE_MAX_SIZE;
 
+    /// Another VMM's tree: 1 address and size cell, the console a 16550 named through
+    /// /aliases with options, PSCI over SMC, bootargs among a kernel's own words.
+    #[test]
+    fn the_payload_reads_a_16550_console_named_by_an_alias() {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string(
+            "bootargs",
+            "console=ttyS0 ras.abi=4 ras.access=store ras.el=1",
+        )
+        .unwrap();
+        w.property_string("stdout-path", "serial0:115200n8")
+            .unwrap();
+        w.end_node(chosen).unwrap();
+        let aliases = w.begin_node("aliases").unwrap();
+        w.property_string("serial0", "/uart@3f8000").unwrap();
+        w.end_node(aliases).unwrap();
+        let memory = w.begin_node("memory@80000000").unwrap();
+        w.property_array_u32("reg", &[0x8000_0000, 0x4000_0000])
+            .unwrap();
+        w.end_node(memory).unwrap();
+        let uart = w.begin_node("uart@3f8000").unwrap();
+        w.property_string_list("compatible", vec!["vendor,uart".into(), "ns16550a".into()])
+            .unwrap();
+        w.property_array_u32("reg", &[0x3f_8000, 0x100]).unwrap();
+        w.property_u32("reg-shift", 2).unwrap();
+        w.property_u32("reg-io-width", 4).unwrap();
+        w.end_node(uart).unwrap();
+        let psci = w.begin_node("psci").unwrap();
+        w.property_string("method", "smc").unwrap();
+        w.end_node(psci).unwrap();
+        w.end_node(root).unwrap();
+        let dtb = w.finish().unwrap();
+
+        let info = boot_info(&dtb).unwrap();
+        let uart = info.uart.unwrap();
+        assert_eq!(uart.kind, ras_guest_abi::fdt::UartKind::Ns16550);
+        assert_eq!(
+            (uart.base, uart.reg_shift, uart.io_width),
+            (0x3f_8000, 2, 4)
+        );
+        assert!(info.psci_smc);
+        assert!(info.is_ram(0xbfff_f000, 0x1000) && !info.is_ram(0xc000_0000, 0x1000));
+        let b = bootargs::parse(info.bootargs, 0).unwrap();
+        assert_eq!((b.access, b.el), (Access::Store, 1));
+    }
+
     #[test]
     fn image_fits_its_slot() {
         assert!(!IMAGE.is_empty());

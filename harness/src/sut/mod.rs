@@ -158,11 +158,15 @@ pub fn run_outside(_: &Scenario, sut: &Sut) -> crate::runner::ExecLine {
 
 /// What starts a VMM for one guest.
 #[cfg(target_os = "linux")]
-type Launcher = Box<dyn FnOnce(&command::Guest) -> command::Launch>;
+pub type Launcher = Box<dyn FnOnce(&command::Guest) -> command::Launch>;
 
 /// How `sut` is started for a guest.
+///
+/// # Errors
+///
+/// The reference VMM (it runs in process), or a VMM that is not installed.
 #[cfg(target_os = "linux")]
-fn launcher(sut: &Sut) -> Result<Launcher, String> {
+pub fn launcher(sut: &Sut) -> Result<Launcher, String> {
     match sut.clone() {
         Sut::Exec(template) => Ok(Box::new(move |g| command::exec(&template, g))),
         Sut::QemuPath(program) => Ok(Box::new(move |g| {

@@ -24,6 +24,12 @@ const SHORT: driver::Limits = driver::Limits {
     boot: Duration::from_secs(2),
     total: Duration::from_secs(4),
 };
+/// What the console trials allow a real VMM.
+const BOOTED: driver::Limits = driver::Limits {
+    boot: Duration::from_secs(30),
+    total: Duration::from_secs(45),
+};
+
 use super::FAKE_VMM;
 
 pub fn trials() -> Vec<Trial> {
@@ -58,6 +64,15 @@ pub fn trials() -> Vec<Trial> {
         "vmm::driver::a_vmm_killed_by_the_poison_leaves_no_page_poisoned",
         killed_vmm_gives_the_page_back,
     ));
+    for (sut, stream) in [
+        (Sut::QemuDebian("trixie".into()), "console"),
+        (Sut::Libkrun, "stdout"),
+    ] {
+        trials.push(Trial::ignorable_test(
+            format!("vmm::driver::console::{}", sut.name()),
+            move || console_lines(&sut, stream),
+        ));
+    }
     trials
 }
 
@@ -142,6 +157,38 @@ fn killed_vmm_gives_the_page_back() -> Result<Completion, Failed> {
     let outcome = r.observed.ok_or_else(|| format!("{:?}", r.verdict))?;
     assert_eq!(outcome.vmm_end, VmmEnd::Killed { signal: 7 });
     assert_eq!(hardware_corrupted_kib().map_err(|e| e.to_string())?, before);
+    Ok(Completion::Completed)
+}
+
+/// The payload found the console in `sut`'s device tree (`/chosen/stdout-path`, a PL011 on
+/// both) and printed its `ras:` lines there, which `sut` writes to `stream`.
+fn console_lines(sut: &Sut, stream: &str) -> Result<Completion, Failed> {
+    let s = scenario::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/dtb-sea.json"
+    )))
+    .map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("ras-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let launch = ras_harness::sut::launcher(sut)?;
+    let run = driver::run(&s, launch, &dir, BOOTED);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (outcome, transcript) = run?;
+    let text = match stream {
+        "console" => &transcript.console,
+        _ => &transcript.stdout,
+    };
+    for line in [
+        "ras: ready cpu=0 mailbox=0x",
+        "ras: ready-for-fault cpu=0 step=0",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text:?}");
+    }
+    assert!(
+        !text.contains("ras: step-done"),
+        "the access never completed: {text:?}"
+    );
+    assert_ne!(outcome.vmm_end, VmmEnd::TimedOut);
     Ok(Completion::Completed)
 }
 
