@@ -6,8 +6,8 @@
 //! read through [`Ram`], with volatile loads: the VMM may rewrite it (the status block, the
 //! read-ack register) at any exit, so no Rust reference is ever made to it.
 
-use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
 use crate::mailbox::Mailbox;
+use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
 use ras_guest_abi::map::RAM_SIZE;
 use ras_guest_abi::{AcpiObservation, RecordRead};
 

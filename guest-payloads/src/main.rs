@@ -59,7 +59,11 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
         }
         Some(BootError::Bootargs(key, len, problem)) => {
             let key = core::str::from_utf8(&key[..len]).unwrap_or("?");
-            say!(mb, "fatal cpu={index} bootargs: {key}: {}", problem.as_str());
+            say!(
+                mb,
+                "fatal cpu={index} bootargs: {key}: {}",
+                problem.as_str()
+            );
             fatal(mb, 0, FatalReason::BadParams)
         }
         None => {}

@@ -42,7 +42,9 @@ pub fn say_event(mb: Mailbox, d: Doorbell) {
     match d.kind() {
         Some(Event::Ready) => say!(mb, "ready cpu={cpu} mailbox={:#x}", mb.base()),
         Some(Event::ReadyForFault) => say!(mb, "ready-for-fault cpu={cpu} step={step}"),
-        Some(Event::ExceptionRecorded) => say!(mb, "exception-recorded cpu={cpu} step={step} index={arg}"),
+        Some(Event::ExceptionRecorded) => {
+            say!(mb, "exception-recorded cpu={cpu} step={step} index={arg}")
+        }
         Some(Event::StepDone) => say!(mb, "step-done cpu={cpu} step={step} exceptions={arg}"),
         Some(Event::Done) => say!(mb, "done cpu={cpu} steps={step} exceptions={arg}"),
         Some(Event::Fatal) => say!(mb, "fatal cpu={cpu} step={step} reason={arg}"),

@@ -6,10 +6,10 @@ use crate::entry::{el0_load, el0_load_access, el0_store, el0_store_access, guard
 use crate::mailbox::Mailbox;
 use crate::{read_sysreg, sysreg};
 use core::arch::asm;
+use core::mem::offset_of;
 use ras_guest_abi::arch::{SPSR_D, SPSR_F, SPSR_I, SPSR_M_EL0T};
 use ras_guest_abi::doorbell::{Doorbell, Event};
 use ras_guest_abi::mailbox::Access;
-use core::mem::offset_of;
 use ras_guest_abi::map::mailbox_offset;
 use ras_guest_abi::{Handshake, Params, StepAddresses};
 
