@@ -117,6 +117,30 @@ fn bad_input_is_one_line_and_status_2() {
         &ras_harness(&["esr", "decode", "syndrome"], b""),
         "'syndrome'",
     );
+    assert_rejected(
+        &ras_harness(&["run", "--list", "--vmm", "kvmtool"], b""),
+        "allowed: reference, qemu, qemu:SUITE",
+    );
+    assert_rejected(
+        &ras_harness(&["run", "--list", "--vmm", "exec=myvmm {image}"], b""),
+        "the template needs {bootargs}",
+    );
+    assert_rejected(
+        &ras_harness(
+            &[
+                "run",
+                "../scenarios/dtb-sea.json",
+                "--kernel",
+                "sid",
+                "--vmm",
+                "reference",
+                "--vmm",
+                "libkrun",
+            ],
+            b"",
+        ),
+        "give one --vmm",
+    );
 }
 
 #[test]

@@ -74,12 +74,25 @@ pub fn run(
     std::fs::write(&guest.image, crate::payload::IMAGE)
         .map_err(|e| format!("write {}: {e}", guest.image.display()))?;
     let l = launch(&guest);
-    let mut child = Command::new(&l.program)
+    let mut command = Command::new(&l.program);
+    command
         .args(&l.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
+        .process_group(0);
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe, runs: should
+    // this harness process die (its parent's timeout), the VMM dies with it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", l.program.display()))?;
     let stdout = tail_of(child.stdout.take());
