@@ -69,14 +69,27 @@ pub const RULES: [Rule; 5] = [
     },
 ];
 
+/// What a rule found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Judged {
+    /// The run meets the rule.
+    Pass,
+    /// It does not.
+    Fail,
+    /// The rule says nothing of this scenario.
+    #[serde(rename = "n/a")]
+    NotApplicable,
+}
+
 /// How one rule judged one run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     /// The rule's id.
     pub rule: String,
-    /// `pass`, `fail` or `n/a`.
-    pub result: String,
+    /// What it found.
+    pub result: Judged,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -88,13 +101,13 @@ pub fn check(s: &Scenario, o: &Outcome) -> Vec<Finding> {
         .iter()
         .map(|r| {
             let (result, reason) = match (r.check)(s, o) {
-                None => ("n/a", None),
-                Some(Ok(())) => ("pass", None),
-                Some(Err(why)) => ("fail", Some(why)),
+                None => (Judged::NotApplicable, None),
+                Some(Ok(())) => (Judged::Pass, None),
+                Some(Err(why)) => (Judged::Fail, Some(why)),
             };
             Finding {
                 rule: r.id.into(),
-                result: result.into(),
+                result,
                 reason,
             }
         })
@@ -106,7 +119,7 @@ pub fn check(s: &Scenario, o: &Outcome) -> Vec<Finding> {
 pub fn failures(findings: &[Finding]) -> Option<String> {
     let failed: Vec<String> = findings
         .iter()
-        .filter(|f| f.result == "fail")
+        .filter(|f| f.result == Judged::Fail)
         .map(|f| format!("{}: {}", f.rule, f.reason.as_deref().unwrap_or("")))
         .collect();
     (!failed.is_empty()).then(|| failed.join("; "))
@@ -269,9 +282,14 @@ mod tests {
         (s, serde_json::from_value(observed).unwrap())
     }
 
-    fn finding(s: &Scenario, o: &Outcome, rule: &str) -> (String, Option<String>) {
+    fn finding(s: &Scenario, o: &Outcome, rule: &str) -> (&'static str, Option<String>) {
         let f = check(s, o).into_iter().find(|f| f.rule == rule).unwrap();
-        (f.result, f.reason)
+        let result = match f.result {
+            Judged::Pass => "pass",
+            Judged::Fail => "fail",
+            Judged::NotApplicable => "n/a",
+        };
+        (result, f.reason)
     }
 
     #[test]
@@ -286,7 +304,7 @@ mod tests {
             let (s, o) = reference(&name);
             let findings = check(&s, &o);
             assert_eq!(failures(&findings), None, "{name}: {findings:#?}");
-            for f in findings.iter().filter(|f| f.result == "pass") {
+            for f in findings.iter().filter(|f| f.result == Judged::Pass) {
                 *applied
                     .entry(RULES.iter().find(|r| r.id == f.rule).unwrap().id)
                     .or_default() += 1;
@@ -335,10 +353,7 @@ mod tests {
         let mut o = good.clone();
         o.guest[0].exceptions[0].esr = Hex(0x9600_0418);
         let (result, reason) = finding(&s, &o, "notification-matches-access");
-        assert_eq!(
-            (result.as_str(), reason.unwrap().contains("0x18")),
-            ("fail", true)
-        );
+        assert_eq!((result, reason.unwrap().contains("0x18")), ("fail", true));
         let mut o = good;
         o.guest[0].exceptions[0].kind = GuestException::Iabt;
         o.guest[0].exceptions[0].esr = Hex(0x8600_0010);

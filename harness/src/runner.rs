@@ -252,7 +252,7 @@ pub fn interpret(s: &Scenario, end: &ChildEnd, sut: &Sut) -> Interpreted {
                 (_, Some(_)) => Verdict::Fail(
                     findings
                         .iter()
-                        .filter(|f| f.result == "fail")
+                        .filter(|f| f.result == conformance::Judged::Fail)
                         .map(|f| Mismatch {
                             field: format!("conformance.{}", f.rule),
                             expected: "pass".into(),

@@ -79,7 +79,7 @@ fn report() -> Report {
                 vmm_log: vmm_log(0x9600_0410),
                 conformance: vec![Finding {
                     rule: "no-crash".into(),
-                    result: "pass".into(),
+                    result: crate::conformance::Judged::Pass,
                     reason: None,
                 }],
                 duration: Duration::from_millis(1234),

@@ -235,19 +235,16 @@ impl Session<'_> {
         let window = target_window(ram.mailbox - MAILBOXES_OFFSET);
         for i in due {
             let gpa = window + (self.s.faults[i].gpa() - TARGET_BASE);
-            let already = self
-                .poisoned
-                .iter()
-                .any(|p| p.hva as u64 == gpa - gpa % self.page_size);
-            if already {
+            // An earlier fault on the same host page poisoned it already.
+            let page = ram.hva(gpa - gpa % self.page_size);
+            if self.poisoned.iter().any(|p| Some(p.hva as u64) == page) {
                 continue;
             }
-            let pfn = remote
+            let (hva, pfn) = remote
                 .poison(ram, gpa, self.page_size, window..window + self.target_size)
                 .map_err(|e| format!("poison {gpa:#x} in the VMM: {e}"))?;
             self.poisoned.push(PoisonedPage {
-                // The guest page, for the record; unpoisoning needs only the frame.
-                hva: (gpa - gpa % self.page_size) as usize,
+                hva: hva as usize,
                 pfn: Some(pfn),
                 method: Method::HardOffline,
                 page_size: self.page_size as usize,

@@ -138,14 +138,14 @@ impl Remote {
     /// the VMM's own frame, never the shared zero page), its frame read from the page map,
     /// checked again right before the call, and its physical address written to
     /// `hard_offline_page` (memory_failure() as a machine check would call it). Returns the
-    /// frame, for unpoisoning.
+    /// page's host virtual address and its frame, for unpoisoning.
     pub fn poison(
         &self,
         ram: &GuestRam,
         gpa: u64,
         page_size: u64,
         allowed: std::ops::Range<u64>,
-    ) -> io::Result<u64> {
+    ) -> io::Result<(u64, u64)> {
         let page_gpa = gpa - gpa % page_size;
         if !(allowed.start <= page_gpa && page_gpa + page_size <= allowed.end) {
             return Err(io::Error::other(format!(
@@ -167,7 +167,7 @@ impl Remote {
             )));
         }
         std::fs::write(HARD_OFFLINE_PAGE, format!("{:#x}\n", pfn * page_size))?;
-        Ok(pfn)
+        Ok((hva, pfn))
     }
 
     fn pfn(&self, hva: u64, page_size: u64) -> io::Result<u64> {
