@@ -21,18 +21,16 @@ use emuhost::QemuSuite;
 
 use crate::scenario::{Firmware, Scenario, When};
 
-/// Debian suites whose arm64 `qemu-system-arm` the harness fetches.
-pub const QEMU_SUITES: [&str; 4] = ["bookworm", "bookworm-backports", "trixie", "sid"];
 /// The suite plain `qemu` means.
-pub const QEMU_DEFAULT_SUITE: &str = "trixie";
+pub const QEMU_DEFAULT_SUITE: QemuSuite = QemuSuite::Trixie;
 
 /// A VMM under test, as `--vmm` names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sut {
     /// The harness's own VMM, in process.
     Reference,
-    /// Debian's arm64 QEMU of a suite (one of [`QEMU_SUITES`]).
-    QemuDebian(String),
+    /// Debian's arm64 QEMU of a suite, fetched by emuhost.
+    QemuDebian(QemuSuite),
     /// A QEMU binary of one's own.
     QemuPath(PathBuf),
     /// libkrun, through the harness's small driver binary.
@@ -52,14 +50,13 @@ impl Sut {
                        trixie, sid), qemu=PATH, libkrun, exec='COMMAND TEMPLATE'";
         Ok(match s {
             "reference" => Self::Reference,
-            "qemu" => Self::QemuDebian(QEMU_DEFAULT_SUITE.into()),
+            "qemu" => Self::QemuDebian(QEMU_DEFAULT_SUITE),
             "libkrun" => Self::Libkrun,
             _ => {
                 if let Some(suite) = s.strip_prefix("qemu:") {
-                    if !QEMU_SUITES.contains(&suite) {
-                        return Err(format!("--vmm {s}: no such suite; {allowed}"));
-                    }
-                    Self::QemuDebian(suite.into())
+                    let suite = QemuSuite::parse(suite)
+                        .map_err(|_| format!("--vmm {s}: no such suite; {allowed}"))?;
+                    Self::QemuDebian(suite)
                 } else if let Some(path) = s.strip_prefix("qemu=").filter(|p| !p.is_empty()) {
                     Self::QemuPath(PathBuf::from(path))
                 } else if let Some(t) = s.strip_prefix("exec=").filter(|t| !t.trim().is_empty()) {
@@ -76,7 +73,7 @@ impl Sut {
     pub fn arg(&self) -> String {
         match self {
             Self::Reference => "reference".into(),
-            Self::QemuDebian(suite) => format!("qemu:{suite}"),
+            Self::QemuDebian(suite) => format!("qemu:{}", suite.name()),
             Self::QemuPath(p) => format!("qemu={}", p.display()),
             Self::Libkrun => "libkrun".into(),
             Self::Exec(t) => format!("exec={t}"),
@@ -88,7 +85,7 @@ impl Sut {
     pub fn name(&self) -> String {
         match self {
             Self::Reference => "reference".into(),
-            Self::QemuDebian(suite) => format!("qemu-{suite}"),
+            Self::QemuDebian(suite) => format!("qemu-{}", suite.name()),
             Self::QemuPath(_) => "qemu".into(),
             Self::Libkrun => "libkrun".into(),
             Self::Exec(_) => "exec".into(),
@@ -179,7 +176,6 @@ pub fn launcher(sut: &Sut) -> Result<Launcher, String> {
             )
         })),
         Sut::QemuDebian(suite) => {
-            let suite = QemuSuite::parse(&suite).map_err(|e| e.to_string())?;
             let install = emuhost::vmm_qemu::installed(suite, &cache_dir()?).ok_or(format!(
                 "qemu:{} is not installed: `ras-harness run --vmm qemu:{0}` fetches it",
                 suite.name()
@@ -230,12 +226,9 @@ pub fn prepare(sut: &Sut) -> Result<(), String> {
         Sut::Libkrun => emuhost::vmm_libkrun::ensure_driver(&cache_dir()?)
             .map(drop)
             .map_err(|e| format!("--vmm libkrun: {e}")),
-        Sut::QemuDebian(suite) => {
-            let suite = QemuSuite::parse(suite).map_err(|e| e.to_string())?;
-            emuhost::vmm_qemu::ensure(suite, &cache_dir()?, false)
-                .map(drop)
-                .map_err(|e| format!("--vmm qemu:{}: {e}", suite.name()))
-        }
+        Sut::QemuDebian(suite) => emuhost::vmm_qemu::ensure(*suite, &cache_dir()?, false)
+            .map(drop)
+            .map_err(|e| format!("--vmm qemu:{}: {e}", suite.name())),
         Sut::QemuPath(p) if !p.is_file() => {
             Err(format!("--vmm qemu={}: no such file", p.display()))
         }
@@ -250,8 +243,7 @@ pub fn version(sut: &Sut) -> Option<String> {
     match sut {
         Sut::Reference => Some(format!("ras-harness {}", env!("CARGO_PKG_VERSION"))),
         Sut::QemuDebian(suite) => {
-            let suite = QemuSuite::parse(suite).ok()?;
-            emuhost::vmm_qemu::installed(suite, &cache_dir().ok()?).map(|i| i.version)
+            emuhost::vmm_qemu::installed(*suite, &cache_dir().ok()?).map(|i| i.version)
         }
         Sut::Libkrun => Some(format!("libkrun {}", emuhost::vmm_libkrun::LIBKRUN_VERSION)),
         Sut::QemuPath(p) => {
@@ -272,10 +264,9 @@ pub fn initramfs_parts(sut: &Sut) -> Vec<PathBuf> {
     let Sut::QemuDebian(suite) = sut else {
         return Vec::new();
     };
-    let installed = QemuSuite::parse(suite)
+    let installed = cache_dir()
         .ok()
-        .zip(cache_dir().ok())
-        .and_then(|(suite, cache)| emuhost::vmm_qemu::installed(suite, &cache));
+        .and_then(|cache| emuhost::vmm_qemu::installed(*suite, &cache));
     installed.map(|i| i.initramfs).into_iter().collect()
 }
 

@@ -20,7 +20,8 @@ const FAKE_VMM: &str = "RAS_TEST_FAKE_VMM";
 /// The VMMs besides the reference whose behaviour is kept as baselines (vmms.rs), fetched
 /// or built before the trials run.
 fn baselined() -> Vec<Sut> {
-    let qemu = ["bookworm", "trixie", "sid"].map(|suite| Sut::QemuDebian(suite.into()));
+    use emuhost::QemuSuite::{Bookworm, Sid, Trixie};
+    let qemu = [Bookworm, Trixie, Sid].map(Sut::QemuDebian);
     qemu.into_iter().chain([Sut::Libkrun]).collect()
 }
 

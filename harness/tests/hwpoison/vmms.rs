@@ -65,7 +65,7 @@ pub fn trials() -> Vec<Trial> {
         killed_vmm_gives_the_page_back,
     ));
     for (sut, stream) in [
-        (Sut::QemuDebian("trixie".into()), "console"),
+        (Sut::QemuDebian(emuhost::QemuSuite::Trixie), "console"),
         (Sut::Libkrun, "stdout"),
     ] {
         trials.push(Trial::ignorable_test(
