@@ -60,6 +60,8 @@ pub enum FatalReason {
     Panic = 5,
     /// PSCI CPU_OFF returned (a vCPU other than vCPU 0 could not power down).
     CpuOffReturned = 6,
+    /// PSCI CPU_ON refused to start another vCPU (neither success nor ALREADY_ON).
+    CpuOnFailed = 7,
 }
 
 impl FatalReason {
@@ -72,6 +74,7 @@ impl FatalReason {
             4 => Self::SystemOffReturned,
             5 => Self::Panic,
             6 => Self::CpuOffReturned,
+            7 => Self::CpuOnFailed,
             _ => return None,
         })
     }

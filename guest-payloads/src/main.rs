@@ -73,6 +73,15 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
     };
     mb.with_scratch(|s| s.has_ras = u64::from(sysreg::has_feat_ras()));
     ring(mb, Doorbell::new(Event::Ready, 0, 0));
+    // vCPU 0 starts the others, as an OS does (a VMM that started them says ALREADY_ON).
+    if index == 0 {
+        for other in 1..u64::from(params.vcpus) {
+            if !platform::cpu_on(mb, other, image_base, dtb) {
+                say!(mb, "fatal cpu=0 CPU_ON refused for cpu={other}");
+                fatal(mb, 0, FatalReason::CpuOnFailed)
+            }
+        }
+    }
 
     if params.flags & flags::HANG != 0 {
         loop {

@@ -11,6 +11,11 @@ use ras_guest_abi::mailbox::State;
 /// CPU_OFF, both SMC32 calls.
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
 const PSCI_CPU_OFF: u64 = 0x8400_0002;
+/// CPU_ON, SMC64 (DEN0022 "Function IDs"); its return values SUCCESS 0 and ALREADY_ON -4
+/// (DEN0022 "Return error codes").
+const PSCI_CPU_ON: u64 = 0xC400_0003;
+const PSCI_SUCCESS: i64 = 0;
+const PSCI_ALREADY_ON: i64 = -4;
 
 /// Announces `d`: one store to the doorbell when bootargs named one, else the mailbox
 /// handshake; and a console line.
@@ -75,6 +80,35 @@ pub fn psci_system_off(mb: Mailbox) {
 pub fn cpu_off(mb: Mailbox) -> ! {
     psci_call(mb, PSCI_CPU_OFF);
     fatal(mb, 0, FatalReason::CpuOffReturned)
+}
+
+/// Starts vCPU `index` (MPIDR Aff0 = index % 16, Aff1 = index / 16, the numbering `_start`
+/// reads back) at the image's first byte with x0 = `dtb`, as PSCI CPU_ON does: MMU off, at
+/// EL1. A VMM that starts every vCPU itself (the reference VMM) answers ALREADY_ON.
+/// Returns whether the vCPU is running.
+pub fn cpu_on(mb: Mailbox, index: u64, image_base: u64, dtb: u64) -> bool {
+    let mpidr = (index % 16) | (index / 16) << 8;
+    let ret: i64;
+    // SAFETY: a PSCI call (SMCCC): CPU_ON returns in x0 and clobbers at most x1-x3; the new
+    // vCPU enters the payload's own entry code with its own mailbox and stack.
+    unsafe {
+        if mb.psci_smc() {
+            asm!(
+                "smc #0", // SMC Calling Convention call to the secure monitor
+                inout("x0") PSCI_CPU_ON => ret,
+                inout("x1") mpidr => _, inout("x2") image_base => _, inout("x3") dtb => _,
+                options(nostack),
+            )
+        } else {
+            asm!(
+                "hvc #0", // SMC Calling Convention call to the hypervisor
+                inout("x0") PSCI_CPU_ON => ret,
+                inout("x1") mpidr => _, inout("x2") image_base => _, inout("x3") dtb => _,
+                options(nostack),
+            )
+        }
+    };
+    ret == PSCI_SUCCESS || ret == PSCI_ALREADY_ON
 }
 
 /// One argument-less PSCI call, over the conduit `/psci` `method` names (HVC by default).

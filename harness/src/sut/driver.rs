@@ -20,7 +20,8 @@ use super::command::{Guest, Launch};
 use super::remote::{GuestRam, Remote};
 use crate::fault::{Method, PoisonedPage};
 use crate::scenario::{GuestReport, Outcome, Scenario, VmmEnd, When};
-use crate::vmm::plan::plan;
+use crate::vmm::plan::{plan, Plan};
+use ras_guest_abi::Params;
 
 /// Bytes kept of each of the VMM's output streams.
 const OUTPUT_TAIL: usize = 16 << 10;
@@ -60,13 +61,19 @@ pub fn run(
     limits: Limits,
 ) -> Result<(Outcome, Transcript), String> {
     let plan = plan(s).map_err(|e| e.to_string())?;
-    let vcpu = plan.vcpus.first().ok_or("no vCPU")?;
-    let mut params = vcpu.params;
-    params.doorbell_gpa = 0;
-    params.rsdp_gpa = 0;
+    // No doorbell (the handshake instead) and no tables of the harness's.
+    let params: Vec<_> = plan
+        .vcpus
+        .iter()
+        .map(|v| Params {
+            doorbell_gpa: 0,
+            rsdp_gpa: 0,
+            ..v.params
+        })
+        .collect();
     let guest = Guest {
         image: dir.join("ras-guest.img"),
-        bootargs: crate::payload::bootargs(&[params]),
+        bootargs: crate::payload::bootargs(&params),
         ram_mib: Guest::ram_mib(s.guest.memory_mib),
         vcpus: s.guest.vcpus,
         console: dir.join("console"),
@@ -100,11 +107,11 @@ pub fn run(
 
     let mut session = Session {
         s,
-        step_faults: &vcpu.step_faults,
+        plan: &plan,
         target_size: plan.target_size,
         page_size: crate::fault::host_page_size() as u64,
         poisoned: Vec::new(),
-        report: None,
+        reports: vec![None; plan.vcpus.len()],
     };
     let watched = session.watch(&mut child, limits);
     // Whatever happened, the process is gone before its pages are given back.
@@ -128,15 +135,15 @@ pub fn run(
     } else {
         end_of(status, &transcript.stderr)
     };
-    let guest = match &session.report {
-        Some(r) => GuestReport::from_report(0, r),
-        None => GuestReport::from_report(0, &Report::default()),
-    };
+    let guest = (0..)
+        .zip(&session.reports)
+        .map(|(v, r)| GuestReport::from_report(v, r.as_ref().unwrap_or(&Report::default())))
+        .collect();
     Ok((
         Outcome {
             vmm_end,
             host_signals: Vec::new(),
-            guest: vec![guest],
+            guest,
         },
         transcript,
     ))
@@ -145,19 +152,20 @@ pub fn run(
 /// One run's state on the harness's side.
 struct Session<'a> {
     s: &'a Scenario,
-    step_faults: &'a [Option<usize>],
+    plan: &'a Plan,
     target_size: u64,
     page_size: u64,
     poisoned: Vec<PoisonedPage>,
-    report: Option<Report>,
+    /// Each vCPU's report as last read.
+    reports: Vec<Option<Report>>,
 }
 
 impl Session<'_> {
     /// Answers the guest until the VMM ends (`Ok(false)`) or a limit passes (`Ok(true)`).
     fn watch(&mut self, child: &mut Child, limits: Limits) -> Result<bool, String> {
         let start = Instant::now();
-        let (mut remote, mut ram, mut acked): (Option<Remote>, Option<GuestRam>, u64) =
-            (None, None, 0);
+        let (mut remote, mut ram): (Option<Remote>, Option<GuestRam>) = (None, None);
+        let mut acked = vec![0u64; self.reports.len()];
         loop {
             if child.try_wait().map_err(|e| e.to_string())?.is_some() {
                 return Ok(false);
@@ -190,41 +198,55 @@ impl Session<'_> {
                 continue;
             };
             ram = Some(found);
-            // A read that fails means the VMM is going: the next round sees it ended.
-            let Ok(hs) = remote.handshake(&found) else {
-                continue;
-            };
-            if hs.seq == acked {
-                std::thread::sleep(POLL);
-                continue;
-            }
-            if let Ok(r) = remote.report(&found) {
-                self.report = Some(r);
-            }
-            match Doorbell::decode(hs.event).kind() {
-                Some(Event::Ready) => self.poison(remote, &found, None)?,
-                Some(Event::ReadyForFault) => {
-                    self.poison(remote, &found, Some(Doorbell::decode(hs.event).step))?
+            let mut answered = false;
+            for (vcpu, acked) in acked.iter_mut().enumerate() {
+                // A read that fails means the VMM is going: the next round sees it ended.
+                let Ok(hs) = remote.handshake(&found, vcpu) else {
+                    continue;
+                };
+                if hs.seq == *acked {
+                    continue;
                 }
-                _ => {}
+                if let Ok(r) = remote.report(&found, vcpu) {
+                    self.reports[vcpu] = Some(r);
+                }
+                let event = Doorbell::decode(hs.event);
+                match event.kind() {
+                    Some(Event::Ready) if vcpu == 0 => self.poison(remote, &found, vcpu, None)?,
+                    Some(Event::ReadyForFault) => {
+                        self.poison(remote, &found, vcpu, Some(event.step))?
+                    }
+                    _ => {}
+                }
+                if remote.ack(&found, vcpu, hs.seq).is_ok() {
+                    *acked = hs.seq;
+                    answered = true;
+                }
             }
-            if remote.ack(&found, hs.seq).is_err() {
-                continue;
+            if !answered {
+                std::thread::sleep(POLL);
             }
-            acked = hs.seq;
         }
     }
 
-    /// Poisons the faults due now: at `Ready` (`step` None) those meant before boot, at a
-    /// step's `ReadyForFault` the one that step consumes.
-    fn poison(&mut self, remote: &Remote, ram: &GuestRam, step: Option<u16>) -> Result<(), String> {
+    /// Poisons the faults due now: at vCPU 0's `Ready` (`step` None) those meant before
+    /// boot, at a step's `ReadyForFault` the one that step of `vcpu` consumes.
+    fn poison(
+        &mut self,
+        remote: &Remote,
+        ram: &GuestRam,
+        vcpu: usize,
+        step: Option<u16>,
+    ) -> Result<(), String> {
         let due: Vec<usize> = match step {
             None => (0..self.s.faults.len())
                 .filter(|&i| self.s.faults[i].when == When::BeforeBoot)
                 .collect(),
             Some(step) => self
-                .step_faults
-                .get(usize::from(step))
+                .plan
+                .vcpus
+                .get(vcpu)
+                .and_then(|v| v.step_faults.get(usize::from(step)))
                 .copied()
                 .flatten()
                 .filter(|&i| self.s.faults[i].when == When::AtReady)

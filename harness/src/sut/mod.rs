@@ -100,8 +100,6 @@ impl Sut {
         }
         let why = if s.firmware == Firmware::Acpi {
             "ACPI tables come from UEFI firmware for this VMM; not run yet"
-        } else if s.guest.vcpus > 1 {
-            "the payload starts secondary vCPUs only under the reference VMM"
         } else if !s.vmm.mask_caps.is_empty() {
             "a KVM capability to mask: only the reference VMM can be told to"
         } else if !s.guest.ras {

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use ras_guest_abi::map::{mailbox_offset, MAILBOX_SIZE};
+use ras_guest_abi::map::{mailbox_at, mailbox_offset, MAILBOXES_OFFSET, MAILBOX_SIZE};
 use ras_guest_abi::{Handshake, Report, HANDSHAKE_MAGIC};
 
 use crate::fault::pagemap::{entry_offset, PagemapEntry};
@@ -17,6 +17,8 @@ use crate::fault::poison::HARD_OFFLINE_PAGE;
 /// the first 2 MiB of the image, which a VMM loads near the start of RAM (QEMU 2 MiB in,
 /// libkrun at the start).
 const SCAN_LIMIT: u64 = 64 << 20;
+/// An arm64 Image's base alignment (Documentation/arch/arm64/booting.rst).
+const IMAGE_ALIGN: u64 = 2 << 20;
 /// Smallest mapping that can be guest RAM here (the payload needs 1 GiB + its target).
 const MIN_RAM_MAPPING: u64 = 64 << 20;
 
@@ -37,7 +39,7 @@ pub struct GuestRam {
     pub len: u64,
     /// The guest physical address at `start`.
     pub gpa: u64,
-    /// Guest physical address of vCPU 0's mailbox.
+    /// Guest physical address of vCPU 0's mailbox (the others follow it).
     pub mailbox: u64,
 }
 
@@ -90,11 +92,14 @@ impl Remote {
                 if self.read(hva, &mut hs).is_ok() {
                     let hs = Handshake::from_bytes(&hs).expect("sized above");
                     if hs.magic == HANDSHAKE_MAGIC && hs.mailbox_gpa >= at {
+                        // Any vCPU's mailbox names the image base (2 MiB-aligned), and so
+                        // vCPU 0's.
+                        let base = (hs.mailbox_gpa - MAILBOXES_OFFSET) & !(IMAGE_ALIGN - 1);
                         return Ok(Some(GuestRam {
                             start,
                             len: end - start,
                             gpa: hs.mailbox_gpa - at,
-                            mailbox: hs.mailbox_gpa,
+                            mailbox: mailbox_at(base, 0),
                         }));
                     }
                 }
@@ -104,32 +109,32 @@ impl Remote {
         Ok(None)
     }
 
-    /// vCPU 0's handshake.
-    pub fn handshake(&self, ram: &GuestRam) -> io::Result<Handshake> {
+    /// vCPU `vcpu`'s handshake.
+    pub fn handshake(&self, ram: &GuestRam, vcpu: usize) -> io::Result<Handshake> {
         let mut bytes = [0u8; std::mem::size_of::<Handshake>()];
-        self.read(
-            self.mailbox_hva(ram, mailbox_offset::HANDSHAKE)?,
-            &mut bytes,
-        )?;
+        let hva = self.mailbox_hva(ram, vcpu, mailbox_offset::HANDSHAKE)?;
+        self.read(hva, &mut bytes)?;
         Ok(Handshake::from_bytes(&bytes).expect("sized above"))
     }
 
-    /// Acknowledges event `seq`: the guest goes on.
-    pub fn ack(&self, ram: &GuestRam, seq: u64) -> io::Result<()> {
+    /// Acknowledges vCPU `vcpu`'s event `seq`: it goes on.
+    pub fn ack(&self, ram: &GuestRam, vcpu: usize, seq: u64) -> io::Result<()> {
         let field = std::mem::offset_of!(Handshake, ack) as u64;
-        let hva = self.mailbox_hva(ram, mailbox_offset::HANDSHAKE + field)?;
+        let hva = self.mailbox_hva(ram, vcpu, mailbox_offset::HANDSHAKE + field)?;
         self.write(hva, &seq.to_le_bytes())
     }
 
-    /// vCPU 0's report.
-    pub fn report(&self, ram: &GuestRam) -> io::Result<Report> {
+    /// vCPU `vcpu`'s report.
+    pub fn report(&self, ram: &GuestRam, vcpu: usize) -> io::Result<Report> {
         let mut bytes = vec![0u8; std::mem::size_of::<Report>()];
-        self.read(self.mailbox_hva(ram, mailbox_offset::REPORT)?, &mut bytes)?;
+        let hva = self.mailbox_hva(ram, vcpu, mailbox_offset::REPORT)?;
+        self.read(hva, &mut bytes)?;
         Ok(Report::from_bytes(&bytes).expect("sized above"))
     }
 
-    fn mailbox_hva(&self, ram: &GuestRam, offset: u64) -> io::Result<u64> {
-        ram.hva(ram.mailbox + offset)
+    /// Where `offset` into vCPU `vcpu`'s mailbox is (the mailboxes follow vCPU 0's).
+    fn mailbox_hva(&self, ram: &GuestRam, vcpu: usize, offset: u64) -> io::Result<u64> {
+        ram.hva(ram.mailbox + vcpu as u64 * MAILBOX_SIZE + offset)
             .ok_or_else(|| io::Error::other("the mailbox is outside the guest RAM mapping"))
     }
 
