@@ -25,7 +25,9 @@
 //!    QEMU's numbering) and its mailbox from [`map::mailbox_at`].
 //! 2. It reads the device tree ([`fdt`]) and its [`bootargs`] (the parameters, written
 //!    back as [`Params`] into its mailbox), turns the MMU on, and announces
-//!    [`doorbell::Event::Ready`].
+//!    [`doorbell::Event::Ready`]. vCPU 0 then starts vCPUs 1 to `ras.vcpus - 1` with PSCI
+//!    CPU_ON at the image's first byte, x0 = the device tree, as an OS does (a VMM that
+//!    started them itself, like the reference VMM, answers ALREADY_ON).
 //! 3. For each target address: it announces [`doorbell::Event::ReadyForFault`] (the VMM or
 //!    the harness may poison or inject now), performs the access, records any exception
 //!    (with ACPI, the handler first walks the tables to the error status block and copies
