@@ -17,6 +17,10 @@ use ras_harness::sut::Sut;
 #[cfg(target_arch = "aarch64")]
 const FAKE_VMM: &str = "RAS_TEST_FAKE_VMM";
 
+/// Seconds the whole emulated run may take: the reference VMM's trials and the other VMMs'
+/// take 3 to 5 minutes each on a 2-core x86 machine; room for a loaded one.
+const EMULATED_RUN_SECONDS: u64 = 2400;
+
 /// The VMMs besides the reference whose behaviour is kept as baselines (vmms.rs), fetched
 /// or built before the trials run.
 fn baselined() -> Vec<Sut> {
@@ -38,6 +42,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             parts.extend(ras_harness::sut::initramfs_parts(&sut));
+        }
+        // The trials of other VMMs take minutes on their own: more than emuhost's default
+        // 600 s for a whole run, unless the caller said otherwise.
+        if std::env::var_os(emuhost::TIMEOUT_VAR).is_none() {
+            std::env::set_var(emuhost::TIMEOUT_VAR, EMULATED_RUN_SECONDS.to_string());
         }
         // The QEMUs start from the emulated host's RAM (emuhost/README.md).
         match std::env::join_paths(parts) {
