@@ -10,9 +10,13 @@
 //!   ESR_ELx, ACPI RSDP/XSDT/HEST, FDT.
 //! - [`scenario`]: the scenario files (schema, loading, validation, what a host must offer),
 //!   the black-box [`scenario::Outcome`], the judge, and the snapshot rules.
-//! - [`report`]: the run report as JSON, JUnit XML and a table, for one host kernel or
-//!   side by side for several ([`report::SideBySide`]).
-//! - [`payload`]: the guest payload image (built from guest-payloads/).
+//! - [`conformance`]: the rules every VMM is judged by, each with its source.
+//! - [`report`]: the run report as JSON, JUnit XML and a table, for one run or side by side
+//!   for several host kernels or VMMs ([`report::SideBySide`]).
+//! - [`payload`]: the guest payload image (built from guest-payloads/), and the device tree
+//!   and bootargs the reference VMM boots it with.
+//! - [`sut`]: the VMMs under test besides the reference: their `--vmm` names, command
+//!   lines, and the driver that runs one as a process and observes it from outside.
 //! - [`vmm`]: the reference VMM. Its decisions ([`vmm::policy`]), the fault order
 //!   ([`vmm::order`]), the VM layout ([`vmm::plan`]), the exception entry ([`vmm::entry`]) and
 //!   the GHESv2 protocol ([`vmm::ghes`]) are pure; the machine and the memory-error handler

@@ -56,7 +56,7 @@ pub fn bootargs(params: &[Params]) -> String {
 
 /// The device tree the reference VMM boots the payload with, at [`map::DTB_BASE`]: the RAM
 /// slot and `target_size` bytes of target slot as memory, one CPU node per vCPU, the GICv3
-/// at the payload's map, PSCI over HVC, and [`bootargs`]. Any firmware kind gets one (with
+/// at the payload's map, PSCI over HVC, and [`bootargs()`]. Any firmware kind gets one (with
 /// ACPI, bootargs carry `ras.rsdp`, as Linux's `acpi_rsdp=`); it names no console.
 pub fn device_tree(params: &[Params], target_size: u64) -> Result<Vec<u8>, fdt::FdtError> {
     device_tree_with(&bootargs(params), params.len() as u32, target_size)
