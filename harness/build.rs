@@ -94,7 +94,8 @@ fn check_relocations(elf: &Path) {
 /// The ELF's entry point, and its image as a loader sees it (what `objcopy -O binary`
 /// writes): every PT_LOAD segment's file bytes at its physical address, from the lowest
 /// one, with the gaps and each segment's zero-filled tail (p_memsz past p_filesz) as zeros
-/// up to the end of the last file byte (System V gABI, "Program Header").
+/// up to the end of the last file byte (System V gABI, "Program Header"), padded to whole
+/// 4 KiB pages.
 fn flatten(elf: &Path, bin: &Path) -> u64 {
     use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
     let bytes = std::fs::read(elf).expect("read the payload ELF");
@@ -119,7 +120,9 @@ fn flatten(elf: &Path, bin: &Path) -> u64 {
         .map(|&(a, d)| a + d.len() as u64)
         .max()
         .expect("a loadable segment");
-    let mut image = vec![0u8; usize::try_from(end - base).expect("image size")];
+    // Whole pages, as the PE header's raw sizes count them (guest-payloads/link.ld).
+    let size = (end - base).next_multiple_of(4096);
+    let mut image = vec![0u8; usize::try_from(size).expect("image size")];
     for (addr, data) in loads {
         let at = usize::try_from(addr - base).expect("offset");
         image[at..at + data.len()].copy_from_slice(data);

@@ -31,7 +31,8 @@
 //! maintainer scripts need (libibverbs1 depends on adduser, which pulls passwd, PAM and
 //! debconf). Whether nothing was left out that QEMU loads is checked after unpacking: every
 //! DT_NEEDED of qemu-system-aarch64 and of the libraries it needs, recursively, must be in
-//! the library directories (crate::elf).
+//! the library directories (crate::elf). Besides, the suite's edk2 firmware for the virt
+//! machine (qemu-efi-aarch64, `QEMU_EFI.fd`), which a QEMU with ACPI boots first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -72,8 +73,12 @@ const PRUNED: &[&str] = &[
     "usr/share/locale",
     "usr/bin/qemu-system-arm",
 ];
+/// The UEFI firmware a QEMU with ACPI boots (Debian's edk2 build for the virt machine),
+/// fetched with each suite's QEMU so the pair is what that suite ships.
+const FIRMWARE_PACKAGE: &str = "qemu-efi-aarch64";
+const FIRMWARE: &str = "usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
 /// Written into qemu.txt; a different one (a newer emuhost's layout) reads as not installed.
-const LAYOUT: &str = "2";
+const LAYOUT: &str = "3";
 /// Where the initramfs part puts a suite's QEMU in the emulated host (init's own files
 /// live under /emuhost too).
 const STAGED: &str = "/emuhost/qemu";
@@ -149,6 +154,8 @@ pub struct QemuInstall {
     pub binary: PathBuf,
     /// `<root>/usr/share/qemu`, passed with -L.
     pub data_dir: Option<PathBuf>,
+    /// The suite's edk2 firmware for the virt machine (`-bios`).
+    pub firmware: PathBuf,
     /// The unpacked packages: (name, version).
     pub packages: Vec<(String, String)>,
     /// A newc archive holding the binary, the dynamic linker and the libraries it loads
@@ -183,14 +190,16 @@ impl QemuInstall {
     }
 
     /// This QEMU as the emulated host sees it when [`initramfs`](Self::initramfs) is one
-    /// of its initramfs parts: binary, linker and libraries in RAM under
-    /// `/emuhost/qemu/<suite>/{bin,lib}`, the data directory still read from the share.
+    /// of its initramfs parts: binary, linker, libraries and firmware in RAM under
+    /// `/emuhost/qemu/<suite>/{bin,lib,firmware}`, the data directory still read from the
+    /// share.
     pub fn staged(&self) -> QemuInstall {
         let root = Path::new(STAGED).join(self.suite.name());
         QemuInstall {
             loader: root.join("lib").join(loader_name()),
             library_dirs: vec![root.join("lib")],
             binary: root.join("bin/qemu-system-aarch64"),
+            firmware: root.join("firmware/QEMU_EFI.fd"),
             root,
             ..self.clone()
         }
@@ -198,9 +207,22 @@ impl QemuInstall {
 
     /// The upstream version, e.g. "10.0.13" from "1:10.0.13+ds-0+deb13u1".
     pub fn upstream_version(&self) -> &str {
-        let v = self.version.split_once(':').map_or(&*self.version, |v| v.1);
-        v.split(['+', '-', '~']).next().unwrap_or(v)
+        upstream(&self.version)
     }
+
+    /// The firmware's upstream version, e.g. "2025.02" from "2025.02-8"; empty if unknown.
+    pub fn firmware_version(&self) -> &str {
+        self.packages
+            .iter()
+            .find(|(name, _)| name == FIRMWARE_PACKAGE)
+            .map_or("", |(_, v)| upstream(v))
+    }
+}
+
+/// A Debian version without its epoch and Debian revision.
+fn upstream(version: &str) -> &str {
+    let v = version.split_once(':').map_or(version, |v| v.1);
+    v.split(['+', '-', '~']).next().unwrap_or(v)
 }
 
 /// The cached QEMU of `suite`, fetched and unpacked first if `refresh` or if not there.
@@ -243,6 +265,7 @@ fn load(suite: QemuSuite, dir: &Path) -> Option<QemuInstall> {
         library_dirs: Vec::new(),
         binary: root.join(BINARY),
         data_dir: None,
+        firmware: root.join(FIRMWARE),
         packages: Vec::new(),
         root: root.clone(),
         initramfs: dir.join("initramfs.cpio"),
@@ -268,6 +291,7 @@ fn load(suite: QemuSuite, dir: &Path) -> Option<QemuInstall> {
         && !install.library_dirs.is_empty()
         && install.loader.is_file()
         && install.binary.is_file()
+        && install.firmware.is_file()
         && install.initramfs.is_file();
     ok.then_some(install)
 }
@@ -286,7 +310,17 @@ fn fetch(suite: QemuSuite, cache: &Path, dir: &Path) -> Result<(), Error> {
     );
     apt.update()?;
     let listed = started.elapsed();
-    let closure = resolve(&apt)?;
+    let mut closure = resolve(&apt)?;
+    let firmware = apt.show(&[FIRMWARE_PACKAGE.to_owned()])?;
+    let firmware = firmware
+        .get(FIRMWARE_PACKAGE)
+        .and_then(|f| f.get("Version"))
+        .ok_or(Error::Setup(format!(
+            "the archive has no {FIRMWARE_PACKAGE}"
+        )))?;
+    closure
+        .taken
+        .insert(FIRMWARE_PACKAGE.to_owned(), firmware.clone());
     let resolved = started.elapsed();
     let names: Vec<String> = closure.taken.keys().cloned().collect();
     progress!(
@@ -309,6 +343,11 @@ fn fetch(suite: QemuSuite, cache: &Path, dir: &Path) -> Result<(), Error> {
     for p in PRUNED {
         let p = root.join(p);
         let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+    }
+    if !root.join(FIRMWARE).is_file() {
+        return Err(Error::Setup(format!(
+            "{FIRMWARE_PACKAGE} {firmware} has no {FIRMWARE}"
+        )));
     }
     let linked = link_closure(&root)?;
     let part = staging_archive(suite, &root, &linked)?;
@@ -453,6 +492,11 @@ fn staging_archive(suite: QemuSuite, root: &Path, linked: &Linked) -> Result<Vec
     for (soname, file) in &linked.libraries {
         add(format!("{base}/lib/{soname}"), file, 0o644)?;
     }
+    add(
+        format!("{base}/firmware/QEMU_EFI.fd"),
+        Path::new(FIRMWARE),
+        0o644,
+    )?;
     Ok(archive.finish())
 }
 
@@ -610,7 +654,8 @@ mod tests {
             library_dirs: vec!["/r/lib/aarch64-linux-gnu".into(), "/r/usr/lib".into()],
             binary: "/r/usr/bin/qemu-system-aarch64".into(),
             data_dir: Some("/r/usr/share/qemu".into()),
-            packages: Vec::new(),
+            firmware: "/r/usr/share/qemu-efi-aarch64/QEMU_EFI.fd".into(),
+            packages: vec![("qemu-efi-aarch64".into(), "2025.02-8".into())],
             initramfs: "/c/initramfs.cpio".into(),
         };
         assert_eq!(
@@ -625,6 +670,11 @@ mod tests {
             ]
         );
         assert_eq!(install.upstream_version(), "10.0.13");
+        assert_eq!(install.firmware_version(), "2025.02");
+        assert_eq!(
+            install.staged().firmware,
+            Path::new("/emuhost/qemu/trixie/firmware/QEMU_EFI.fd")
+        );
         assert_eq!(
             install.staged().prefix(),
             [

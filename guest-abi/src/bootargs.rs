@@ -97,6 +97,20 @@ impl Problem {
     }
 }
 
+/// How much of the target window the line's targets reach into, over all its vCPUs, in
+/// whole 2 MiB blocks (what a loader must leave free there); 0 for no targets or a line
+/// [`parse`] refuses.
+pub fn target_span(line: &[u8]) -> u64 {
+    const BLOCK: u64 = 2 << 20;
+    let vcpus = parse(line, 0).map_or(0, |b| b.vcpus as usize);
+    let end = (0..vcpus.min(MAX_VCPUS))
+        .filter_map(|v| parse(line, v).ok())
+        .flat_map(|b| b.targets.into_iter().take(b.target_count as usize))
+        .map(|offset| offset.saturating_add(8))
+        .max();
+    end.map_or(0, |e| e.next_multiple_of(BLOCK))
+}
+
 /// Reads vCPU `vcpu`'s parameters from `line`.
 pub fn parse(line: &[u8], vcpu: usize) -> Result<Bootargs, BootargsError<'_>> {
     let err = |key: &'static str, problem| BootargsError {
@@ -477,5 +491,15 @@ mod tests {
         assert_eq!(number(b"12a"), None);
         assert_eq!(number(b"0x1_0000_0000_0000_0000"), None);
         assert_eq!(number(b"0x10000000000000000"), None);
+    }
+
+    #[test]
+    fn the_target_span_covers_every_vcpus_targets_in_2_mib_blocks() {
+        let s = line(&sample(), &[&[0, 0x4000], &[0x20_0000]]);
+        assert_eq!(target_span(s.as_bytes()), 4 << 20);
+        let s = line(&sample(), &[&[0x1000], &[]]);
+        assert_eq!(target_span(s.as_bytes()), 2 << 20);
+        assert_eq!(target_span(b"ras.abi=4 ras.access=none ras.el=1"), 0);
+        assert_eq!(target_span(b"ras.bogus=1 ras.vcpu0=0x1000"), 0);
     }
 }

@@ -9,7 +9,8 @@
 //! - [`map`]: the guest physical memory map (RAM slot, per-vCPU mailboxes, firmware area,
 //!   the MMIO doorbell, the target slot that is the only memory ever poisoned);
 //! - [`bootargs`]: the parameters as `/chosen/bootargs` words;
-//! - [`fdt`]: what the payload reads from the device tree;
+//! - [`fdt`]: what the payload reads from the device tree; [`acpi`]: what it reads from
+//!   ACPI tables instead when UEFI firmware booted it without one;
 //! - [`mailbox`]: the `#[repr(C)]` records in a vCPU's mailbox: [`Params`] (what the
 //!   guest understood), [`Handshake`] and [`Report`], their layout pinned by const
 //!   assertions;
@@ -54,6 +55,7 @@
 #![no_std]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod acpi;
 pub mod arch;
 pub mod bootargs;
 pub mod doorbell;

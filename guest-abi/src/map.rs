@@ -12,6 +12,7 @@
 //! 0x4000_0000  RAM slot (RAM_SIZE), QEMU virt's RAM base:
 //!   +0x00_0000   payload image (IMAGE_MAX_SIZE), entry at its first byte
 //!   +0x10_0000   mailboxes, MAILBOX_SIZE per vCPU, MAX_VCPUS of them
+//!   +0x18_0000   (under UEFI firmware: what the EFI entry learned, EFI_BOOT_OFFSET)
 //!   +0x20_0000   firmware area: ACPI tables, GHES registers and status blocks,
 //!   +0x3f_0000   the DTB (DTB_MAX_SIZE)
 //! 0x8000_0000  target slot (up to TARGET_MAX_SIZE), backed as the scenario chooses:
@@ -98,6 +99,14 @@ pub const fn target_window(image_base: u64) -> u64 {
     (image_base / GIB + 1) * GIB
 }
 
+/// What an image occupies from its base: the image, the mailboxes, and what an EFI boot
+/// leaves for the plain boot path at [`EFI_BOOT_OFFSET`]. A UEFI firmware reserves it
+/// (the PE header's SizeOfImage).
+pub const IMAGE_SPAN: u64 = 2 << 20;
+/// Offset from the image base of what the payload's EFI entry learned from the firmware
+/// (its device tree, in effect): just past the last mailbox.
+pub const EFI_BOOT_OFFSET: u64 = MAILBOXES_OFFSET + MAX_VCPUS as u64 * MAILBOX_SIZE;
+
 /// Guest physical address of vCPU `index`'s mailbox for an image at `image_base`.
 pub const fn mailbox_at(image_base: u64, index: usize) -> u64 {
     image_base + MAILBOXES_OFFSET + index as u64 * MAILBOX_SIZE
@@ -113,6 +122,7 @@ pub const fn mailbox_base(index: usize) -> Option<u64> {
 }
 
 const _: () = assert!(MAILBOX_BASE + MAX_VCPUS as u64 * MAILBOX_SIZE <= FIRMWARE_BASE);
+const _: () = assert!(EFI_BOOT_OFFSET < IMAGE_SPAN && RAM_BASE + IMAGE_SPAN <= FIRMWARE_BASE);
 const _: () = assert!(FIRMWARE_BASE + FIRMWARE_SIZE <= RAM_BASE + RAM_SIZE);
 const _: () = assert!(RAM_BASE + RAM_SIZE <= TARGET_BASE);
 const _: () = assert!(TARGET_BASE == 0x8000_0000);

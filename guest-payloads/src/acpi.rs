@@ -7,12 +7,10 @@
 //! read-ack register) at any exit, so no Rust reference is ever made to it.
 
 use crate::mailbox::Mailbox;
+use ras_guest_abi::acpi::SDT_HEADER_LEN;
 use ras_guest_abi::mailbox::{acpi_checksum, acpi_found, CPER_COPY_MAX};
-use ras_guest_abi::map::RAM_SIZE;
 use ras_guest_abi::{AcpiObservation, RecordRead};
 
-/// Length of an ACPI system description table header (ACPI 6.5 Table 5.4).
-const SDT_HEADER_LEN: usize = 36;
 /// HEST entry types (ACPI 6.5 18.3.2): Generic Hardware Error Source and its version 2.
 const HEST_GHES: u16 = 9;
 const HEST_GHES_V2: u16 = 10;
@@ -23,8 +21,9 @@ const GHES_V2_LEN: usize = 92;
 /// error severity, 4 bytes each (ACPI 6.5 Table 18.17).
 const STATUS_BLOCK_HEADER_LEN: u64 = 20;
 
-/// `len` bytes of guest RAM at `addr`, checked to lie in the mapped RAM window (the
-/// RAM_SIZE bytes from the image base, where the reference VMM puts its tables).
+/// `len` bytes of guest RAM at `addr`, checked to lie where boot said tables may (mapped
+/// RAM: the RAM_SIZE bytes from the image base, where the reference VMM puts its tables, or
+/// the RAM a UEFI firmware's memory map describes).
 #[derive(Clone, Copy)]
 struct Ram {
     addr: u64,
@@ -35,8 +34,8 @@ impl Ram {
     /// The range, or `None` if any of its bytes lies outside RAM.
     fn at(addr: u64, len: u64) -> Option<Self> {
         let end = addr.checked_add(len)?;
-        let base = Mailbox::current().with_scratch(|s| s.image_base);
-        if addr < base || end > base + RAM_SIZE {
+        let [start, limit] = Mailbox::current().with_scratch(|s| s.tables);
+        if addr < start || end > limit {
             return None;
         }
         Some(Self {
@@ -54,8 +53,8 @@ impl Ram {
         if at >= self.len {
             return 0;
         }
-        // SAFETY: inside the range `at` checked to lie in the RAM slot, which the identity
-        // map covers; a volatile load of a u8, valid for any byte.
+        // SAFETY: inside the range `at` checked to lie in the tables' RAM, which the
+        // identity map covers; a volatile load of a u8, valid for any byte.
         unsafe { core::ptr::read_volatile((self.addr + at as u64) as *const u8) }
     }
 

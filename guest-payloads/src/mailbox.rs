@@ -35,6 +35,8 @@ pub struct Scratch {
     pub psci_smc: u64,
     /// The console: kind (0 none, 1 PL011, 2 16550), base, reg-shift, reg-io-width.
     pub uart: [u64; 4],
+    /// Where firmware tables may lie (`boot::Boot::tables`).
+    pub tables: [u64; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 0x1000);
@@ -70,6 +72,18 @@ impl Mailbox {
     /// its last announcement, so nothing it says is lost when vCPU 0 then powers the VM
     /// off).
     pub fn wait_for_other_vcpus(self, vcpus: u32) {
+        self.wait_for_others(vcpus, |s| matches!(s, State::Done | State::Fatal));
+    }
+
+    /// Spins until vCPUs 1 to `vcpus - 1` have started (their report says Running or
+    /// later): vCPU 0 runs its steps only then, so a VMM that dies of vCPU 0's access
+    /// cannot leave the others' progress to the scheduler.
+    pub fn wait_for_other_vcpus_started(self, vcpus: u32) {
+        self.wait_for_others(vcpus, |s| s != State::NotStarted);
+    }
+
+    /// Spins until each other vCPU's report holds a state for which `until` holds.
+    fn wait_for_others(self, vcpus: u32, until: impl Fn(State) -> bool) {
         let base = self.with_scratch(|s| s.image_base);
         for other in 1..(vcpus as usize).min(ras_guest_abi::map::MAX_VCPUS) {
             let state = (mailbox_at(base, other)
@@ -79,7 +93,7 @@ impl Mailbox {
                 // SAFETY: every mailbox lies in the identity-mapped first 2 MiB of the
                 // image; the other vCPU writes this u32 with one aligned store.
                 let s = State::from_code(unsafe { core::ptr::read_volatile(state) });
-                if matches!(s, Some(State::Done | State::Fatal)) {
+                if s.is_some_and(&until) {
                     break;
                 }
                 core::hint::spin_loop();
@@ -95,12 +109,13 @@ impl Mailbox {
     }
 
     /// Records the params boot read, and the console and PSCI conduit.
-    pub fn set_boot(self, params: &Params, uart: Option<Uart>, psci_smc: bool) {
+    pub fn set_boot(self, params: &Params, uart: Option<Uart>, psci_smc: bool, tables: [u64; 2]) {
         // SAFETY: the params slot of this vCPU's mailbox, aligned; Params is plain data.
         unsafe {
             core::ptr::write_volatile((self.base + mailbox_offset::PARAMS) as *mut Params, *params)
         };
         self.with_scratch(|s| {
+            s.tables = tables;
             s.psci_smc = u64::from(psci_smc);
             s.uart = uart.map_or([0; 4], |u| {
                 let kind = match u.kind {

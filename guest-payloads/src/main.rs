@@ -4,7 +4,7 @@
 //!
 //! Flow: [`entry`] (assembly: the Image header, self-relocation, this vCPU's mailbox) sets
 //! up the stack, FP/SIMD and VBAR_EL1 and calls [`payload_main`], which reads the device
-//! tree ([`boot`]), turns the MMU on ([`paging`]), runs one guarded step per target
+//! tree ([`boot`]; under UEFI firmware, what [`efi`] learned instead), turns the MMU on ([`paging`]), runs one guarded step per target
 //! ([`steps`]), optionally the SError wait, the ACPI walk ([`acpi`]), and ends with PSCI SYSTEM_OFF (vCPU 0, once the others are done) or CPU_OFF (the
 //! others). Exceptions go to [`exceptions`], which records them in
 //! the report (with ACPI, after the [`acpi`] walk to the record an OS would read) and
@@ -17,6 +17,7 @@
 mod acpi;
 mod boot;
 mod console;
+mod efi;
 mod entry;
 mod exceptions;
 mod mailbox;
@@ -40,11 +41,11 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
     // With the MMU off: the page tables depend on the access EL (the target is mapped for
     // EL0 or for EL1 execution).
     let boot = boot::read(dtb, index, image_base);
-    paging::enable_identity_map(mb, image_base, boot.params.el);
+    paging::enable_identity_map(mb, image_base, boot.params.el, boot.tables);
 
     mb.init(index, image_base);
     let params = boot.params;
-    mb.set_boot(&params, boot.uart, boot.psci_smc);
+    mb.set_boot(&params, boot.uart, boot.psci_smc, boot.tables);
     mb.with_report(|r| {
         r.magic = REPORT_MAGIC;
         r.state = State::Running as u32;
@@ -81,6 +82,7 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
                 fatal(mb, 0, FatalReason::CpuOnFailed)
             }
         }
+        mb.wait_for_other_vcpus_started(params.vcpus);
     }
 
     if params.flags & flags::HANG != 0 {

@@ -7,7 +7,8 @@
 //! ```text
 //! L1[0]         1 GiB block   Device-nGnRnE, EL1 RW, XN  (GIC, doorbell, UART)
 //! L1[base GiB]  -> L2 RAM:    [base] -> L3 (image and mailboxes, 4 KiB pages)
-//!                             the next 7 x 2 MiB blocks, Normal, EL1 RW, XN (firmware area)
+//!                             the blocks holding firmware tables, Normal, EL1 RW, XN
+//!                             (the next 7 under the reference VMM: its firmware area)
 //! L1[+1]        -> L2 target: 512 x 2 MiB Normal blocks, EL0- or EL1-accessible
 //! ```
 //!
@@ -21,7 +22,7 @@ use crate::mailbox::Mailbox;
 use crate::write_sysreg;
 use core::arch::asm;
 use ras_guest_abi::map::{
-    mailbox_offset, target_window, MAILBOXES_OFFSET, MAILBOX_SIZE, MAX_VCPUS, RAM_SIZE,
+    mailbox_offset, target_window, MAILBOXES_OFFSET, MAILBOX_SIZE, MAX_VCPUS,
 };
 
 // Descriptor fields, Arm ARM D8.3 "Translation table descriptor formats" (VMSAv8-64).
@@ -118,8 +119,9 @@ fn page_attributes(base: u64, addr: u64) -> u64 {
     }
 }
 
-/// Builds the tables for an image at `base` and an access at `el`, and turns the MMU on.
-pub fn enable_identity_map(mb: Mailbox, base: u64, el: u32) {
+/// Builds the tables for an image at `base`, an access at `el` and firmware tables in
+/// `firmware` (a RAM range), and turns the MMU on.
+pub fn enable_identity_map(mb: Mailbox, base: u64, el: u32, firmware: [u64; 2]) {
     let tables = mb.base() + mailbox_offset::PAGE_TABLES;
     let (l1, l2_ram, l3_ram, l2_target) =
         (tables, tables + PAGE, tables + 2 * PAGE, tables + 3 * PAGE);
@@ -135,11 +137,11 @@ pub fn enable_identity_map(mb: Mailbox, base: u64, el: u32) {
             i,
             page | NORMAL | TABLE_OR_PAGE | page_attributes(base, page),
         );
-        // The rest of the RAM window in 2 MiB blocks, nothing beyond RAM_SIZE.
+        // The rest of the image's GiB in 2 MiB blocks: those holding firmware tables.
         let block = ram_gib * GIB + i * BLOCK_2M;
         let ram = if i == first_block {
             l3_ram | VALID | TABLE_OR_PAGE
-        } else if block > base && block < base + RAM_SIZE {
+        } else if block + BLOCK_2M > firmware[0] && block < firmware[1] {
             block | NORMAL | AP_EL1_RW | PXN | UXN
         } else {
             0

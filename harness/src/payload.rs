@@ -216,12 +216,13 @@ mod tests {
 
     #[test]
     fn image_starts_with_an_arm64_image_header() {
-        // Documentation/arch/arm64/booting.rst: code0 a branch (B, opcode 0b000101 in
-        // bits 31:26), text_offset 0, image_size covering the file, flags LE + 4 KiB
-        // pages + anywhere, magic "ARM\x64" at 0x38.
+        // Documentation/arch/arm64/booting.rst: code0 "MZ" (a PE/COFF image too), code1 a
+        // branch (B, opcode 0b000101 in bits 31:26), text_offset 0, image_size covering
+        // the file, flags LE + 4 KiB pages + anywhere, magic "ARM\x64" at 0x38.
         let u64_at = |at: usize| u64::from_le_bytes(IMAGE[at..at + 8].try_into().unwrap());
-        let code0 = u32::from_le_bytes(IMAGE[..4].try_into().unwrap());
-        assert_eq!(code0 >> 26, 0b000101, "{code0:#x}");
+        assert_eq!(&IMAGE[..2], b"MZ");
+        let code1 = u32::from_le_bytes(IMAGE[4..8].try_into().unwrap());
+        assert_eq!(code1 >> 26, 0b000101, "{code1:#x}");
         assert_eq!(u64_at(8), 0, "text_offset");
         assert!(
             u64_at(16) >= IMAGE.len() as u64,
@@ -230,6 +231,50 @@ mod tests {
         );
         assert_eq!(u64_at(24), 0b1010, "flags");
         assert_eq!(&IMAGE[0x38..0x3c], b"ARM\x64");
+    }
+
+    #[test]
+    fn image_is_an_efi_application_too() {
+        // Microsoft PE format: e_lfanew at 0x3c; "PE\0\0", the COFF header (machine,
+        // section count at +6, optional header size at +20), the PE32+ optional header at
+        // +24 (entry point +16, SizeOfImage +56, SizeOfHeaders +60, Subsystem +68), then
+        // 40-byte section headers (VirtualSize +8, VirtualAddress +12, SizeOfRawData +16,
+        // PointerToRawData +20, Characteristics +36).
+        let u16_at = |at: usize| u16::from_le_bytes(IMAGE[at..at + 2].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_le_bytes(IMAGE[at..at + 4].try_into().unwrap());
+        let pe = u32_at(0x3c) as usize;
+        assert_eq!(&IMAGE[pe..pe + 4], b"PE\0\0");
+        assert_eq!(u16_at(pe + 4), 0xaa64, "machine");
+        let optional = pe + 24;
+        assert_eq!(u16_at(optional), 0x20b, "PE32+");
+        assert_eq!(u16_at(optional + 68), 10, "EFI application");
+        assert_eq!(
+            u64::from(u32_at(optional + 56)),
+            ras_guest_abi::map::IMAGE_SPAN
+        );
+        let headers = u32_at(optional + 60);
+        let entry = u32_at(optional + 16);
+        let sections = optional + usize::from(u16_at(pe + 20));
+        let mut covered = headers;
+        for i in 0..usize::from(u16_at(pe + 6)) {
+            let h = sections + 40 * i;
+            let (virtual_size, address) = (u32_at(h + 8), u32_at(h + 12));
+            let (raw_size, raw_at) = (u32_at(h + 16), u32_at(h + 20));
+            // File and memory layout agree, and the sections follow each other.
+            assert_eq!((address, raw_at), (covered, covered), "section {i}");
+            assert!(
+                raw_at as usize + raw_size as usize <= IMAGE.len(),
+                "section {i}"
+            );
+            if u32_at(h + 36) & 0x2000_0000 != 0 {
+                assert!(
+                    (address..address + raw_size).contains(&entry),
+                    "entry {entry:#x}"
+                );
+            }
+            covered = address + virtual_size;
+        }
+        assert_eq!(u64::from(covered), ras_guest_abi::map::IMAGE_SPAN);
     }
 
     #[test]

@@ -182,7 +182,11 @@ fn run_each(
     let mut results = Vec::with_capacity(total);
     for (i, (path, s)) in scenarios.iter().enumerate() {
         eprint!("{label}[{:>3}/{total}] {:<40} ", i + 1, s.name);
-        let result = runner::run_isolated(&exe, path, timeout, vmm);
+        let allowed = match vmm {
+            Sut::Reference => timeout,
+            _ => timeout.max(ras_harness::sut::time_allowed(s)),
+        };
+        let result = runner::run_isolated(&exe, path, allowed, vmm);
         eprintln!(
             "{:<5} {:>6.2} s",
             result.verdict.kind(),

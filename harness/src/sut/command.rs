@@ -5,6 +5,12 @@
 //! the image, `ras_guest_abi::map::target_window`): 1 GiB plus the scenario's target, with
 //! RAM starting at a GiB boundary and the image loaded in its first 2 MiB, as QEMU virt
 //! (RAM at 0x4000_0000, the image 2 MiB in) and libkrun (RAM and image at 0x8000_0000) do.
+//!
+//! A scenario with ACPI boots QEMU's virt machine with `ras=on` and UEFI firmware, which
+//! builds the ACPI tables (HEST and GHESv2 among them) from QEMU's table loader and starts
+//! the payload as an EFI application; the payload moves itself below the first GiB boundary
+//! of RAM (guest-payloads/src/efi.rs), and RAM gets [`FIRMWARE_HEADROOM`] more so that the
+//! firmware's allocations, made from the top of RAM down, stay clear of the target window.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,12 +46,18 @@ pub struct Guest {
     pub vcpus: u8,
     /// Where the console goes, for VMMs that write it to a file.
     pub console: PathBuf,
+    /// ACPI tables wanted: boot through UEFI firmware.
+    pub acpi: bool,
 }
 
+/// MiB of RAM past the target for UEFI firmware's own allocations.
+pub const FIRMWARE_HEADROOM: u64 = 256;
+
 impl Guest {
-    /// RAM for a payload whose targets need `memory_mib` MiB past the target window.
-    pub fn ram_mib(memory_mib: u32) -> u64 {
-        1024 + u64::from(memory_mib)
+    /// RAM for a payload whose targets need `memory_mib` MiB past the target window, booted
+    /// through firmware or not.
+    pub fn ram_mib(memory_mib: u32, acpi: bool) -> u64 {
+        1024 + u64::from(memory_mib) + if acpi { FIRMWARE_HEADROOM } else { 0 }
     }
 }
 
@@ -60,15 +72,27 @@ pub struct Launch {
 
 /// QEMU's arguments after `prefix` (the binary, or a loader and the binary): the virt
 /// machine under KVM with the host's CPU, no default devices but the PL011 console (which
-/// virt always describes in its device tree as /chosen/stdout-path), written to the console
-/// file; `-kernel` loads an arm64 Image 2 MiB into RAM and `-append` becomes
-/// /chosen/bootargs (hw/arm/boot.c).
-pub fn qemu(prefix: Launch, g: &Guest) -> Launch {
+/// virt always describes in its device tree as /chosen/stdout-path, and with ACPI in its
+/// SPCR), written to the console file; `-kernel` loads an arm64 Image 2 MiB into RAM and
+/// `-append` becomes /chosen/bootargs (hw/arm/boot.c). With ACPI, `ras=on` (the HEST and
+/// its GHESv2 sources, hw/arm/virt-acpi-build.c) and `firmware` as `-bios`, which gets the
+/// image and the command line through fw_cfg and starts it as an EFI application with the
+/// command line as its load options.
+pub fn qemu(prefix: Launch, firmware: Option<&Path>, g: &Guest) -> Launch {
     let mut args = prefix.args;
     let console = format!("file:{}", g.console.display());
+    let machine = if g.acpi {
+        "virt,gic-version=3,ras=on"
+    } else {
+        "virt,gic-version=3"
+    };
+    if let (true, Some(firmware)) = (g.acpi, firmware) {
+        args.push("-bios".into());
+        args.push(firmware.into());
+    }
     for a in [
         "-M",
-        "virt,gic-version=3",
+        machine,
         "-accel",
         "kvm",
         "-cpu",
@@ -179,9 +203,10 @@ mod tests {
         Guest {
             image: "/t/ras-guest.img".into(),
             bootargs: "ras.abi=4 ras.access=load ras.el=1".into(),
-            ram_mib: Guest::ram_mib(64),
+            ram_mib: Guest::ram_mib(64, false),
             vcpus: 1,
             console: "/t/console".into(),
+            acpi: false,
         }
     }
 
@@ -191,14 +216,32 @@ mod tests {
             program: "/q/ld.so".into(),
             args: vec!["/q/qemu-system-aarch64".into()],
         };
-        let l = qemu(prefix, &guest());
+        let firmware = Path::new("/q/QEMU_EFI.fd");
+        let l = qemu(prefix.clone(), Some(firmware), &guest());
         let args: Vec<String> = l.args.iter().map(|a| a.to_string_lossy().into()).collect();
         assert_eq!(args[0], "/q/qemu-system-aarch64");
         let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(after("-M"), "virt,gic-version=3");
         assert_eq!(after("-m"), "1088M");
         assert_eq!(after("-kernel"), "/t/ras-guest.img");
         assert_eq!(after("-append"), "ras.abi=4 ras.access=load ras.el=1");
         assert_eq!(after("-serial"), "file:/t/console");
+        assert!(
+            !args.iter().any(|a| a == "-bios"),
+            "no firmware without ACPI"
+        );
+
+        let acpi = Guest {
+            acpi: true,
+            ram_mib: Guest::ram_mib(64, true),
+            ..guest()
+        };
+        let l = qemu(prefix, Some(firmware), &acpi);
+        let args: Vec<String> = l.args.iter().map(|a| a.to_string_lossy().into()).collect();
+        let after = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(after("-M"), "virt,gic-version=3,ras=on");
+        assert_eq!(after("-bios"), "/q/QEMU_EFI.fd");
+        assert_eq!(after("-m"), "1344M");
     }
 
     #[test]

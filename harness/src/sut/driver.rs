@@ -48,6 +48,20 @@ pub struct Transcript {
     pub console: String,
 }
 
+impl Transcript {
+    /// The last `lines` lines of the console and of standard error, labelled.
+    pub fn tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (name, text) in [("console", &self.console), ("stderr", &self.stderr)] {
+            let kept: Vec<&str> = text.lines().rev().take(lines).collect();
+            for line in kept.into_iter().rev() {
+                out.push_str(&format!("{name}| {line}\n"));
+            }
+        }
+        out
+    }
+}
+
 /// Runs `s` on the VMM `launch` starts, in `dir` (the image and console files).
 ///
 /// # Errors
@@ -71,12 +85,14 @@ pub fn run(
             ..v.params
         })
         .collect();
+    let acpi = s.firmware == crate::scenario::Firmware::Acpi;
     let guest = Guest {
         image: dir.join("ras-guest.img"),
         bootargs: crate::payload::bootargs(&params),
-        ram_mib: Guest::ram_mib(s.guest.memory_mib),
+        ram_mib: Guest::ram_mib(s.guest.memory_mib, acpi),
         vcpus: s.guest.vcpus,
         console: dir.join("console"),
+        acpi,
     };
     std::fs::write(&guest.image, crate::payload::IMAGE)
         .map_err(|e| format!("write {}: {e}", guest.image.display()))?;

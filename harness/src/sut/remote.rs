@@ -7,16 +7,16 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use ras_guest_abi::map::{mailbox_at, mailbox_offset, MAILBOXES_OFFSET, MAILBOX_SIZE};
+use ras_guest_abi::map::{mailbox_offset, MAILBOXES_OFFSET, MAILBOX_SIZE};
 use ras_guest_abi::{Handshake, Report, HANDSHAKE_MAGIC};
 
 use crate::fault::pagemap::{entry_offset, PagemapEntry};
 use crate::fault::poison::HARD_OFFLINE_PAGE;
 
-/// How far into a mapping the handshake is looked for: the payload's mailboxes lie within
-/// the first 2 MiB of the image, which a VMM loads near the start of RAM (QEMU 2 MiB in,
-/// libkrun at the start).
-const SCAN_LIMIT: u64 = 64 << 20;
+/// How far into a mapping the handshake is looked for: the payload's image lies in the
+/// first GiB of RAM (QEMU loads it 2 MiB in, libkrun at the start, and under UEFI firmware
+/// the payload moves itself below the first GiB boundary).
+const SCAN_LIMIT: u64 = 1 << 30;
 /// An arm64 Image's base alignment (Documentation/arch/arm64/booting.rst).
 const IMAGE_ALIGN: u64 = 2 << 20;
 /// Smallest mapping that can be guest RAM here (the payload needs 1 GiB + its target).
@@ -77,33 +77,35 @@ impl Remote {
         self.mem.write_all_at(bytes, hva)
     }
 
-    /// Looks for the payload's handshake at every mailbox-aligned offset near the start of
-    /// each large writable mapping; `None` until the guest has opened it.
+    /// Looks for vCPU 0's handshake (the first one opened: a VMM starts vCPU 0, which
+    /// starts the others) at each 2 MiB-aligned image base in the first GiB of each large
+    /// writable mapping; `None` until the guest has opened it.
     pub fn find_guest_ram(&self) -> io::Result<Option<GuestRam>> {
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
         for (start, end) in writable_mappings(&maps) {
             if end - start < MIN_RAM_MAPPING {
                 continue;
             }
-            let mut at = 0;
-            while at < (end - start).min(SCAN_LIMIT) {
+            let mut base = 0;
+            while base < (end - start).min(SCAN_LIMIT) {
+                let at = base + MAILBOXES_OFFSET;
                 let mut hs = [0u8; std::mem::size_of::<Handshake>()];
-                let hva = start + at + mailbox_offset::HANDSHAKE;
-                if self.read(hva, &mut hs).is_ok() {
+                if self
+                    .read(start + at + mailbox_offset::HANDSHAKE, &mut hs)
+                    .is_ok()
+                {
                     let hs = Handshake::from_bytes(&hs).expect("sized above");
+                    // Its own address names the guest physical address of the mapping.
                     if hs.magic == HANDSHAKE_MAGIC && hs.mailbox_gpa >= at {
-                        // Any vCPU's mailbox names the image base (2 MiB-aligned), and so
-                        // vCPU 0's.
-                        let base = (hs.mailbox_gpa - MAILBOXES_OFFSET) & !(IMAGE_ALIGN - 1);
                         return Ok(Some(GuestRam {
                             start,
                             len: end - start,
                             gpa: hs.mailbox_gpa - at,
-                            mailbox: mailbox_at(base, 0),
+                            mailbox: hs.mailbox_gpa,
                         }));
                     }
                 }
-                at += MAILBOX_SIZE;
+                base += IMAGE_ALIGN;
             }
         }
         Ok(None)

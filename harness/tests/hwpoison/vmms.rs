@@ -3,7 +3,9 @@
 //! - `vmm::<name>::<scenario>`: every scenario a baselined VMM can be told to run, on the
 //!   real VMM binary, judged by the conformance rules, its outcome and findings kept as that
 //!   VMM's baseline (snapshots/vmm/<name>/<scenario>.snap): a change of the VMM's behaviour
-//!   is a snapshot diff, whatever the rules say of it.
+//!   is a snapshot diff, whatever the rules say of it. On a Debian QEMU, every record the
+//!   guest read must also be, byte for byte, the harness's `qemu` CPER profile for the page
+//!   it names: the profile is a measured fact, not a transcription.
 //! - `vmm::driver::*`: the driver on VMMs that misbehave before the guest runs (one that
 //!   never boots it, one that aborts), and the page a crashing VMM leaves poisoned.
 
@@ -12,8 +14,9 @@ use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::fault::unpoison::hardware_corrupted_kib;
+use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
 use ras_harness::runner::run_isolated;
-use ras_harness::scenario::{self, normalise, GuestState, VmmEnd};
+use ras_harness::scenario::{self, normalise, GuestState, Outcome, VmmEnd};
 use ras_harness::sut::command::{Guest, Launch};
 use ras_harness::sut::{driver, Sut};
 
@@ -80,7 +83,7 @@ pub fn trials() -> Vec<Trial> {
 fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
     let s = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
     let exe = Path::new(env!("CARGO_BIN_EXE_ras-harness"));
-    let r = run_isolated(exe, path, TIMEOUT, sut);
+    let r = run_isolated(exe, path, ras_harness::sut::time_allowed(&s), sut);
     let observed = match (&r.verdict, r.observed) {
         (scenario::Verdict::Skip(why), _) => return Ok(Completion::ignored_with(why.clone())),
         (_, Some(o)) => o,
@@ -88,6 +91,9 @@ fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
             return Err(format!("{:?}: {}", v.kind(), v.reason().unwrap_or_default()).into())
         }
     };
+    if matches!(sut, Sut::QemuDebian(_)) {
+        records_are_the_qemu_profile(&s, &observed)?;
+    }
     let snapshot = normalise::vmm_baseline(&observed, &r.conformance)?;
     let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
     let dir: PathBuf = [
@@ -108,6 +114,38 @@ fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
     let name = s.name.clone();
     settings.bind(|| insta::assert_snapshot!(name, text));
     Ok(Completion::Completed)
+}
+
+/// Every record the guest read is [`Profile::Qemu`]'s for the scenario page it names.
+fn records_are_the_qemu_profile(s: &scenario::Scenario, o: &Outcome) -> Result<(), Failed> {
+    let pages: Vec<u64> = s.faults.iter().map(|f| f.gpa()).collect();
+    let records = o
+        .guest
+        .iter()
+        .flat_map(|g| &g.exceptions)
+        .filter_map(|e| e.record.as_ref());
+    for record in records {
+        let address = match record.physical_addresses()[..] {
+            [address] => address,
+            ref other => return Err(format!("a record naming {other:#x?}").into()),
+        };
+        if !pages.contains(&address) {
+            return Err(format!("the record names {address:#x}, not a page of {pages:#x?}").into());
+        }
+        let profile = memory_error_record(address, Severity::Recoverable, Profile::Qemu).encode();
+        if record.hex.0 != profile || record.length as usize != profile.len() {
+            return Err(format!(
+                "the record read ({} bytes of {}) is not the qemu profile's ({} bytes):\n  \
+                 read    {:02x?}\n  profile {profile:02x?}",
+                record.hex.0.len(),
+                record.length,
+                profile.len(),
+                record.hex.0
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// This test binary started as a VMM that `behaviour`s: its outcome is `expected`, and its
