@@ -24,6 +24,10 @@ pub enum Event {
     StepDone = 4,
     /// All steps done; PSCI SYSTEM_OFF follows.
     Done = 5,
+    /// An exception was taken in `step` (`arg` = its index in `Report::records`, its
+    /// record not read yet); the payload looks for the record once this is acknowledged. Handshake only (the doorbell's VMM injected the exception itself): it
+    /// lets an outside VMM's driver order a second error before the guest's ack.
+    ExceptionTaken = 6,
     /// Something the payload cannot continue from; `arg` = a [`FatalReason`]. SYSTEM_OFF
     /// follows.
     Fatal = 0xff,
@@ -38,6 +42,7 @@ impl Event {
             3 => Self::ExceptionRecorded,
             4 => Self::StepDone,
             5 => Self::Done,
+            6 => Self::ExceptionTaken,
             0xff => Self::Fatal,
             _ => return None,
         })

@@ -42,13 +42,6 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         step: if armed { step } else { NO_STEP },
         cper: Default::default(),
     };
-    // As an OS does when notified (Linux: ghes_notify_sea from do_sea), look for the
-    // error record now, at this exception.
-    let params = mb.params();
-    if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
-        let ack = params.flags & flags::ACK != 0;
-        mb.with_report(|r| acpi::walk(params.rsdp_gpa, ack, &mut r.acpi, &mut record.cper));
-    }
     let index = mb.with_report(|r| {
         let index = r.exception_count;
         // Past MAX_RECORDS the exception is only counted.
@@ -58,6 +51,21 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
         r.exception_count = index.saturating_add(1);
         index
     });
+    // As an OS does when notified (Linux: ghes_notify_sea from do_sea), look for the
+    // error record now, at this exception: through the handshake, once the host knows.
+    let params = mb.params();
+    if params.doorbell_gpa == 0 {
+        ring(mb, Doorbell::new(Event::ExceptionTaken, record.step as u16, index));
+    }
+    if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
+        let ack = params.flags & flags::ACK != 0;
+        mb.with_report(|r| {
+            acpi::walk(params.rsdp_gpa, ack, &mut r.acpi, &mut record.cper);
+            if let Some(slot) = r.records.get_mut(index as usize) {
+                slot.cper = record.cper;
+            }
+        });
+    }
     let step = record.step as u16;
     let cpu = mb.with_scratch(|s| s.index);
     say!(

@@ -52,6 +52,7 @@ pub fn say_event(mb: Mailbox, d: Doorbell) {
         }
         Some(Event::StepDone) => say!(mb, "step-done cpu={cpu} step={step} exceptions={arg}"),
         Some(Event::Done) => say!(mb, "done cpu={cpu} steps={step} exceptions={arg}"),
+        Some(Event::ExceptionTaken) => say!(mb, "exception-taken cpu={cpu} step={step}"),
         Some(Event::Fatal) => say!(mb, "fatal cpu={cpu} step={step} reason={arg}"),
         None => {}
     }

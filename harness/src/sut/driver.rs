@@ -1,6 +1,9 @@
 //! Driving a VMM process as a black box: start it with the payload, find the guest's
 //! mailbox in its memory, answer the payload's handshake, poison each fault's page when the
-//! guest is ready to touch it, and observe how the process ends. A crash or a hang of the
+//! guest is ready to touch it, in the scenario's order against the guest's notifications
+//! and acknowledgements (`vmm::order`, as for the reference VMM: a notification is the
+//! guest's `ExceptionTaken`, an acknowledgement its `ExceptionRecorded` with `ack`), and
+//! observe how the process ends. A crash or a hang of the
 //! VMM is an outcome; only a failure of the harness itself is an error. Every page
 //! poisoned is given back once the VMM is gone, where the host allows it.
 
@@ -19,8 +22,9 @@ use ras_guest_abi::Report;
 use super::command::{Guest, Launch};
 use super::remote::{GuestRam, Remote};
 use crate::fault::{Method, PoisonedPage};
-use crate::scenario::{GuestReport, Outcome, Scenario, VmmEnd, When};
-use crate::vmm::plan::{plan, Plan};
+use crate::scenario::{GuestReport, Outcome, Scenario, VmmEnd};
+use crate::vmm::order::{AtReady, Order, Until};
+use crate::vmm::plan::plan;
 use ras_guest_abi::Params;
 
 /// Bytes kept of each of the VMM's output streams.
@@ -121,13 +125,15 @@ pub fn run(
     let stdout = tail_of(child.stdout.take());
     let stderr = tail_of(child.stderr.take());
 
+    let steps = plan.vcpus.iter().map(|v| v.step_faults.clone()).collect();
     let mut session = Session {
         s,
-        plan: &plan,
         target_size: plan.target_size,
         page_size: crate::fault::host_page_size() as u64,
         poisoned: Vec::new(),
         reports: vec![None; plan.vcpus.len()],
+        order: Order::new(s, steps),
+        recorded: vec![false; s.faults.len()],
     };
     let watched = session.watch(&mut child, limits);
     // Whatever happened, the process is gone before its pages are given back.
@@ -168,12 +174,24 @@ pub fn run(
 /// One run's state on the harness's side.
 struct Session<'a> {
     s: &'a Scenario,
-    plan: &'a Plan,
     target_size: u64,
     page_size: u64,
     poisoned: Vec<PoisonedPage>,
     /// Each vCPU's report as last read.
     reports: Vec<Option<Report>>,
+    /// When each fault may be poisoned and who waits for whom (as the reference VMM).
+    order: Order<'a>,
+    /// Per fault: the guest read (and, if it acknowledges, acknowledged) its record.
+    recorded: Vec<bool>,
+}
+
+/// A vCPU's announcement the driver has read and not yet answered.
+#[derive(Clone, Copy, Debug)]
+enum Held {
+    /// Poison `fault`'s page once `after` holds, then answer.
+    Poison { fault: usize, after: Until },
+    /// Answer once `until` holds.
+    Wait(Until),
 }
 
 impl Session<'_> {
@@ -181,7 +199,10 @@ impl Session<'_> {
     fn watch(&mut self, child: &mut Child, limits: Limits) -> Result<bool, String> {
         let start = Instant::now();
         let (mut remote, mut ram): (Option<Remote>, Option<GuestRam>) = (None, None);
-        let mut acked = vec![0u64; self.reports.len()];
+        let vcpus = self.reports.len();
+        // Per vCPU: the last announcement answered, and the one read but held.
+        let mut acked = vec![0u64; vcpus];
+        let mut held: Vec<Option<(u64, Held)>> = vec![None; vcpus];
         loop {
             if child.try_wait().map_err(|e| e.to_string())?.is_some() {
                 return Ok(false);
@@ -215,27 +236,35 @@ impl Session<'_> {
             };
             ram = Some(found);
             let mut answered = false;
-            for (vcpu, acked) in acked.iter_mut().enumerate() {
-                // A read that fails means the VMM is going: the next round sees it ended.
-                let Ok(hs) = remote.handshake(&found, vcpu) else {
-                    continue;
-                };
-                if hs.seq == *acked {
-                    continue;
-                }
-                if let Ok(r) = remote.report(&found, vcpu) {
-                    self.reports[vcpu] = Some(r);
-                }
-                let event = Doorbell::decode(hs.event);
-                match event.kind() {
-                    Some(Event::Ready) if vcpu == 0 => self.poison(remote, &found, vcpu, None)?,
-                    Some(Event::ReadyForFault) => {
-                        self.poison(remote, &found, vcpu, Some(event.step))?
+            for vcpu in 0..vcpus {
+                let pending = match held[vcpu] {
+                    Some(h) => Some(h),
+                    None => {
+                        // A read that fails means the VMM is going: the next round sees it
+                        // ended.
+                        let Ok(hs) = remote.handshake(&found, vcpu) else {
+                            continue;
+                        };
+                        if hs.seq == acked[vcpu] {
+                            continue;
+                        }
+                        if let Ok(r) = remote.report(&found, vcpu) {
+                            self.reports[vcpu] = Some(r);
+                        }
+                        let event = Doorbell::decode(hs.event);
+                        self.announced(remote, &found, vcpu, event)?
+                            .map(|h| (hs.seq, h))
+                            .or(Some((hs.seq, Held::Wait(Until::Now))))
                     }
-                    _ => {}
+                };
+                let Some((seq, h)) = pending else { continue };
+                if !self.release(remote, &found, h)? {
+                    held[vcpu] = Some((seq, h));
+                    continue;
                 }
-                if remote.ack(&found, vcpu, hs.seq).is_ok() {
-                    *acked = hs.seq;
+                held[vcpu] = None;
+                if remote.ack(&found, vcpu, seq).is_ok() {
+                    acked[vcpu] = seq;
                     answered = true;
                 }
             }
@@ -245,49 +274,83 @@ impl Session<'_> {
         }
     }
 
-    /// Poisons the faults due now: at vCPU 0's `Ready` (`step` None) those meant before
-    /// boot, at a step's `ReadyForFault` the one that step of `vcpu` consumes.
-    fn poison(
+    /// What vCPU `vcpu`'s announcement `event` asks of the driver before it is answered.
+    fn announced(
         &mut self,
         remote: &Remote,
         ram: &GuestRam,
         vcpu: usize,
-        step: Option<u16>,
-    ) -> Result<(), String> {
-        let due: Vec<usize> = match step {
-            None => (0..self.s.faults.len())
-                .filter(|&i| self.s.faults[i].when == When::BeforeBoot)
-                .collect(),
-            Some(step) => self
-                .plan
-                .vcpus
-                .get(vcpu)
-                .and_then(|v| v.step_faults.get(usize::from(step)))
-                .copied()
-                .flatten()
-                .filter(|&i| self.s.faults[i].when == When::AtReady)
-                .into_iter()
-                .collect(),
+        event: Doorbell,
+    ) -> Result<Option<Held>, String> {
+        let v = vcpu as u8;
+        Ok(match event.kind() {
+            Some(Event::Ready) if vcpu == 0 => {
+                let due: Vec<usize> = self.order.before_boot().collect();
+                for fault in due {
+                    self.poison(remote, ram, fault)?;
+                    self.order.poisoned(fault);
+                }
+                None
+            }
+            Some(Event::ReadyForFault) => match self.order.at_ready(v, event.step) {
+                AtReady::Resume => None,
+                AtReady::Poison { fault, after } => Some(Held::Poison { fault, after }),
+            },
+            Some(Event::ExceptionTaken) => {
+                self.order.notified(v);
+                self.order.hold_after_notify(v).map(Held::Wait)
+            }
+            Some(Event::ExceptionRecorded) => {
+                if let Some(fault) = self.order.current(v) {
+                    self.recorded[fault] = true;
+                }
+                None
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether `h` may be answered now, poisoning first what it says to.
+    fn release(&mut self, remote: &Remote, ram: &GuestRam, h: Held) -> Result<bool, String> {
+        let until = match h {
+            Held::Poison { after, .. } => after,
+            Held::Wait(until) => until,
         };
+        // The guest acknowledged fault i's record once it read it, asked to acknowledge.
+        let acked = |i: usize| self.s.guest.ack && self.recorded.get(i) == Some(&true);
+        let acked_now = match until {
+            Until::Acked(i) => acked(i),
+            _ => false,
+        };
+        if !self.order.satisfied(until, || acked_now) {
+            return Ok(false);
+        }
+        if let Held::Poison { fault, .. } = h {
+            self.poison(remote, ram, fault)?;
+            self.order.poisoned(fault);
+        }
+        Ok(true)
+    }
+
+    /// Poisons fault `fault`'s page, once per host page.
+    fn poison(&mut self, remote: &Remote, ram: &GuestRam, fault: usize) -> Result<(), String> {
         // The guest's own target window: the scenario's pages are offsets from TARGET_BASE.
         let window = target_window(ram.mailbox - MAILBOXES_OFFSET);
-        for i in due {
-            let gpa = window + (self.s.faults[i].gpa() - TARGET_BASE);
-            // An earlier fault on the same host page poisoned it already.
-            let page = ram.hva(gpa - gpa % self.page_size);
-            if self.poisoned.iter().any(|p| Some(p.hva as u64) == page) {
-                continue;
-            }
-            let (hva, pfn) = remote
-                .poison(ram, gpa, self.page_size, window..window + self.target_size)
-                .map_err(|e| format!("poison {gpa:#x} in the VMM: {e}"))?;
-            self.poisoned.push(PoisonedPage {
-                hva: hva as usize,
-                pfn: Some(pfn),
-                method: Method::HardOffline,
-                page_size: self.page_size as usize,
-            });
+        let gpa = window + (self.s.faults[fault].gpa() - TARGET_BASE);
+        // An earlier fault on the same host page poisoned it already.
+        let page = ram.hva(gpa - gpa % self.page_size);
+        if self.poisoned.iter().any(|p| Some(p.hva as u64) == page) {
+            return Ok(());
         }
+        let (hva, pfn) = remote
+            .poison(ram, gpa, self.page_size, window..window + self.target_size)
+            .map_err(|e| format!("poison {gpa:#x} in the VMM: {e}"))?;
+        self.poisoned.push(PoisonedPage {
+            hva: hva as usize,
+            pfn: Some(pfn),
+            method: Method::HardOffline,
+            page_size: self.page_size as usize,
+        });
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use emuhost::QemuSuite;
 
-use crate::scenario::{Firmware, Scenario, When};
+use crate::scenario::{Firmware, Scenario};
 
 /// The suite plain `qemu` means.
 pub const QEMU_DEFAULT_SUITE: QemuSuite = QemuSuite::Trixie;
@@ -106,12 +106,6 @@ impl Sut {
             "hiding FEAT_RAS from the guest: only the reference VMM can be told to"
         } else if s.guest.backing != crate::scenario::Backing::Anonymous {
             "a target backing other than anonymous memory: not wired for this VMM yet"
-        } else if s
-            .faults
-            .iter()
-            .any(|f| !matches!(f.when, When::AtReady | When::BeforeBoot))
-        {
-            "a fault timed against the guest's acknowledgement of a record (ACPI)"
         } else {
             return None;
         };
