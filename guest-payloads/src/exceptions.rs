@@ -55,7 +55,10 @@ extern "C" fn handle_exception(vector_offset: u64) -> ! {
     // error record now, at this exception: through the handshake, once the host knows.
     let params = mb.params();
     if params.doorbell_gpa == 0 {
-        ring(mb, Doorbell::new(Event::ExceptionTaken, record.step as u16, index));
+        ring(
+            mb,
+            Doorbell::new(Event::ExceptionTaken, record.step as u16, index),
+        );
     }
     if params.flags & flags::WALK_ACPI != 0 && params.rsdp_gpa != 0 {
         let ack = params.flags & flags::ACK != 0;

@@ -68,24 +68,38 @@ impl Mailbox {
         self.with_scratch(|s| s.index == 0)
     }
 
-    /// Spins until vCPUs 1 to `vcpus - 1` report Done or Fatal (each writes its state after
-    /// its last announcement, so nothing it says is lost when vCPU 0 then powers the VM
-    /// off).
+    /// Spins until the other vCPUs report Done or Fatal (each writes its state after its
+    /// last announcement, so nothing it says is lost when vCPU 0 then powers the VM off).
     pub fn wait_for_other_vcpus(self, vcpus: u32) {
         self.wait_for_others(vcpus, |s| matches!(s, State::Done | State::Fatal));
     }
 
-    /// Spins until vCPUs 1 to `vcpus - 1` have started (their report says Running or
-    /// later): vCPU 0 runs its steps only then, so a VMM that dies of vCPU 0's access
-    /// cannot leave the others' progress to the scheduler.
+    /// Spins until every other of the `vcpus` vCPUs has started: no vCPU runs its steps
+    /// before, so a VMM that dies of one vCPU's access cannot leave the others' progress
+    /// to the scheduler. Through the doorbell, started is a report saying Running or
+    /// later; through the handshake, the host's answer to a first announcement (it read
+    /// the report then, so what it reports of the vCPU no longer depends on when the VMM
+    /// ends).
     pub fn wait_for_other_vcpus_started(self, vcpus: u32) {
-        self.wait_for_others(vcpus, |s| s != State::NotStarted);
+        if self.params().doorbell_gpa != 0 {
+            self.wait_for_others(vcpus, |s| s != State::NotStarted);
+            return;
+        }
+        let (base, me) = self.with_scratch(|s| (s.image_base, s.index as usize));
+        for other in (0..(vcpus as usize).min(ras_guest_abi::map::MAX_VCPUS)).filter(|&o| o != me) {
+            let hs = (mailbox_at(base, other) + mailbox_offset::HANDSHAKE) as *const Handshake;
+            // SAFETY: every mailbox lies in the identity-mapped first 2 MiB of the image,
+            // zeroed before any vCPU ran; the host writes `ack` with one aligned store.
+            while unsafe { core::ptr::read_volatile(&raw const (*hs).ack) } == 0 {
+                core::hint::spin_loop();
+            }
+        }
     }
 
     /// Spins until each other vCPU's report holds a state for which `until` holds.
     fn wait_for_others(self, vcpus: u32, until: impl Fn(State) -> bool) {
-        let base = self.with_scratch(|s| s.image_base);
-        for other in 1..(vcpus as usize).min(ras_guest_abi::map::MAX_VCPUS) {
+        let (base, me) = self.with_scratch(|s| (s.image_base, s.index as usize));
+        for other in (0..(vcpus as usize).min(ras_guest_abi::map::MAX_VCPUS)).filter(|&o| o != me) {
             let state = (mailbox_at(base, other)
                 + mailbox_offset::REPORT
                 + offset_of!(Report, state) as u64) as *const u32;

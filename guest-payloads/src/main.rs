@@ -82,8 +82,8 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
                 fatal(mb, 0, FatalReason::CpuOnFailed)
             }
         }
-        mb.wait_for_other_vcpus_started(params.vcpus);
     }
+    mb.wait_for_other_vcpus_started(params.vcpus);
 
     if params.flags & flags::HANG != 0 {
         loop {

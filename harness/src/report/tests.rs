@@ -40,6 +40,7 @@ fn observed(esr: u64, vector: u64) -> Outcome {
                 spsr: Hex(0x3c5),
                 isr: Hex(0),
                 step: Some(0),
+                unfinished: false,
                 record: Some(RecordRead::new(&record, record.len() as u32, true)),
             }],
             serror_wait: None,

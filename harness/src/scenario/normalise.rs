@@ -192,6 +192,7 @@ mod tests {
                     spsr: Hex(0x3c5),
                     isr: Hex(0),
                     step: Some(0),
+                    unfinished: false,
                     record: None,
                 }],
                 serror_wait: None,

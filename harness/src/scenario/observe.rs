@@ -24,9 +24,11 @@ impl GuestReport {
             };
         }
         let kept = (r.exception_count as usize).min(r.records.len());
+        let running = State::from_code(r.state) == Some(State::Running);
         let exceptions = r.records[..kept]
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let step = u32::try_from(e.step).ok().filter(|_| e.step != NO_STEP);
                 let cper = &e.cper;
                 let record = (cper.found & acpi_found::RECORD != 0).then(|| {
@@ -49,6 +51,8 @@ impl GuestReport {
                     spsr: Hex(e.spsr),
                     isr: Hex(e.isr),
                     step,
+                    // The VM ended in the handler, before the guest looked for a record.
+                    unfinished: running && i + 1 == kept && cper.found == 0,
                     record,
                 }
             })
@@ -124,6 +128,29 @@ mod tests {
         assert_eq!((second.kind, second.step), (GuestException::Serror, None));
         assert_eq!(second.record, None);
         assert_eq!(g.serror_wait, None);
+    }
+
+    #[test]
+    fn an_exception_the_vm_ended_in_is_unfinished() {
+        let mut r = report();
+        r.state = State::Running as u32;
+        r.records[0].esr = 0x9200_0410;
+        r.records[1].esr = 0x9200_0410;
+        r.exception_count = 2;
+        let unfinished = |r: &Report| {
+            let g = GuestReport::from_report(0, r);
+            g.exceptions
+                .iter()
+                .map(|e| e.unfinished)
+                .collect::<Vec<_>>()
+        };
+        // Only the last, with no walk of its own, while the guest was running.
+        assert_eq!(unfinished(&r), [false, true]);
+        r.records[1].cper.found = acpi_found::RSDP;
+        assert_eq!(unfinished(&r), [false, false]);
+        r.records[1].cper.found = 0;
+        r.state = State::Done as u32;
+        assert_eq!(unfinished(&r), [false, false]);
     }
 
     #[test]

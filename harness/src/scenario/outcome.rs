@@ -132,6 +132,11 @@ pub struct ExceptionTaken {
     pub isr: Hex,
     /// The payload step it was taken in, `None` outside every step.
     pub step: Option<u32>,
+    /// The VM ended while the guest was still handling this exception, before it looked
+    /// for a record (an outside VMM died while the handshake held the guest there):
+    /// `record` says nothing of what the VMM wrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
     /// The record the guest's ACPI walk read at this exception (none without ACPI, or when
     /// block status was 0).
     pub record: Option<RecordRead>,

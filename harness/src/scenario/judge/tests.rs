@@ -37,6 +37,7 @@ fn sea(step: u32, record: Option<RecordRead>) -> ExceptionTaken {
         spsr: Hex(0x3c5),
         isr: Hex(0),
         step: Some(step),
+        unfinished: false,
         record,
     }
 }
