@@ -176,3 +176,46 @@ mod tests {
         );
     }
 }
+
+/// Builds the crate at `crate_rel` (relative to the workspace root; a workspace of its own
+/// with its Cargo.lock) for [`TARGET`] into `target_dir`, adding the target to the
+/// toolchain if missing, and checks that `exe` is there: a nested `cargo build --release
+/// --locked`, with the outer build's target, flags and wrappers removed; cargo's progress
+/// goes to stderr. Later calls only check that it is up to date.
+pub(crate) fn build_workspace(crate_rel: &str, target_dir: &Path, exe: &Path) -> Result<(), Error> {
+    rustup_targets::ensure(TARGET).map_err(Error::Build)?;
+    let crate_dir = crate::workspace_root().join(crate_rel);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&crate_dir)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for var in [
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Error::Build(format!("cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(Error::Build(format!(
+            "building {} for {TARGET} failed ({status})",
+            crate_dir.display()
+        )));
+    }
+    if !exe.is_file() {
+        return Err(Error::Build(format!(
+            "cargo reported success but {} is missing",
+            exe.display()
+        )));
+    }
+    Ok(())
+}

@@ -128,6 +128,11 @@ pub fn ensure(choice: KernelChoice, cache: &Path, refresh: bool) -> Result<Kerne
     )))
 }
 
+/// The kernel for `choice` if it is already in `cache`: no lock, no network.
+pub fn ensure_cached(choice: KernelChoice, cache: &Path) -> Option<Kernel> {
+    load(choice, &cache.join("kernels").join(choice.name()))
+}
+
 /// Reads kernel.txt, written last by `fetch`, so a partial set-up reads as absent. A
 /// different list of wanted modules (a newer emuhost) also reads as absent.
 fn load(choice: KernelChoice, dir: &Path) -> Option<Kernel> {

@@ -22,6 +22,7 @@ mod elf;
 mod error;
 mod initramfs;
 mod kernel;
+pub mod linux_guest;
 mod modules;
 mod native;
 mod qemu;

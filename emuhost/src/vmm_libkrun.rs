@@ -77,7 +77,6 @@
 //! - Start to exit of a 123-byte image that prints 34 bytes: 0.45 to 2.2 s there.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::Error;
 use crate::{progress, TARGET};
@@ -106,42 +105,8 @@ pub fn driver_path(cache_dir: &Path) -> PathBuf {
 /// A cold build takes a minute or two; later calls only check that it is up to date.
 pub fn ensure_driver(cache_dir: &Path) -> Result<PathBuf, Error> {
     let exe = driver_path(cache_dir);
-    rustup_targets::ensure(TARGET).map_err(Error::Build)?;
-    let crate_dir = crate::workspace_root().join(DRIVER_CRATE);
-    let target_dir = cache_dir.join(DRIVER_DIR);
     progress!("building krun-driver (libkrun) for {TARGET}");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&crate_dir)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for var in [
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| Error::Build(format!("cannot run cargo: {e}")))?;
-    if !status.success() {
-        return Err(Error::Build(format!(
-            "building krun-driver ({}) for {TARGET} failed ({status})",
-            crate_dir.display()
-        )));
-    }
-    if !exe.is_file() {
-        return Err(Error::Build(format!(
-            "cargo reported success but {} is missing",
-            exe.display()
-        )));
-    }
+    crate::cross::build_workspace(DRIVER_CRATE, &cache_dir.join(DRIVER_DIR), &exe)?;
     Ok(exe)
 }
 

@@ -79,17 +79,66 @@ pub struct Launch {
 /// image and the command line through fw_cfg and starts it as an EFI application with the
 /// command line as its load options.
 pub fn qemu(prefix: Launch, firmware: Option<&Path>, g: &Guest) -> Launch {
+    let mut l = qemu_machine(
+        prefix,
+        firmware.filter(|_| g.acpi),
+        g.vcpus,
+        g.ram_mib,
+        &g.console,
+    );
+    l.args.push("-kernel".into());
+    l.args.push(g.image.clone().into());
+    l.args.push("-append".into());
+    l.args.push(g.bootargs.clone().into());
+    l
+}
+
+/// QEMU's arguments for a Linux guest: `kernel` (an arm64 Image, which the firmware, when
+/// there is one, starts through its EFI stub) with `initrd` and `cmdline`; a panic ends
+/// QEMU (`-no-reboot`) rather than looping.
+pub fn qemu_linux(
+    prefix: Launch,
+    firmware: Option<&Path>,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+    console: &Path,
+) -> Launch {
+    let mut l = qemu_machine(prefix, firmware, 1, LINUX_RAM_MIB, console);
+    for a in ["-no-reboot", "-kernel"] {
+        l.args.push(a.into());
+    }
+    l.args.push(kernel.into());
+    l.args.push("-initrd".into());
+    l.args.push(initrd.into());
+    l.args.push("-append".into());
+    l.args.push(cmdline.into());
+    l
+}
+
+/// RAM of the Linux guest.
+const LINUX_RAM_MIB: u64 = 1024;
+
+/// The machine: virt under KVM with the host's CPU, `vcpus`, `ram_mib`, no default devices
+/// but the PL011, written to `console`; with `firmware`, `ras=on` and the firmware.
+fn qemu_machine(
+    prefix: Launch,
+    firmware: Option<&Path>,
+    vcpus: u8,
+    ram_mib: u64,
+    console: &Path,
+) -> Launch {
     let mut args = prefix.args;
-    let console = format!("file:{}", g.console.display());
-    let machine = if g.acpi {
+    let machine = if firmware.is_some() {
         "virt,gic-version=3,ras=on"
     } else {
         "virt,gic-version=3"
     };
-    if let (true, Some(firmware)) = (g.acpi, firmware) {
+    if let Some(firmware) = firmware {
         args.push("-bios".into());
         args.push(firmware.into());
     }
+    let console = format!("file:{}", console.display());
     for a in [
         "-M",
         machine,
@@ -98,9 +147,9 @@ pub fn qemu(prefix: Launch, firmware: Option<&Path>, g: &Guest) -> Launch {
         "-cpu",
         "host",
         "-smp",
-        &g.vcpus.to_string(),
+        &vcpus.to_string(),
         "-m",
-        &format!("{}M", g.ram_mib),
+        &format!("{ram_mib}M"),
         "-nodefaults",
         "-display",
         "none",
@@ -108,13 +157,9 @@ pub fn qemu(prefix: Launch, firmware: Option<&Path>, g: &Guest) -> Launch {
         "none",
         "-serial",
         &console,
-        "-kernel",
     ] {
         args.push(a.into());
     }
-    args.push(g.image.clone().into());
-    args.push("-append".into());
-    args.push(g.bootargs.clone().into());
     Launch {
         program: prefix.program,
         args,

@@ -106,31 +106,7 @@ pub fn run(
     };
     std::fs::write(&guest.image, crate::payload::IMAGE)
         .map_err(|e| format!("write {}: {e}", guest.image.display()))?;
-    let l = launch(&guest);
-    let mut command = Command::new(&l.program);
-    command
-        .args(&l.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: between fork and exec only prctl, which is async-signal-safe, runs: should
-    // this harness process die (its parent's timeout), the VMM dies with it.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        })
-    };
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", l.program.display()))?;
-    let stdout = tail_of(child.stdout.take());
-    let stderr = tail_of(child.stderr.take());
-
+    let mut vmm = Process::start(&launch(&guest))?;
     let steps = plan.vcpus.iter().map(|v| v.step_faults.clone()).collect();
     let mut session = Session {
         s,
@@ -142,22 +118,13 @@ pub fn run(
         recorded: vec![false; s.faults.len()],
     };
     let watched = session
-        .watch(&mut child, limits)
-        .or_else(|e| ended_meanwhile(&mut child, e));
-    // Whatever happened, the process is gone before its pages are given back.
-    let _ = kill_group(&child);
-    let status = child.wait().map_err(|e| format!("wait for the VMM: {e}"))?;
-    let given_back = crate::fault::unpoison::unpoison(&session.poisoned);
-    for kept in &given_back.kept {
-        eprintln!(
-            "ras-harness: page {:#x?} stays poisoned: {:?}",
-            kept.page.pfn, kept.why
-        );
-    }
+        .watch(&mut vmm.child, limits)
+        .or_else(|e| ended_meanwhile(&mut vmm.child, e));
+    let (status, stdout, stderr) = vmm.end(&session.poisoned)?;
     let timed_out = watched?;
     let transcript = Transcript {
-        stderr: joined(stderr),
-        stdout: joined(stdout),
+        stderr,
+        stdout,
         console: std::fs::read_to_string(&guest.console).unwrap_or_default(),
     };
     let vmm_end = if timed_out {
@@ -363,9 +330,80 @@ impl Session<'_> {
     }
 }
 
+/// A VMM process: its own process group, dying with this one, its output kept.
+pub struct Process {
+    /// The process.
+    pub child: Child,
+    stdout: Tail,
+    stderr: Tail,
+}
+
+impl Process {
+    /// Starts `l` in a process group of its own that dies with this process.
+    ///
+    /// # Errors
+    ///
+    /// The program cannot be started.
+    pub fn start(l: &Launch) -> Result<Self, String> {
+        let mut command = Command::new(&l.program);
+        command
+            .args(&l.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: between fork and exec only prctl, which is async-signal-safe, runs:
+        // should this harness process die (its parent's timeout), the VMM dies with it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", l.program.display()))?;
+        let stdout = tail_of(child.stdout.take());
+        let stderr = tail_of(child.stderr.take());
+        Ok(Self {
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Kills what is left of the group, then gives `poisoned` back (the process is gone
+    /// first); returns the exit status and the tails of stdout and stderr.
+    ///
+    /// # Errors
+    ///
+    /// The process cannot be waited for.
+    pub fn end(
+        mut self,
+        poisoned: &[PoisonedPage],
+    ) -> Result<(ExitStatus, String, String), String> {
+        let _ = kill_group(&self.child);
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("wait for the VMM: {e}"))?;
+        let given_back = crate::fault::unpoison::unpoison(poisoned);
+        for kept in &given_back.kept {
+            eprintln!(
+                "ras-harness: page {:#x?} stays poisoned: {:?}",
+                kept.page.pfn, kept.why
+            );
+        }
+        Ok((status, joined(self.stdout), joined(self.stderr)))
+    }
+}
+
 /// A failure to reach the VMM's memory while the VMM was ending (one vCPU's error stops
 /// it while another's page is being poisoned) is its end, not the harness's failure.
-fn ended_meanwhile(child: &mut Child, e: String) -> Result<bool, String> {
+pub fn ended_meanwhile(child: &mut Child, e: String) -> Result<bool, String> {
     let start = Instant::now();
     while start.elapsed() < ENDING {
         if let Ok(Some(_)) = child.try_wait() {
@@ -378,7 +416,7 @@ fn ended_meanwhile(child: &mut Child, e: String) -> Result<bool, String> {
 
 /// How the VMM's exit status reads: exit 0 completed; another status a stop, with the last
 /// line it wrote on stderr; a signal a kill.
-fn end_of(status: ExitStatus, stderr: &str) -> VmmEnd {
+pub fn end_of(status: ExitStatus, stderr: &str) -> VmmEnd {
     use std::os::unix::process::ExitStatusExt;
     if let Some(signal) = status.signal() {
         return VmmEnd::Killed { signal };

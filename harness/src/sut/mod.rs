@@ -10,6 +10,8 @@
 #[cfg(target_os = "linux")]
 pub mod driver;
 #[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(target_os = "linux")]
 pub mod remote;
 
 pub mod command;
@@ -189,24 +191,8 @@ pub fn launcher(sut: &Sut) -> Result<Launcher, String> {
             )
         })),
         Sut::QemuDebian(suite) => {
-            let install = emuhost::vmm_qemu::installed(suite, &cache_dir()?).ok_or(format!(
-                "qemu:{} is not installed: `ras-harness run --vmm qemu:{0}` fetches it",
-                suite.name()
-            ))?;
-            // In the emulated host's RAM when staged there, else read over the share.
-            let staged = install.staged();
-            let install = if staged.binary.is_file() {
-                staged
-            } else {
-                install
-            };
-            let mut prefix = install.prefix().into_iter();
-            let program = PathBuf::from(prefix.next().unwrap_or_default());
-            let args = prefix.collect();
-            let firmware = install.firmware;
-            Ok(Box::new(move |g| {
-                command::qemu(command::Launch { program, args }, Some(&firmware), g)
-            }))
+            let (prefix, firmware) = qemu_debian(suite)?;
+            Ok(Box::new(move |g| command::qemu(prefix, Some(&firmware), g)))
         }
         Sut::Libkrun => {
             let driver = emuhost::vmm_libkrun::driver_path(&cache_dir()?);
@@ -222,8 +208,32 @@ pub fn launcher(sut: &Sut) -> Result<Launcher, String> {
     }
 }
 
+/// How a Debian QEMU of `suite` is started (its loader, libraries and binary, from the
+/// emulated host's RAM when staged there, else over the share), and its firmware.
+///
+/// # Errors
+///
+/// It is not installed.
+#[cfg(target_os = "linux")]
+pub fn qemu_debian(suite: emuhost::QemuSuite) -> Result<(command::Launch, PathBuf), String> {
+    let install = emuhost::vmm_qemu::installed(suite, &cache_dir()?).ok_or(format!(
+        "qemu:{} is not installed: `ras-harness run --vmm qemu:{0}` fetches it",
+        suite.name()
+    ))?;
+    let staged = install.staged();
+    let install = if staged.binary.is_file() {
+        staged
+    } else {
+        install
+    };
+    let mut prefix = install.prefix().into_iter();
+    let program = PathBuf::from(prefix.next().unwrap_or_default());
+    let args = prefix.collect();
+    Ok((command::Launch { program, args }, install.firmware))
+}
+
 /// Where the emulated host's cache (and so the VMM binaries) is.
-fn cache_dir() -> Result<PathBuf, String> {
+pub fn cache_dir() -> Result<PathBuf, String> {
     emuhost::RunOptions::from_env()
         .map(|o| o.cache_dir)
         .map_err(|e| e.to_string())

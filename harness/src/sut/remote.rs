@@ -67,6 +67,11 @@ impl Remote {
         })
     }
 
+    /// The process.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// Reads `buf.len()` bytes at `hva`.
     pub fn read(&self, hva: u64, buf: &mut [u8]) -> io::Result<()> {
         self.mem.read_exact_at(buf, hva)

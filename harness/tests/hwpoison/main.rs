@@ -43,6 +43,16 @@ fn main() -> ExitCode {
             }
             parts.extend(ras_harness::sut::initramfs_parts(&sut));
         }
+        // The Linux guest (linux.rs): its kernel and initrd, also from RAM.
+        match ras_harness::sut::cache_dir()
+            .and_then(|cache| emuhost::linux_guest::ensure(&cache).map_err(|e| e.to_string()))
+        {
+            Ok(guest) => parts.push(guest.initramfs),
+            Err(e) => {
+                eprintln!("hwpoison: the Linux guest: {e}");
+                return ExitCode::from(2);
+            }
+        }
         // The trials of other VMMs take minutes on their own: more than emuhost's default
         // 600 s for a whole run, unless the caller said otherwise.
         if std::env::var_os(emuhost::TIMEOUT_VAR).is_none() {
@@ -71,6 +81,7 @@ fn main() -> ExitCode {
         trials.extend(guest_control::trials());
         trials.extend(wrong_vmm::trials());
         trials.extend(vmms::trials());
+        trials.extend(linux::trials());
         let list = args.list;
         let conclusion = libtest_mimic::run(&args, trials);
         // Everything ignored (no root, say) or filtered away is not a pass.
@@ -115,6 +126,8 @@ mod fault;
 mod gate;
 #[cfg(target_arch = "aarch64")]
 mod guest_control;
+#[cfg(target_arch = "aarch64")]
+mod linux;
 #[cfg(target_arch = "aarch64")]
 mod payload;
 #[cfg(target_arch = "aarch64")]

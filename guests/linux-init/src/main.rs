@@ -1,0 +1,217 @@
+//! init of the Linux guest ras-harness uses as its oracle: what a real kernel does with a
+//! record and a notification, told by the kernel itself on the console.
+//!
+//! Started as `/init` of the initrd, with one argument after the kernel command line's
+//! `--`: how to touch the page (`load`: a load from user space, EL0; `syscall`: the kernel
+//! reads it for a write(2), EL1). It mounts devtmpfs and proc, forks, and the child:
+//!
+//! 1. maps two private anonymous pages and touches them: a flag page starting with
+//!    [`MAGIC`] and the target page; reads their frames from /proc/self/pagemap and prints
+//!    `ras-linux: ready access=A target=0xPA flag=0xPA va=0xVA`;
+//! 2. waits until the harness, having poisoned the target's frame from outside, writes
+//!    [`GO`] after the magic;
+//! 3. touches the target and prints what happened: `ras-linux: sigbus code=N addr=0xVA
+//!    lsb=N` from its SIGBUS handler (BUS_MCEERR_AR is 4, include/uapi/asm-generic/
+//!    siginfo.h), or `ras-linux: load returned` / `ras-linux: write returned N errno=E`.
+//!
+//! The parent (pid 1, which must not die) prints how the child ended and powers off.
+
+use std::ffi::CString;
+use std::io::Write;
+
+/// The flag page's first 8 bytes, which the harness finds in the VMM's memory.
+const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
+/// What the harness writes after the magic once the target is poisoned.
+const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
+const PAGE: usize = 4096;
+
+fn main() {
+    mount("devtmpfs", "/dev");
+    mount("proc", "/proc");
+    console();
+    let access = std::env::args().nth(1).unwrap_or_default();
+    // SAFETY: fork in a single-threaded process; the child only calls async-signal-safe
+    // functions until it execs nothing and exits.
+    let child = unsafe { libc::fork() };
+    match child {
+        0 => touch(&access),
+        -1 => say(&format!("fork failed: {}", std::io::Error::last_os_error())),
+        pid => report_end(pid),
+    }
+    power_off()
+}
+
+/// The child: see the module docs. Never returns.
+fn touch(access: &str) -> ! {
+    on_sigbus();
+    // SAFETY: a fresh private anonymous mapping of two pages, owned by this process.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        say("mmap failed");
+        exit(2);
+    }
+    let (flag, target) = (base as *mut u64, (base as usize + PAGE) as *mut u64);
+    // SAFETY: both pages are this mapping's, writable; the writes fault them in.
+    unsafe {
+        flag.write_volatile(MAGIC);
+        flag.add(1).write_volatile(0);
+        target.write_volatile(0x5a5a_5a5a_5a5a_5a5a);
+        libc::mlock(base, 2 * PAGE);
+    }
+    let (Some(flag_pa), Some(target_pa)) = (physical(flag as usize), physical(target as usize))
+    else {
+        say("no frame in /proc/self/pagemap");
+        exit(2);
+    };
+    say(&format!(
+        "ready access={access} target={target_pa:#x} flag={flag_pa:#x} va={:#x}",
+        target as usize
+    ));
+    // SAFETY: the flag page, written from outside (through the VMM's memory) only.
+    while unsafe { flag.add(1).read_volatile() } != GO {
+        std::hint::spin_loop();
+    }
+    match access {
+        "syscall" => {
+            let mut fds = [0; 2];
+            // SAFETY: a pipe, then a write of 8 bytes from the target page: the kernel
+            // reads them (copy_from_user at EL1).
+            let (n, errno) = unsafe {
+                libc::pipe(fds.as_mut_ptr());
+                let n = libc::write(fds[1], target as *const libc::c_void, 8);
+                (n, *libc::__errno_location())
+            };
+            say(&format!("write returned {n} errno={errno}"));
+        }
+        _ => {
+            // SAFETY: the target page, mapped above.
+            let value = unsafe { target.read_volatile() };
+            say(&format!("load returned {value:#x}"));
+        }
+    }
+    exit(0)
+}
+
+/// The physical address behind `va` (Documentation/admin-guide/mm/pagemap.rst: one u64
+/// per page, bit 63 present, bits 0-54 the frame; root sees frames).
+fn physical(va: usize) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let map = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let mut entry = [0u8; 8];
+    map.read_exact_at(&mut entry, (va / PAGE * 8) as u64).ok()?;
+    let entry = u64::from_le_bytes(entry);
+    let frame = entry & ((1 << 55) - 1);
+    (entry >> 63 == 1 && frame != 0).then(|| frame * PAGE as u64 + (va % PAGE) as u64)
+}
+
+/// SIGBUS prints its code and address and ends the child.
+fn on_sigbus() {
+    extern "C" fn handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler; si_addr and
+        // si_addr_lsb are the BUS_MCEERR_* fields (sigaction(2)).
+        let (code, addr, lsb) = unsafe {
+            let info = &*info;
+            let lsb = *(info as *const libc::siginfo_t as *const u8)
+                .add(std::mem::size_of::<libc::c_int>() * 4 + std::mem::size_of::<usize>())
+                .cast::<i16>();
+            (info.si_code, info.si_addr() as usize, lsb)
+        };
+        // Formatting allocates nothing here: a fixed buffer and write(2) only.
+        let mut line = [0u8; 96];
+        let mut w = &mut line[..];
+        let _ = writeln!(w, "ras-linux: sigbus code={code} addr={addr:#x} lsb={lsb}");
+        let len = 96 - w.len();
+        // SAFETY: write(2) and _exit(2) are async-signal-safe.
+        unsafe {
+            libc::write(1, line.as_ptr().cast(), len);
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: installs a handler for SIGBUS with SA_SIGINFO; the struct is zeroed first.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+}
+
+/// pid 1: how the child ended.
+fn report_end(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        say(&format!("child killed signal={}", libc::WTERMSIG(status)));
+    } else {
+        say(&format!(
+            "child exited status={}",
+            libc::WEXITSTATUS(status)
+        ));
+    }
+}
+
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ras-linux: {text}");
+    let _ = out.flush();
+}
+
+fn mount(fs: &str, at: &str) {
+    let (fs_c, at_c) = (
+        CString::new(fs).unwrap_or_default(),
+        CString::new(at).unwrap_or_default(),
+    );
+    let _ = std::fs::create_dir_all(at);
+    // SAFETY: NUL-terminated strings; no data argument.
+    unsafe {
+        libc::mount(
+            fs_c.as_ptr(),
+            at_c.as_ptr(),
+            fs_c.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+}
+
+/// stdin, stdout and stderr on /dev/console (the kernel opened it already if the initrd
+/// has it; devtmpfs has it in any case).
+fn console() {
+    let path = CString::new("/dev/console").unwrap_or_default();
+    // SAFETY: open and dup2 on our own descriptors.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            for target in 0..3 {
+                libc::dup2(fd, target);
+            }
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    // SAFETY: ends the child.
+    unsafe { libc::_exit(code) }
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync, then power off (reboot(2)); pid 1 may.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,265 @@
+//! A real Linux guest as the oracle: QEMU, with or without UEFI firmware, boots Debian's
+//! arm64 kernel with guests/linux-init as `/init` (emuhost::linux_guest). The init's child
+//! maps a page and prints its frame; the harness poisons that frame from outside, as for
+//! the payload (sut::remote), and tells the child to touch the page. The outcome is the
+//! guest's own account on its console: the kernel's `[Hardware Error]` and `Memory
+//! failure` lines, the SIGBUS the child received, or a panic, and how QEMU ended.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::command::{qemu_linux, Launch};
+use super::driver::{end_of, ended_meanwhile, Process};
+use super::remote::{writable_mappings, GuestRam, Remote};
+use crate::fault::{Method, PoisonedPage};
+use crate::scenario::VmmEnd;
+
+/// QEMU virt's RAM base (hw/arm/virt.c `VIRT_MEM`), where the guest's physical addresses
+/// start in QEMU's RAM mapping.
+const RAM_BASE: u64 = 0x4000_0000;
+/// The flag page's first bytes and the go-ahead after them (guests/linux-init).
+const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
+const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
+/// What the init's child prints once its pages are mapped.
+const READY: &str = "ras-linux: ready ";
+/// How often the console is read.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How the page is touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Touch {
+    /// A load from user space (EL0): what Linux recovers from.
+    Load,
+    /// The kernel reads it for a write(2) (EL1, copy_from_user).
+    Syscall,
+}
+
+/// What the guest and QEMU did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinuxOutcome {
+    /// How QEMU ended.
+    pub vmm_end: VmmEnd,
+    /// The console lines that tell of the error (the kernel's RAS lines, the init's, a
+    /// panic), timestamps dropped, the page's addresses named (`TARGET_PA`, `TARGET_PFN`,
+    /// `TARGET_VA`).
+    pub lines: Vec<String>,
+    /// Whether the guest got as far as mapping its page (and so was poisoned).
+    pub poisoned: bool,
+}
+
+/// Boots `kernel` and `initrd` with `prefix` (QEMU and its leading arguments), through
+/// `firmware` (ACPI, GHES) or not (a device tree), poisons the child's page and lets it
+/// `touch` it; `limit` for the whole run. Returns the outcome and the whole console.
+///
+/// # Errors
+///
+/// The harness's own failures only: a file it cannot write, a VMM it cannot start or
+/// whose memory it cannot read.
+pub fn run(
+    prefix: Launch,
+    firmware: Option<&Path>,
+    (kernel, initrd): (&Path, &Path),
+    touch: Touch,
+    dir: &Path,
+    limit: Duration,
+) -> Result<(LinuxOutcome, String), String> {
+    let console = dir.join("linux-console");
+    let arg = match touch {
+        Touch::Load => "load",
+        Touch::Syscall => "syscall",
+    };
+    // An oops is a panic (what a kernel that cannot recover must do), and a panic ends
+    // the VM at once (panic=-1 reboots, -no-reboot turns that into QEMU's exit).
+    let cmdline = format!("console=ttyAMA0 oops=panic panic=-1 -- {arg}");
+    let l = qemu_linux(prefix, firmware, kernel, initrd, &cmdline, &console);
+    let mut vmm = Process::start(&l)?;
+    let mut poisoned = Vec::new();
+    let mut page = None;
+    let watched = watch(&mut vmm, &console, limit, &mut poisoned, &mut page)
+        .or_else(|e| ended_meanwhile(&mut vmm.child, e));
+    let (status, _, stderr) = vmm.end(&poisoned)?;
+    let timed_out = watched?;
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let vmm_end = if timed_out {
+        VmmEnd::TimedOut
+    } else {
+        end_of(status, &stderr)
+    };
+    let outcome = LinuxOutcome {
+        vmm_end,
+        lines: ras_lines(&text, page.as_ref()),
+        poisoned: !poisoned.is_empty(),
+    };
+    Ok((outcome, text))
+}
+
+/// The child's page: its frame's physical address, the flag page's, its virtual address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Page {
+    target: u64,
+    flag: u64,
+    va: u64,
+}
+
+/// Waits for the child's page, poisons it, gives the go-ahead, and waits for QEMU to end
+/// (`Ok(false)`) or `limit` to pass (`Ok(true)`).
+fn watch(
+    vmm: &mut Process,
+    console: &Path,
+    limit: Duration,
+    poisoned: &mut Vec<PoisonedPage>,
+    found: &mut Option<Page>,
+) -> Result<bool, String> {
+    let start = Instant::now();
+    let page_size = crate::fault::host_page_size() as u64;
+    loop {
+        if vmm.child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Ok(false);
+        }
+        if start.elapsed() > limit {
+            return Ok(true);
+        }
+        if found.is_none() {
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            // Whole lines only: the console file may end mid-line, mid-address.
+            let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+            if let Some(page) = complete.lines().find_map(ready) {
+                *found = Some(page);
+                let remote = Remote::open(vmm.child.id()).map_err(|e| e.to_string())?;
+                let ram = guest_ram(&remote, page.flag)?
+                    .ok_or("the guest's flag page is in no mapping of the VMM")?;
+                let allowed = page.target..page.target + page_size;
+                let (hva, pfn) = remote
+                    .poison(&ram, page.target, page_size, allowed)
+                    .map_err(|e| format!("poison {:#x}: {e}", page.target))?;
+                poisoned.push(PoisonedPage {
+                    hva: hva as usize,
+                    pfn: Some(pfn),
+                    method: Method::HardOffline,
+                    page_size: page_size as usize,
+                });
+                let go = ram.hva(page.flag + 8).ok_or("the flag page moved")?;
+                remote
+                    .write(go, &GO.to_le_bytes())
+                    .map_err(|e| format!("the go-ahead: {e}"))?;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The child's `ready` line, read.
+fn ready(line: &str) -> Option<Page> {
+    let rest = &line[line.find(READY)? + READY.len()..];
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+    };
+    Some(Page {
+        target: field("target")?,
+        flag: field("flag")?,
+        va: field("va")?,
+    })
+}
+
+/// The mapping of guest RAM that holds the flag page (its magic at the page's offset
+/// from the RAM base).
+fn guest_ram(remote: &Remote, flag: u64) -> Result<Option<GuestRam>, String> {
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", remote.pid()))
+        .map_err(|e| e.to_string())?;
+    let offset = flag - RAM_BASE;
+    for (start, end) in writable_mappings(&maps) {
+        if end - start <= offset {
+            continue;
+        }
+        let mut word = [0u8; 8];
+        if remote.read(start + offset, &mut word).is_ok() && u64::from_le_bytes(word) == MAGIC {
+            return Ok(Some(GuestRam {
+                start,
+                len: end - start,
+                gpa: RAM_BASE,
+                mailbox: 0,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// What in the console tells of the error: the kernel's APEI/GHES and memory-failure lines,
+/// its oopses and panics, the init's own lines; timestamps dropped and the page's
+/// addresses named, so the lines read the same from run to run.
+fn ras_lines(text: &str, page: Option<&Page>) -> Vec<String> {
+    const MARKS: [&str; 8] = [
+        "Hardware Error",
+        "Memory failure",
+        "ras-linux:",
+        "Kernel panic",
+        "Internal error",
+        "GHES",
+        "APEI",
+        "synchronous external abort",
+    ];
+    let mut names = Vec::new();
+    if let Some(p) = page {
+        // Longest first: the frame number is a prefix of the address.
+        names.push((format!("{:#018x}", p.target), "TARGET_PA".to_owned()));
+        names.push((format!("{:#x}", p.target), "TARGET_PA".to_owned()));
+        names.push((format!("{:#x}", p.flag), "FLAG_PA".to_owned()));
+        names.push((format!("{:#x}", p.va), "TARGET_VA".to_owned()));
+        names.push((format!("{:#x}", p.target >> 12), "TARGET_PFN".to_owned()));
+    }
+    text.lines()
+        .filter(|l| MARKS.iter().any(|m| l.contains(m)))
+        .map(|l| {
+            // "[   12.345678] " from printk_time.
+            let l = match l.trim_start().strip_prefix('[') {
+                Some(rest) if rest.find(']').is_some() => {
+                    rest[rest.find(']').unwrap_or(0) + 1..].trim_start()
+                }
+                _ => l.trim(),
+            };
+            names
+                .iter()
+                .fold(l.trim_end().to_owned(), |l, (from, to)| l.replace(from, to))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_line_and_the_ras_lines_are_read() {
+        let text = "\
+[    3.100000] Run /init as init process
+ras-linux: ready access=load target=0x4567f000 flag=0x4567e000 va=0xffff9a001000
+[    9.000001] {1}[Hardware Error]: physical_address: 0x000000004567f000
+[    9.000002] Memory failure: 0x4567f: recovery action for dirty LRU page: Recovered
+ras-linux: sigbus code=4 addr=0xffff9a001000 lsb=12
+[    9.1] random line";
+        let page = text.lines().find_map(ready).unwrap();
+        assert_eq!(
+            page,
+            Page {
+                target: 0x4567_f000,
+                flag: 0x4567_e000,
+                va: 0xffff_9a00_1000
+            }
+        );
+        assert_eq!(
+            ras_lines(text, Some(&page)),
+            [
+                "ras-linux: ready access=load target=TARGET_PA flag=FLAG_PA va=TARGET_VA",
+                "{1}[Hardware Error]: physical_address: TARGET_PA",
+                "Memory failure: TARGET_PFN: recovery action for dirty LRU page: Recovered",
+                "ras-linux: sigbus code=4 addr=TARGET_VA lsb=12",
+            ]
+        );
+        assert_eq!(ready("ras-linux: ready access=load target=0x1"), None);
+    }
+}
