@@ -65,7 +65,8 @@ extern "C" {
     /// Cleans the moved image's span to memory, turns the MMU off and enters the image at
     /// `base` with x0 = `boot` (entry.rs).
     fn efi_leave(boot: u64, base: u64) -> !;
-    static __image_size: u8;
+    /// The image's end (link.ld), relative like every other address of it.
+    static __image_end: u8;
 }
 
 /// Called by `efi_entry` with the relocations applied at `image` (where the firmware
@@ -93,6 +94,7 @@ fn prepare(
     bs: &BootServices,
     image: u64,
 ) -> Result<*const EfiBoot, &'static str> {
+    let size = &raw const __image_end as u64 - image;
     let options = load_options(handle, bs)?;
     let rsdp = configuration_table(st, &ACPI_20_TABLE).unwrap_or(0);
     // The first RAM GiB: the moved image goes below its end, the targets above it.
@@ -107,17 +109,14 @@ fn prepare(
         IMAGE_SPAN + IMAGE_ALIGN,
     )?
     .next_multiple_of(IMAGE_ALIGN);
-    // SAFETY: [image, image + __image_size) is the loaded image; [base, base + IMAGE_SPAN)
-    // was just allocated for it, so the two do not overlap.
-    unsafe {
-        let size = &raw const __image_size as usize;
-        core::ptr::copy_nonoverlapping(image as *const u8, base as *mut u8, size);
-    }
+    // SAFETY: [image, image + size) is the loaded image; [base, base + IMAGE_SPAN) was
+    // just allocated for it, so the two do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(image as *const u8, base as *mut u8, size as usize) };
     // SAFETY: inside the allocation, which nothing else uses: zero from the image's end
     // (the mailboxes, which vCPUs read each other's state from) through the EfiBoot, and
     // all-zero is a valid EfiBoot.
     let boot = unsafe {
-        let end = base + &raw const __image_size as u64;
+        let end = base + size;
         let boot = (base + EFI_BOOT_OFFSET) as *mut EfiBoot;
         core::ptr::write_bytes(end as *mut u8, 0, (boot as u64 - end) as usize);
         core::ptr::write_bytes(boot, 0, 1);
