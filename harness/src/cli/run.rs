@@ -55,8 +55,9 @@ pub struct RunArgs {
     /// bookworm-backports, trixie, sid), `qemu=PATH` (a qemu-system-aarch64 of your own),
     /// `libkrun` (built on first use), or `exec='COMMAND TEMPLATE'` for any VMM that boots
     /// an arm64 Image with a device tree: {image}, {bootargs}, {ram_mib}, {vcpus} and
-    /// {console} are filled in. Scenarios a VMM cannot be told to run are skipped with the
-    /// reason.
+    /// {console} are filled in. ACPI scenarios run on a Debian QEMU through its suite's UEFI
+    /// firmware (edk2), which starts the payload as an EFI application. Scenarios a VMM
+    /// cannot be told to run are skipped with the reason.
     /// Given more than once, every scenario runs on each VMM in turn and the report shows
     /// them side by side, with each one's wall time per scenario.
     #[arg(long, default_value = "reference", value_name = "VMM", value_parser = Sut::parse,
