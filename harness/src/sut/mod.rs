@@ -123,6 +123,7 @@ fn limit_secs(s: &Scenario) -> (u64, u64) {
     (30 + firmware, 45 + firmware)
 }
 
+/// [`limit_secs`] as the driver takes them.
 #[cfg(target_os = "linux")]
 fn limits(s: &Scenario) -> driver::Limits {
     let (boot, total) = limit_secs(s);
