@@ -60,6 +60,7 @@
 //!             spsr: Hex(0x3c5),
 //!             isr: Hex(0),
 //!             step: Some(0),
+//!             unfinished: false,
 //!             record: Some(RecordRead::new(&record, record.len() as u32, true)),
 //!         }],
 //!         serror_wait: None,
