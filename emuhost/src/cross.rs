@@ -153,30 +153,6 @@ fn artifact_executable(line: &str, kind: TargetKind, name: &str) -> Option<PathB
     msg["executable"].as_str().map(PathBuf::from)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifact_lines_are_picked_by_kind_and_name() {
-        let test = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["test"]},"executable":"/t/hwpoison-1"}"#;
-        let lib = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["lib"]},"executable":null}"#;
-        assert_eq!(
-            artifact_executable(test, TargetKind::Test, "hwpoison"),
-            Some("/t/hwpoison-1".into())
-        );
-        assert_eq!(
-            artifact_executable(test, TargetKind::Bench, "hwpoison"),
-            None
-        );
-        assert_eq!(artifact_executable(lib, TargetKind::Test, "hwpoison"), None);
-        assert_eq!(
-            artifact_executable("not json", TargetKind::Test, "hwpoison"),
-            None
-        );
-    }
-}
-
 /// Builds the crate at `crate_rel` (relative to the workspace root; a workspace of its own
 /// with its Cargo.lock) for [`TARGET`] into `target_dir`, adding the target to the
 /// toolchain if missing, and checks that `exe` is there: a nested `cargo build --release
@@ -218,4 +194,28 @@ pub(crate) fn build_workspace(crate_rel: &str, target_dir: &Path, exe: &Path) ->
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_lines_are_picked_by_kind_and_name() {
+        let test = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["test"]},"executable":"/t/hwpoison-1"}"#;
+        let lib = r#"{"reason":"compiler-artifact","target":{"name":"hwpoison","kind":["lib"]},"executable":null}"#;
+        assert_eq!(
+            artifact_executable(test, TargetKind::Test, "hwpoison"),
+            Some("/t/hwpoison-1".into())
+        );
+        assert_eq!(
+            artifact_executable(test, TargetKind::Bench, "hwpoison"),
+            None
+        );
+        assert_eq!(artifact_executable(lib, TargetKind::Test, "hwpoison"), None);
+        assert_eq!(
+            artifact_executable("not json", TargetKind::Test, "hwpoison"),
+            None
+        );
+    }
 }
