@@ -21,7 +21,7 @@ use ras_guest_abi::Report;
 
 use super::command::{Guest, Launch};
 use super::remote::{GuestRam, Remote};
-use crate::fault::{Method, PoisonedPage};
+use crate::fault::PoisonedPage;
 use crate::scenario::{GuestReport, Outcome, Scenario, VmmEnd};
 use crate::vmm::order::{AtReady, Order, Until};
 use crate::vmm::plan::plan;
@@ -317,15 +317,10 @@ impl Session<'_> {
         if self.poisoned.iter().any(|p| Some(p.hva as u64) == page) {
             return Ok(());
         }
-        let (hva, pfn) = remote
+        let poisoned = remote
             .poison(ram, gpa, self.page_size, window..window + self.target_size)
             .map_err(|e| format!("poison {gpa:#x} in the VMM: {e}"))?;
-        self.poisoned.push(PoisonedPage {
-            hva: hva as usize,
-            pfn: Some(pfn),
-            method: Method::HardOffline,
-            page_size: self.page_size as usize,
-        });
+        self.poisoned.push(poisoned);
         Ok(())
     }
 }

@@ -13,12 +13,11 @@ use serde::Serialize;
 use super::command::{qemu_linux, Launch};
 use super::driver::{end_of, ended_meanwhile, Process};
 use super::remote::{writable_mappings, GuestRam, Remote};
-use crate::fault::{Method, PoisonedPage};
+use crate::fault::PoisonedPage;
 use crate::scenario::VmmEnd;
+// QEMU virt's RAM base, where the guest's physical addresses start in QEMU's RAM mapping.
+use ras_guest_abi::map::RAM_BASE;
 
-/// QEMU virt's RAM base (hw/arm/virt.c `VIRT_MEM`), where the guest's physical addresses
-/// start in QEMU's RAM mapping.
-const RAM_BASE: u64 = 0x4000_0000;
 /// The flag page's first bytes and the go-ahead after them (guests/linux-init).
 const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
 const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
@@ -132,15 +131,10 @@ fn watch(
                 let ram = guest_ram(&remote, page.flag)?
                     .ok_or("the guest's flag page is in no mapping of the VMM")?;
                 let allowed = page.target..page.target + page_size;
-                let (hva, pfn) = remote
+                let page_poisoned = remote
                     .poison(&ram, page.target, page_size, allowed)
                     .map_err(|e| format!("poison {:#x}: {e}", page.target))?;
-                poisoned.push(PoisonedPage {
-                    hva: hva as usize,
-                    pfn: Some(pfn),
-                    method: Method::HardOffline,
-                    page_size: page_size as usize,
-                });
+                poisoned.push(page_poisoned);
                 let go = ram.hva(page.flag + 8).ok_or("the flag page moved")?;
                 remote
                     .write(go, &GO.to_le_bytes())
@@ -216,12 +210,11 @@ fn ras_lines(text: &str, page: Option<&Page>) -> Vec<String> {
         .filter(|l| MARKS.iter().any(|m| l.contains(m)))
         .map(|l| {
             // "[   12.345678] " from printk_time.
-            let l = match l.trim_start().strip_prefix('[') {
-                Some(rest) if rest.find(']').is_some() => {
-                    rest[rest.find(']').unwrap_or(0) + 1..].trim_start()
-                }
-                _ => l.trim(),
-            };
+            let l = l
+                .trim_start()
+                .strip_prefix('[')
+                .and_then(|rest| rest.split_once(']'))
+                .map_or(l.trim(), |(_, after)| after.trim_start());
             names
                 .iter()
                 .fold(l.trim_end().to_owned(), |l, (from, to)| l.replace(from, to))

@@ -12,6 +12,7 @@ use ras_guest_abi::{Handshake, Report, HANDSHAKE_MAGIC};
 
 use crate::fault::pagemap::{entry_offset, PagemapEntry};
 use crate::fault::poison::HARD_OFFLINE_PAGE;
+use crate::fault::{Method, PoisonedPage};
 
 /// How far into a mapping the handshake is looked for: the payload's image lies in the
 /// first GiB of RAM (QEMU loads it 2 MiB in, libkrun at the start, and under UEFI firmware
@@ -150,14 +151,14 @@ impl Remote {
     /// the VMM's own frame, never the shared zero page), its frame read from the page map,
     /// checked again right before the call, and its physical address written to
     /// `hard_offline_page` (memory_failure() as a machine check would call it). Returns the
-    /// page's host virtual address and its frame, for unpoisoning.
+    /// page, for unpoisoning.
     pub fn poison(
         &self,
         ram: &GuestRam,
         gpa: u64,
         page_size: u64,
         allowed: std::ops::Range<u64>,
-    ) -> io::Result<(u64, u64)> {
+    ) -> io::Result<PoisonedPage> {
         let page_gpa = gpa - gpa % page_size;
         if !(allowed.start <= page_gpa && page_gpa + page_size <= allowed.end) {
             return Err(io::Error::other(format!(
@@ -179,7 +180,12 @@ impl Remote {
             )));
         }
         std::fs::write(HARD_OFFLINE_PAGE, format!("{:#x}\n", pfn * page_size))?;
-        Ok((hva, pfn))
+        Ok(PoisonedPage {
+            hva: hva as usize,
+            pfn: Some(pfn),
+            method: Method::HardOffline,
+            page_size: page_size as usize,
+        })
     }
 
     fn pfn(&self, hva: u64, page_size: u64) -> io::Result<u64> {
