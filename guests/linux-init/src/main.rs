@@ -19,7 +19,8 @@
 use std::ffi::CString;
 use std::io::Write;
 
-/// The flag page's first 8 bytes, which the harness finds in the VMM's memory.
+/// The flag page's first 8 bytes, which the harness finds in the VMM's memory
+/// (harness/src/sut/linux.rs holds the same two words).
 const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
 /// What the harness writes after the magic once the target is poisoned.
 const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
