@@ -1,5 +1,5 @@
-//! The SEA path through drivers/acpi/apei/ghes.c and drivers/firmware/efi/cper.c, with
-//! the kernel's u32, int and pointer arithmetic.
+//! The SEA and HED paths through drivers/acpi/apei/ghes.c and drivers/firmware/efi/cper.c,
+//! with the kernel's u32, int and pointer arithmetic.
 
 use super::super::arm_processor::{info_valid, ARM_SECTION_HEADER_LEN};
 use super::super::data_entry::{header_len, DATA_ENTRY_LEN_OLD, FLAG_ERROR_THRESHOLD_EXCEEDED};
@@ -97,14 +97,53 @@ fn unclaimed(reason: Rejection) -> LinuxResponse {
     LinuxResponse::Unclaimed { reason }
 }
 
+fn rejected(reason: Rejection) -> LinuxResponse {
+    LinuxResponse::Rejected { reason }
+}
+
 /// ghes.c `ghes_notify_sea` for one SEA source, then `ghes_proc_in_irq`.
 pub(super) fn ghes_notify_sea(
     record: &[u8],
     error_block_length: u32,
     kernel: Kernel,
 ) -> Result<LinuxResponse, Incomplete> {
+    let response = match ghes_read_estatus(record, error_block_length)? {
+        Err(reason) => unclaimed(reason),
+        Ok(read) => handle(read, true, kernel),
+    };
+    Ok(response)
+}
+
+/// ghes.c `ghes_notify_hed` -> `ghes_proc` for one GPIO-signal, GSIV or SCI source.
+pub(super) fn ghes_proc(
+    record: &[u8],
+    error_block_length: u32,
+    kernel: Kernel,
+) -> Result<LinuxResponse, Incomplete> {
+    let response = match ghes_read_estatus(record, error_block_length)? {
+        Err(reason) => rejected(reason),
+        Ok(read) => handle(read, false, kernel),
+    };
+    Ok(response)
+}
+
+/// The record as `ghes_read_estatus` leaves it: the kernel's copy, Data Length and the
+/// block's Error Severity.
+struct Read<'a> {
+    copy: Estatus<'a>,
+    data_length: u32,
+    severity: u32,
+}
+
+/// ghes.c `ghes_read_estatus`: `__ghes_peek_estatus`, `__ghes_check_estatus` (with
+/// cper.c `cper_estatus_check_header`), then the copy `__ghes_read_estatus` makes, before
+/// its `cper_estatus_check`.
+fn ghes_read_estatus(
+    record: &[u8],
+    error_block_length: u32,
+) -> Result<Result<Read<'_>, Rejection>, Incomplete> {
     if (error_block_length as usize) < STATUS_BLOCK_LEN {
-        return Ok(unclaimed(Rejection::SourceNotProbed { error_block_length }));
+        return Ok(Err(Rejection::SourceNotProbed { error_block_length }));
     }
     let incomplete = |needed: u32| Incomplete {
         needed,
@@ -120,7 +159,7 @@ pub(super) fn ghes_notify_sea(
     let (block_status, raw_data_offset, raw_data_length, data_length, severity) =
         (field(0), field(4), field(8), field(12), field(16));
     if block_status == 0 {
-        return Ok(unclaimed(Rejection::ZeroBlockStatus));
+        return Ok(Err(Rejection::ZeroBlockStatus));
     }
 
     // __ghes_check_estatus, with cper_estatus_len's u32 sums.
@@ -150,13 +189,28 @@ pub(super) fn ghes_notify_sea(
         None
     };
     if let Some(reason) = rejection {
-        return Ok(unclaimed(reason));
+        return Ok(Err(reason));
     }
-
-    // __ghes_read_estatus copies `len` bytes, which cper_estatus_check walks.
+    // __ghes_read_estatus copies `len` bytes.
     let copy = Estatus(record.get(..len as usize).ok_or(incomplete(len))?);
-    let verdict = cper_estatus_check(&copy, data_length).and_then(|entries| {
-        // ghes_in_nmi_queue_one_entry panics once the record is read.
+    Ok(Ok(Read {
+        copy,
+        data_length,
+        severity,
+    }))
+}
+
+/// A read record: `cper_estatus_check` walks it, a fatal block panics (in
+/// `ghes_in_nmi_queue_one_entry` for an SEA, `ghes_proc` otherwise, both once the record
+/// is read), else `ghes_do_proc` handles it, `sync` for an SEA source.
+fn handle(read: Read, sync: bool, kernel: Kernel) -> LinuxResponse {
+    let Read {
+        copy,
+        data_length,
+        severity,
+    } = read;
+    let reject = if sync { unclaimed } else { rejected };
+    let verdict = cper_estatus_check(&copy, data_length, reject).and_then(|entries| {
         if ghes_severity(severity) == GhesSev::Panic {
             return Ok(LinuxResponse::Panic {
                 cause: PanicCause::Ghes {
@@ -164,9 +218,9 @@ pub(super) fn ghes_notify_sea(
                 },
             });
         }
-        ghes_do_proc(&copy, &entries, ghes_severity(severity), kernel)
+        ghes_do_proc(&copy, &entries, ghes_severity(severity), sync, kernel)
     });
-    Ok(verdict.unwrap_or_else(|stop| stop))
+    verdict.unwrap_or_else(|stop| stop)
 }
 
 /// One Generic Error Data Entry the walk found: its offset and header size.
@@ -177,7 +231,12 @@ struct EntryAt {
 
 /// cper.c `cper_estatus_check` (after `cper_estatus_check_header`): walks the entries with
 /// `apei_estatus_for_each_section`, returning the entries `ghes_do_proc` will walk again.
-fn cper_estatus_check(copy: &Estatus, data_length: u32) -> Result<Vec<EntryAt>, LinuxResponse> {
+/// `reject` makes the response to a failed check.
+fn cper_estatus_check(
+    copy: &Estatus,
+    data_length: u32,
+    reject: fn(Rejection) -> LinuxResponse,
+) -> Result<Vec<EntryAt>, LinuxResponse> {
     let mut entries = Vec::new();
     // cper_estatus_check's unsigned int data_len.
     let mut data_len = data_length;
@@ -197,7 +256,7 @@ fn cper_estatus_check(copy: &Estatus, data_length: u32) -> Result<Vec<EntryAt>, 
             return Err(copy.outside(at + ENTRY_REVISION));
         };
         if header_len > data_len {
-            return Err(unclaimed(Rejection::EntryHeaderOverrun {
+            return Err(reject(Rejection::EntryHeaderOverrun {
                 at,
                 header_len,
                 remaining: data_len,
@@ -208,7 +267,7 @@ fn cper_estatus_check(copy: &Estatus, data_length: u32) -> Result<Vec<EntryAt>, 
         let record_int = (header_len as i32).wrapping_add(copy.u32(at + ENTRY_DATA_LENGTH)? as i32);
         let record_size = record_int as u32;
         if record_size > data_len {
-            return Err(unclaimed(Rejection::EntryOverrun {
+            return Err(reject(Rejection::EntryOverrun {
                 at,
                 record_size,
                 remaining: data_len,
@@ -228,11 +287,12 @@ fn cper_estatus_check(copy: &Estatus, data_length: u32) -> Result<Vec<EntryAt>, 
     Ok(entries)
 }
 
-/// ghes.c `ghes_do_proc` for an SEA source (`sync`), from `ghes_proc_in_irq`.
+/// ghes.c `ghes_do_proc`, `sync` for an SEA source (`is_hest_sync_notify`).
 fn ghes_do_proc(
     copy: &Estatus,
     entries: &[EntryAt],
     sev: GhesSev,
+    sync: bool,
     kernel: Kernel,
 ) -> Result<LinuxResponse, LinuxResponse> {
     let mut memory_failure = Vec::new();
@@ -245,11 +305,11 @@ fn ghes_do_proc(
         let payload = entry.at + i64::from(entry.header);
         if section_type == CPER_SEC_PLATFORM_MEM {
             let flags = copy.u8(entry.at + ENTRY_FLAGS)?;
-            let call = memory_section(copy, payload, flags, sev, sec_sev, kernel)?;
+            let call = memory_section(copy, payload, flags, (sev, sec_sev), sync, kernel)?;
             queued = call.is_some();
             memory_failure.extend(call);
         } else if section_type == CPER_SEC_PROC_ARM {
-            let calls = arm_section(copy, payload, sev, sec_sev, kernel)?;
+            let calls = arm_section(copy, payload, (sev, sec_sev), sync, kernel)?;
             queued = !calls.is_empty();
             memory_failure.extend(calls);
         }
@@ -257,14 +317,14 @@ fn ghes_do_proc(
     }
     Ok(LinuxResponse::Handled {
         memory_failure,
-        force_sigbus: kernel.sync_force_kill && !queued,
+        force_sigbus: sync && kernel.sync_force_kill && !queued,
     })
 }
 
 /// The MF flags for a recoverable block and section (`ghes_handle_memory_failure`,
 /// `ghes_handle_arm_hw_error`).
-fn recoverable_flags(kernel: Kernel) -> MfFlags {
-    if kernel.sync_action_required {
+fn recoverable_flags(sync: bool, kernel: Kernel) -> MfFlags {
+    if sync && kernel.sync_action_required {
         MfFlags::ActionRequired
     } else {
         MfFlags::ActionOptional
@@ -277,15 +337,15 @@ fn memory_section(
     copy: &Estatus,
     payload: i64,
     entry_flags: u8,
-    sev: GhesSev,
-    sec_sev: GhesSev,
+    (sev, sec_sev): (GhesSev, GhesSev),
+    sync: bool,
     kernel: Kernel,
 ) -> Result<Option<MemoryFailure>, LinuxResponse> {
     if copy.u64(payload)? & valid::PHYSICAL_ADDRESS == 0 {
         return Ok(None);
     }
     let flags = if sev == GhesSev::Recoverable && sec_sev == GhesSev::Recoverable {
-        recoverable_flags(kernel)
+        recoverable_flags(sync, kernel)
     } else if sec_sev == GhesSev::Corrected && entry_flags & FLAG_ERROR_THRESHOLD_EXCEEDED != 0 {
         MfFlags::SoftOffline
     } else {
@@ -300,8 +360,8 @@ fn memory_section(
 fn arm_section(
     copy: &Estatus,
     payload: i64,
-    sev: GhesSev,
-    sec_sev: GhesSev,
+    (sev, sec_sev): (GhesSev, GhesSev),
+    sync: bool,
     kernel: Kernel,
 ) -> Result<Vec<MemoryFailure>, LinuxResponse> {
     let mut calls = Vec::new();
@@ -320,7 +380,7 @@ fn arm_section(
         if is_cache && has_pa {
             calls.push(MemoryFailure {
                 address: copy.u64(info + ARM_INFO_PHYSICAL_ADDR)?,
-                flags: recoverable_flags(kernel),
+                flags: recoverable_flags(sync, kernel),
             });
         }
         info += i64::from(copy.u8(info + ARM_INFO_LENGTH)?);

@@ -15,6 +15,11 @@
 //!   `cper_estatus_check`, with the kernel's u32, int and pointer arithmetic;
 //! - then `ghes_proc_in_irq` -> `ghes_do_proc`, `ghes_handle_memory_failure`,
 //!   `ghes_handle_arm_hw_error`, `ghes_do_memory_failure`.
+//! - A GPIO-signal, GSIV or SCI source instead (QEMU's QMP source is GPIO): the ACPI
+//!   Hardware Error Device's notification, `ghes_notify_hed` -> `ghes_proc`, in process
+//!   context: the same checks and walk, but a rejected record is only warned about, a
+//!   cached one is handled again (the cache only stops the printing), and nothing is
+//!   synchronous: no MF_ACTION_REQUIRED, no forced SIGBUS.
 //!
 //! Read in v6.1 and v6.18.2; [`Kernel`] names the three changes between them a record can
 //! show. What one record cannot show, and the model therefore assumes:
@@ -22,9 +27,9 @@
 //!   source (`ghes_notify_sea` claims the SEA if any source read a record);
 //! - every address passes `pfn_valid()` (`ghes_do_memory_failure` otherwise logs "Invalid
 //!   address in generic error data" and queues nothing);
-//! - no byte-identical record came in the last 10 s: `ghes_estatus_cached` then drops it
-//!   after the read, so the SEA is claimed and nothing is done (no memory_failure(), no
-//!   kill). Two QEMU records for one page are byte-identical;
+//! - no byte-identical record came in the last 10 s: `ghes_estatus_cached` then drops an
+//!   SEA's record after the read, so the SEA is claimed and nothing is done (no
+//!   memory_failure(), no kill). Two QEMU records for one page are byte-identical;
 //! - the estatus pool has room for the copy (`-ENOMEM`: not claimed, not acknowledged);
 //! - what memory_failure() then makes of the page, which depends on the page;
 //! - `panic_on_oops` and the task's early-kill policy, which only change what follows.
@@ -41,7 +46,7 @@ use serde::Serialize;
 use super::wire::hex;
 use super::Severity;
 use crate::formats::esr::{Aet, ESR_ELx_FSC_SERROR, Origin, SErrorIss};
-use ghes::ghes_notify_sea;
+use ghes::{ghes_notify_sea, ghes_proc};
 
 /// The exception that notifies the guest, as the guest takes it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -62,6 +67,10 @@ pub enum Notification {
         /// `arm64_is_ras_serror` is false and every SError panics.
         ras: bool,
     },
+    /// The ACPI Hardware Error Device's notification (PNP0C33, `ghes_notify_hed`), for a
+    /// source of notification type GPIO-signal, GSIV or SCI. No exception: the record alone
+    /// decides.
+    Hed,
 }
 
 /// The guest kernel: the three changes between v6.1 and v6.18.2 that decide what a record
@@ -128,6 +137,12 @@ pub enum LinuxResponse {
         /// Offset of the entry.
         at: i64,
     },
+    /// `ghes_proc` (the [`Notification::Hed`] path) rejected the record with a warning
+    /// and acknowledged it, except where [`Rejection`] says otherwise. Nothing else.
+    Rejected {
+        /// Why.
+        reason: Rejection,
+    },
     /// APEI did not claim the SEA, so `do_sea` goes on to `arm64_notify_die` with the
     /// abort's fault_info: SIGBUS with BUS_OBJERR and `si_addr` = FAR (0 with FnV), or
     /// SIGKILL for an abort on a translation table walk.
@@ -160,7 +175,20 @@ pub enum LinuxResponse {
 }
 
 impl LinuxResponse {
-    /// The SIGBUS the interrupted task sees first, assuming the abort was not on a
+    /// Whether the kernel acknowledges the record: writes Read Ack (GHESv2) and zeroes
+    /// Block Status (`ghes_clear_estatus`). None where the model cannot say.
+    pub fn acknowledged(&self) -> Option<bool> {
+        match self {
+            Self::Handled { .. } => Some(true),
+            Self::Panic { cause } => Some(matches!(cause, PanicCause::Ghes { .. })),
+            Self::Rejected { reason } | Self::Unclaimed { reason } => Some(reason.acknowledged()),
+            Self::Oops | Self::Hang { .. } | Self::SErrorIgnored => Some(false),
+            Self::Unpredictable { .. } => None,
+        }
+    }
+
+    /// The SIGBUS the task that took the SEA sees first (a [`Notification::Hed`]
+    /// interrupts no task), assuming the abort was not on a
     /// translation table walk and memory_failure() recovers a page the task maps (as for
     /// the harness's guest payload).
     pub fn sigbus(&self) -> Option<SigbusCode> {
@@ -243,25 +271,27 @@ pub struct MemoryFailure {
 pub enum MfFlags {
     /// MF_ACTION_REQUIRED: block and section recoverable, on [`Kernel::sync_action_required`].
     ActionRequired,
-    /// 0: block and section recoverable, older kernels.
+    /// 0: block and section recoverable, a [`Notification::Hed`] source or an older kernel.
     ActionOptional,
     /// MF_SOFT_OFFLINE: a corrected section with Error Threshold Exceeded. No signal.
     SoftOffline,
 }
 
-/// Why APEI does not claim an SEA: `ghes_notify_sea` returns an error. Except where said,
-/// the block is acknowledged (`ghes_clear_estatus` zeroes Block Status and writes Read Ack).
+/// Why APEI rejects a record: `ghes_notify_sea` returns an error, `ghes_proc` warns. Except
+/// where said, the block is acknowledged (`ghes_clear_estatus` zeroes Block Status and
+/// writes Read Ack). Each variant names the warning the kernel prints, ratelimited.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, thiserror::Error)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum Rejection {
     /// `ghes_probe`: an Error Status Block Length below the 20-byte status block, "Invalid
-    /// error block length": there is no SEA source. Nothing is read or acknowledged.
+    /// error block length": there is no source. Nothing is read or acknowledged.
     #[error("error status block length {error_block_length} is below 20: no GHES source")]
     SourceNotProbed {
         /// The HEST entry's Error Status Block Length.
         error_block_length: u32,
     },
-    /// `__ghes_peek_estatus`: Block Status 0 means no error (-ENOENT). Not acknowledged.
+    /// `__ghes_peek_estatus`: Block Status 0 means no error (-ENOENT). No warning, not
+    /// acknowledged.
     #[error("block status is 0: no error pending")]
     ZeroBlockStatus,
     /// `__ghes_check_estatus`: `cper_estatus_len` below 20, "Truncated error status
@@ -323,6 +353,32 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// The warning the kernel prints for it (after `[Firmware Warn]: GHES: `): in
+    /// `__ghes_check_estatus`, `__ghes_read_estatus`, or once at probe for
+    /// [`SourceNotProbed`](Self::SourceNotProbed). None for a zero Block Status.
+    pub fn warning(&self) -> Option<&'static str> {
+        match self {
+            Self::SourceNotProbed { .. } => Some("Invalid error block length"),
+            Self::ZeroBlockStatus => None,
+            Self::TruncatedBlock { .. } => Some("Truncated error status block!"),
+            Self::BlockOverflow { .. } => Some("Invalid error status block length!"),
+            Self::DataLengthTooShort { .. } | Self::RawDataOverlapsEntries { .. } => {
+                Some("Invalid CPER header!")
+            }
+            Self::EntryHeaderOverrun { .. } | Self::EntryOverrun { .. } => {
+                Some("Failed to read error status block!")
+            }
+        }
+    }
+
+    /// Whether `ghes_clear_estatus` acknowledges the block: it does once
+    /// `__ghes_peek_estatus` found a Block Status.
+    fn acknowledged(&self) -> bool {
+        !matches!(self, Self::SourceNotProbed { .. } | Self::ZeroBlockStatus)
+    }
+}
+
 /// Not a kernel behaviour: the caller gave fewer bytes than the kernel copies, so the model
 /// cannot say what the rest holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
@@ -335,8 +391,9 @@ pub struct Incomplete {
 }
 
 /// Predicts what a Linux guest does when `context.notification` tells it about an error
-/// while its SEA error source, whose HEST entry gives an Error Status Block Length of
-/// `error_block_length`, holds `record` (the bytes at the error status address).
+/// while its error source of that notification type, whose HEST entry gives an Error
+/// Status Block Length of `error_block_length`, holds `record` (the bytes at the error
+/// status address).
 ///
 /// The module documentation lists what the prediction assumes.
 ///
@@ -355,6 +412,7 @@ pub fn linux_response(
         Notification::Sea {
             from: Origin::LowerEl,
         } => ghes_notify_sea(record, error_block_length, context.kernel),
+        Notification::Hed => ghes_proc(record, error_block_length, context.kernel),
     }
 }
 

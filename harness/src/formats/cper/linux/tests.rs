@@ -401,6 +401,57 @@ fn last_memory_or_arm_section_decides_the_kill() {
     );
 }
 
+/// The response through a GPIO-signal source (`ghes_notify_hed`).
+fn hed(bytes: &[u8], kernel: Kernel) -> LinuxResponse {
+    linux_response(bytes, BLOCK, guest(Notification::Hed, kernel)).expect("complete record")
+}
+
+#[test]
+fn hed_source_handles_a_good_record_as_action_optional() {
+    // No SEA, no sync: memory_failure() without MF_ACTION_REQUIRED on every kernel.
+    for kernel in [Kernel::V6_1, Kernel::V6_18_2] {
+        let response = hed(&qemu(), kernel);
+        assert_eq!(
+            response,
+            handled(&[(ADDRESS, MfFlags::ActionOptional)], false)
+        );
+        assert_eq!(response.acknowledged(), Some(true));
+        // Nothing is forced on anyone, even without a memory section.
+        assert_eq!(
+            hed(&record(vec![other_entry()]), kernel),
+            handled(&[], false)
+        );
+    }
+}
+
+#[test]
+fn hed_source_rejects_what_an_sea_leaves_unclaimed() {
+    let mut overrun = qemu();
+    put_u32(&mut overrun, 20 + 24, 81);
+    let mut zero = qemu();
+    put_u32(&mut zero, 0, 0);
+    let mut short = qemu();
+    put_u32(&mut short, 12, 63);
+    for (bytes, warning, acknowledged) in [
+        (overrun, Some("Failed to read error status block!"), true),
+        (zero, None, false),
+        (short, Some("Invalid CPER header!"), true),
+    ] {
+        let LinuxResponse::Unclaimed { reason } = v6_18(&bytes) else {
+            panic!("an SEA leaves {bytes:02x?} unclaimed");
+        };
+        let response = hed(&bytes, Kernel::V6_18_2);
+        assert_eq!(response, LinuxResponse::Rejected { reason });
+        assert_eq!(reason.warning(), warning);
+        assert_eq!(response.acknowledged(), Some(acknowledged));
+        assert_eq!(response.sigbus(), None);
+    }
+    let fatal = qemu_at(ADDRESS, Severity::Fatal);
+    let panic = hed(&fatal, Kernel::V6_1);
+    assert_eq!(panic, v6_1(&fatal));
+    assert_eq!(panic.acknowledged(), Some(true));
+}
+
 fn architected(aet: Aet, dfsc: u8) -> SErrorIss {
     SErrorIss::Architected {
         iesb: false,
@@ -444,6 +495,7 @@ fn snapshot_responses() {
         ("el0_sea_v6_1", guest(EL0, Kernel::V6_1)),
         ("el0_sea_v6_18_2", guest(EL0, Kernel::V6_18_2)),
         ("el1_sea_v6_18_2", guest(EL1, Kernel::V6_18_2)),
+        ("hed_v6_18_2", guest(Notification::Hed, Kernel::V6_18_2)),
     ];
     let records = [
         ("qemu", qemu()),
@@ -466,7 +518,9 @@ fn snapshot_responses() {
         .flat_map(|&(record, ref bytes)| {
             contexts.iter().map(move |&(context, guest)| {
                 let response = linux_response(bytes, BLOCK, guest).expect("complete");
-                let task_sigbus = response.sigbus();
+                let task_sigbus = response
+                    .sigbus()
+                    .filter(|_| guest.notification != Notification::Hed);
                 Row {
                     record,
                     context,
@@ -486,7 +540,7 @@ fn any_context() -> impl Strategy<Value = LinuxContext> {
         sync_action_required: b,
         arm_type_bitmask: c,
     });
-    let sea = prop_oneof![Just(EL0), Just(EL1)];
+    let sea = prop_oneof![Just(EL0), Just(EL1), Just(Notification::Hed)];
     (kernel, sea).prop_map(|(kernel, notification)| guest(notification, kernel))
 }
 
