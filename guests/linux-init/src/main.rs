@@ -3,7 +3,8 @@
 //!
 //! Started as `/init` of the initrd, with one argument after the kernel command line's
 //! `--`: how to touch the page (`load`: a load from user space, EL0; `syscall`: the kernel
-//! reads it for a write(2), EL1). It mounts devtmpfs and proc, forks, and the child:
+//! reads it for a write(2), EL1), or `records` (below). It mounts devtmpfs, proc and
+//! sysfs, forks, and the child:
 //!
 //! 1. maps two private anonymous pages and touches them: a flag page starting with
 //!    [`MAGIC`] and the target page; reads their frames from /proc/self/pagemap and prints
@@ -13,6 +14,13 @@
 //! 3. touches the target and prints what happened: `ras-linux: sigbus code=N addr=0xVA
 //!    lsb=N` from its SIGBUS handler (BUS_MCEERR_AR is 4, include/uapi/asm-generic/
 //!    siginfo.h), or `ras-linux: load returned` / `ras-linux: write returned N errno=E`.
+//!
+//! With `records` the harness feeds the kernel records instead (through QEMU's QMP) and
+//! names these pages in them. The child maps [`RECORD_PAGES`] pages after the flag page,
+//! prints `ras-linux: pages 0xPA,...` and `ras-linux: hest <hex>` (the HEST as the kernel
+//! has it), then the `ready` line for the first of them, and until [`GO`] prints
+//! `ras-linux: hardware-corrupted N kB` whenever /proc/meminfo's count of poisoned pages
+//! changes: memory_failure() counts even the pages it takes silently (soft offline).
 //!
 //! The parent (pid 1, which must not die) prints how the child ended and powers off.
 
@@ -25,16 +33,20 @@ const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
 /// What the harness writes after the magic once the target is poisoned.
 const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
 const PAGE: usize = 4096;
+/// Pages the `records` child offers for the harness's records to name.
+const RECORD_PAGES: usize = 16;
 
 fn main() {
     mount("devtmpfs", "/dev");
     mount("proc", "/proc");
+    mount("sysfs", "/sys");
     console();
     let access = std::env::args().nth(1).unwrap_or_default();
     // SAFETY: fork in a single-threaded process; the child only calls async-signal-safe
     // functions until it execs nothing and exits.
     let child = unsafe { libc::fork() };
     match child {
+        0 if access == "records" => records(),
         0 => touch(&access),
         -1 => say(&format!("fork failed: {}", std::io::Error::last_os_error())),
         pid => report_end(pid),
@@ -45,29 +57,11 @@ fn main() {
 /// The child: see the module docs. Never returns.
 fn touch(access: &str) -> ! {
     on_sigbus();
-    // SAFETY: a fresh private anonymous mapping of two pages, owned by this process.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        say("mmap failed");
-        exit(2);
-    }
-    let (flag, target) = (base as *mut u64, (base as usize + PAGE) as *mut u64);
-    // SAFETY: both pages are this mapping's, writable; the writes fault them in.
-    unsafe {
-        flag.write_volatile(MAGIC);
-        flag.add(1).write_volatile(0);
-        target.write_volatile(0x5a5a_5a5a_5a5a_5a5a);
-        libc::mlock(base, 2 * PAGE);
-    }
+    let (flag, target) = map(1);
+    let target = target[0];
+    // SAFETY: the page is this process's, mapped and written by `map`; mlock keeps its
+    // frame.
+    unsafe { libc::mlock(target.cast(), PAGE) };
     let (Some(flag_pa), Some(target_pa)) = (physical(flag as usize), physical(target as usize))
     else {
         say("no frame in /proc/self/pagemap");
@@ -77,10 +71,7 @@ fn touch(access: &str) -> ! {
         "ready access={access} target={target_pa:#x} flag={flag_pa:#x} va={:#x}",
         target as usize
     ));
-    // SAFETY: the flag page, written from outside (through the VMM's memory) only.
-    while unsafe { flag.add(1).read_volatile() } != GO {
-        std::hint::spin_loop();
-    }
+    wait_for_go(flag, || {});
     match access {
         "syscall" => {
             let mut fds = [0; 2];
@@ -100,6 +91,92 @@ fn touch(access: &str) -> ! {
         }
     }
     exit(0)
+}
+
+/// The `records` child: see the module docs. Never returns.
+fn records() -> ! {
+    let (flag, pages) = map(RECORD_PAGES);
+    let frames: Option<Vec<u64>> = pages.iter().map(|&p| physical(p as usize)).collect();
+    let (Some(frames), Some(flag_pa)) = (frames, physical(flag as usize)) else {
+        say("no frame in /proc/self/pagemap");
+        exit(2);
+    };
+    let list: Vec<String> = frames.iter().map(|f| format!("{f:#x}")).collect();
+    say(&format!("pages {}", list.join(",")));
+    match std::fs::read("/sys/firmware/acpi/tables/HEST") {
+        Ok(hest) => {
+            let hex: String = hest.iter().map(|b| format!("{b:02x}")).collect();
+            say(&format!("hest {hex}"));
+        }
+        Err(e) => say(&format!("no HEST: {e}")),
+    }
+    say(&format!(
+        "ready access=records target={:#x} flag={flag_pa:#x} va={:#x}",
+        frames[0], pages[0] as usize
+    ));
+    let mut last = None;
+    wait_for_go(flag, || {
+        let now = hardware_corrupted_kb();
+        if now != last {
+            say(&format!("hardware-corrupted {} kB", now.unwrap_or(0)));
+            last = now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    });
+    exit(0)
+}
+
+/// Maps a flag page starting with [`MAGIC`] and `n` pages after it, private, anonymous
+/// and written (so each has a frame).
+fn map(n: usize) -> (*mut u64, Vec<*mut u64>) {
+    // SAFETY: a fresh private anonymous mapping, owned by this process.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            (n + 1) * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        say("mmap failed");
+        exit(2);
+    }
+    let flag = base as *mut u64;
+    let pages: Vec<*mut u64> = (1..=n)
+        .map(|i| (base as usize + i * PAGE) as *mut u64)
+        .collect();
+    // SAFETY: every page is this mapping's, writable; the writes fault them in, and the
+    // flag page is locked so that the harness finds it where the child said.
+    unsafe {
+        flag.write_volatile(MAGIC);
+        flag.add(1).write_volatile(0);
+        for p in &pages {
+            p.write_volatile(0x5a5a_5a5a_5a5a_5a5a);
+        }
+        libc::mlock(base, PAGE);
+    }
+    (flag, pages)
+}
+
+/// Runs `meanwhile` until the harness writes [`GO`] after the flag page's magic.
+fn wait_for_go(flag: *mut u64, mut meanwhile: impl FnMut()) {
+    // SAFETY: the flag page, written from outside (through the VMM's memory) only.
+    while unsafe { flag.add(1).read_volatile() } != GO {
+        meanwhile();
+        std::hint::spin_loop();
+    }
+}
+
+/// /proc/meminfo's HardwareCorrupted: the kernel's count of poisoned memory.
+fn hardware_corrupted_kb() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HardwareCorrupted:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// The physical address behind `va` (Documentation/admin-guide/mm/pagemap.rst: one u64

@@ -20,11 +20,11 @@ use ras_guest_abi::map::RAM_BASE;
 
 /// The flag page's first bytes and the go-ahead after them (guests/linux-init).
 const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
-const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
+pub(super) const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
 /// What the init's child prints once its pages are mapped.
 const READY: &str = "ras-linux: ready ";
 /// How often the console is read.
-const POLL: Duration = Duration::from_millis(20);
+pub(super) const POLL: Duration = Duration::from_millis(20);
 
 /// How the page is touched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -97,9 +97,9 @@ pub fn run(
 
 /// The child's page: its frame's physical address, the flag page's, its virtual address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Page {
+pub(super) struct Page {
     target: u64,
-    flag: u64,
+    pub(super) flag: u64,
     va: u64,
 }
 
@@ -146,7 +146,7 @@ fn watch(
 }
 
 /// The child's `ready` line, read.
-fn ready(line: &str) -> Option<Page> {
+pub(super) fn ready(line: &str) -> Option<Page> {
     let rest = &line[line.find(READY)? + READY.len()..];
     let field = |name: &str| {
         rest.split_whitespace()
@@ -162,7 +162,7 @@ fn ready(line: &str) -> Option<Page> {
 
 /// The mapping of guest RAM that holds the flag page (its magic at the page's offset
 /// from the RAM base).
-fn guest_ram(remote: &Remote, flag: u64) -> Result<Option<GuestRam>, String> {
+pub(super) fn guest_ram(remote: &Remote, flag: u64) -> Result<Option<GuestRam>, String> {
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", remote.pid()))
         .map_err(|e| e.to_string())?;
     let offset = flag - RAM_BASE;
@@ -207,19 +207,43 @@ fn ras_lines(text: &str, page: Option<&Page>) -> Vec<String> {
         names.push((format!("{:#x}", p.target >> 12), "TARGET_PFN".to_owned()));
     }
     text.lines()
+        .flat_map(messages)
         .filter(|l| MARKS.iter().any(|m| l.contains(m)))
         .map(|l| {
-            // "[   12.345678] " from printk_time.
-            let l = l
-                .trim_start()
-                .strip_prefix('[')
-                .and_then(|rest| rest.split_once(']'))
-                .map_or(l.trim(), |(_, after)| after.trim_start());
             names
                 .iter()
-                .fold(l.trim_end().to_owned(), |l, (from, to)| l.replace(from, to))
+                .fold(l.to_owned(), |l, (from, to)| l.replace(from, to))
         })
         .collect()
+}
+
+/// The messages in a console line, without printk's `[   12.345678] `: the kernel's
+/// output and the init's share the serial port, so one line may hold the end of one and
+/// the start of the other.
+pub(super) fn messages(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    loop {
+        let stamp = rest.match_indices('[').find_map(|(at, _)| {
+            let close = at + rest[at..].find(']')?;
+            let inside = rest[at + 1..close].trim_start();
+            let is_time = !inside.is_empty()
+                && inside.contains('.')
+                && inside.chars().all(|c| c.is_ascii_digit() || c == '.');
+            is_time.then_some((at, close + 1))
+        });
+        let (head, next) = match stamp {
+            Some((at, end)) => (&rest[..at], Some(&rest[end..])),
+            None => (rest, None),
+        };
+        if !head.trim().is_empty() {
+            out.push(head.trim());
+        }
+        match next {
+            Some(next) => rest = next,
+            None => return out,
+        }
+    }
 }
 
 #[cfg(test)]

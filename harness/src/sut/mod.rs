@@ -12,6 +12,10 @@ pub mod driver;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]
+pub mod linux_records;
+#[cfg(target_os = "linux")]
+pub mod qmp;
+#[cfg(target_os = "linux")]
 pub mod remote;
 
 pub mod command;

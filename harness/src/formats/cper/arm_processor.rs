@@ -302,6 +302,37 @@ impl ArmProcessorSection {
     }
 }
 
+/// One cache error at physical address `pa`, with the fields a processor fills: MPIDR and
+/// running state, one error information (type 0, the physical fault address valid), one
+/// AArch64 EL1 register context and three vendor bytes.
+pub fn cache_error_section(pa: u64) -> ArmProcessorSection {
+    ArmProcessorSection {
+        validation_bits: valid::MPIDR | valid::RUNNING_STATE,
+        error_affinity_level: 0,
+        reserved: [0; 3],
+        mpidr: 0x8000_0000,
+        midr: 0x410f_d0c0,
+        running_state: 1,
+        psci_state: 0,
+        error_info: vec![ArmErrorInfo {
+            version: 0,
+            validation_bits: info_valid::PHYSICAL_FAULT_ADDRESS,
+            error_type: 0,
+            multiple_error: 0,
+            flags: info_flags::FIRST,
+            error_information: 0,
+            virtual_fault_address: 0,
+            physical_fault_address: pa,
+        }],
+        context_info: vec![ArmContextInfo {
+            version: 0,
+            register_context_type: 4,
+            register_array: vec![0xab; 16],
+        }],
+        vendor_specific: vec![1, 2, 3],
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -357,35 +388,6 @@ pub(crate) mod tests {
                     }
                 },
             )
-    }
-
-    /// One cache error with a physical address: what Linux turns into memory_failure().
-    pub(crate) fn cache_error_section(pa: u64) -> ArmProcessorSection {
-        ArmProcessorSection {
-            validation_bits: valid::MPIDR | valid::RUNNING_STATE,
-            error_affinity_level: 0,
-            reserved: [0; 3],
-            mpidr: 0x8000_0000,
-            midr: 0x410f_d0c0,
-            running_state: 1,
-            psci_state: 0,
-            error_info: vec![ArmErrorInfo {
-                version: 0,
-                validation_bits: info_valid::PHYSICAL_FAULT_ADDRESS,
-                error_type: 0,
-                multiple_error: 0,
-                flags: info_flags::FIRST,
-                error_information: 0,
-                virtual_fault_address: 0,
-                physical_fault_address: pa,
-            }],
-            context_info: vec![ArmContextInfo {
-                version: 0,
-                register_context_type: 4,
-                register_array: vec![0xab; 16],
-            }],
-            vendor_specific: vec![1, 2, 3],
-        }
     }
 
     #[test]

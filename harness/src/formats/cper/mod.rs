@@ -41,9 +41,9 @@ mod status_block;
 mod wire;
 
 pub use arm_processor::{
-    info_flags as arm_info_flags, info_valid as arm_info_valid, valid as arm_valid, ArmContextInfo,
-    ArmErrorInfo, ArmProcessorSection, ARM_CONTEXT_HEADER_LEN, ARM_ERROR_INFO_LEN,
-    ARM_SECTION_HEADER_LEN,
+    cache_error_section, info_flags as arm_info_flags, info_valid as arm_info_valid,
+    valid as arm_valid, ArmContextInfo, ArmErrorInfo, ArmProcessorSection, ARM_CONTEXT_HEADER_LEN,
+    ARM_ERROR_INFO_LEN, ARM_SECTION_HEADER_LEN,
 };
 pub use data_entry::{
     has_timestamp, header_len, DataEntryHeader, DATA_ENTRY_LEN, DATA_ENTRY_LEN_OLD,

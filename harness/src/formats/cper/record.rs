@@ -257,7 +257,8 @@ fn decode_entries(data: &[u8], status: &ErrorStatusBlock) -> Result<Vec<Entry>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::cper::arm_processor::tests::{any_arm_section, cache_error_section};
+    use crate::formats::cper::arm_processor::cache_error_section;
+    use crate::formats::cper::arm_processor::tests::any_arm_section;
     use crate::formats::cper::data_entry::tests::any_header;
     use crate::formats::cper::data_entry::FLAG_PRIMARY;
     use crate::formats::cper::guid::{CPER_SEC_PLATFORM_MEM, CPER_SEC_PROC_ARM};

@@ -88,7 +88,7 @@ pub struct Kernel {
     /// `ghes_handle_arm_hw_error` reads the ARM error information Type as bits
     /// (`type & CPER_ARM_CACHE_ERROR`, BIT(1)) instead of comparing it with 0. Upstream
     /// 96b010536ee0 (v6.19 merge window), in v6.18.2; queued for 6.6.y and 6.1.y in
-    /// January 2026.
+    /// January 2026; Debian's 6.12.117 has it (seen: docs/linux-guest.md).
     pub arm_type_bitmask: bool,
 }
 
@@ -354,21 +354,27 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every warning [`warning`](Self::warning) names.
+    pub const WARNINGS: [&'static str; 5] = [
+        "Invalid error block length",
+        "Truncated error status block!",
+        "Invalid error status block length!",
+        "Invalid CPER header!",
+        "Failed to read error status block!",
+    ];
+
     /// The warning the kernel prints for it (after `[Firmware Warn]: GHES: `): in
     /// `__ghes_check_estatus`, `__ghes_read_estatus`, or once at probe for
     /// [`SourceNotProbed`](Self::SourceNotProbed). None for a zero Block Status.
     pub fn warning(&self) -> Option<&'static str> {
+        let [probe, truncated, overflow, header, read] = Self::WARNINGS;
         match self {
-            Self::SourceNotProbed { .. } => Some("Invalid error block length"),
+            Self::SourceNotProbed { .. } => Some(probe),
             Self::ZeroBlockStatus => None,
-            Self::TruncatedBlock { .. } => Some("Truncated error status block!"),
-            Self::BlockOverflow { .. } => Some("Invalid error status block length!"),
-            Self::DataLengthTooShort { .. } | Self::RawDataOverlapsEntries { .. } => {
-                Some("Invalid CPER header!")
-            }
-            Self::EntryHeaderOverrun { .. } | Self::EntryOverrun { .. } => {
-                Some("Failed to read error status block!")
-            }
+            Self::TruncatedBlock { .. } => Some(truncated),
+            Self::BlockOverflow { .. } => Some(overflow),
+            Self::DataLengthTooShort { .. } | Self::RawDataOverlapsEntries { .. } => Some(header),
+            Self::EntryHeaderOverrun { .. } | Self::EntryOverrun { .. } => Some(read),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::ghes::CPER_ARM_CACHE_ERROR_BIT;
 use super::*;
-use crate::formats::cper::arm_processor::tests::cache_error_section;
+use crate::formats::cper::arm_processor::cache_error_section;
 use crate::formats::cper::data_entry::FLAG_ERROR_THRESHOLD_EXCEEDED;
 use crate::formats::cper::{
     memory_error_record, BlockStatus, Entry, Profile, Record, Section, FLAG_PRIMARY,
