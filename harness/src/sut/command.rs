@@ -116,6 +116,15 @@ pub fn qemu_linux(
     l
 }
 
+/// QEMU's arguments for the firmware alone, no kernel (what it starts is not reached):
+/// `ras=on` and `firmware`, paused before the first instruction (`-S`) so that a fault can
+/// come before the firmware runs.
+pub fn qemu_firmware_paused(prefix: Launch, firmware: &Path, console: &Path) -> Launch {
+    let mut l = qemu_machine(prefix, Some(firmware), 1, LINUX_RAM_MIB, console);
+    l.args.push("-S".into());
+    l
+}
+
 /// RAM of the Linux guest.
 const LINUX_RAM_MIB: u64 = 1024;
 

@@ -8,6 +8,8 @@
 //! arm64 Image with a device tree; see [`command`] for the placeholders).
 
 #[cfg(target_os = "linux")]
+pub mod before_firmware;
+#[cfg(target_os = "linux")]
 pub mod driver;
 #[cfg(target_os = "linux")]
 pub mod linux;

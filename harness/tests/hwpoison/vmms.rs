@@ -8,10 +8,14 @@
 //!   it names: the profile is a measured fact, not a transcription.
 //! - `vmm::driver::*`: the driver on VMMs that misbehave before the guest runs (one that
 //!   never boots it, one that aborts), and the page a crashing VMM leaves poisoned.
+//! - `vmm::qemu-<suite>::error-before-firmware`: a Debian QEMU with its edk2, the device
+//!   tree's page poisoned before the firmware's first instruction
+//!   (`ras_harness::sut::before_firmware`); how QEMU ends is its baseline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use emuhost::QemuSuite;
 use libtest_mimic::{Completion, Failed, Trial};
 use ras_harness::fault::unpoison::hardware_corrupted_kib;
 use ras_harness::formats::cper::{memory_error_record, Profile, Severity};
@@ -22,6 +26,8 @@ use ras_harness::sut::{driver, Sut};
 
 /// Per scenario, as for the reference VMM's trials.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// QEMU ends within seconds of the firmware meeting the poisoned page, or never.
+const BEFORE_FIRMWARE: Duration = Duration::from_secs(20);
 /// What the driver trials allow a VMM that never shows the guest.
 const SHORT: driver::Limits = driver::Limits {
     boot: Duration::from_secs(2),
@@ -55,6 +61,12 @@ pub fn trials() -> Vec<Trial> {
             ));
         }
     }
+    for suite in [QemuSuite::Bookworm, QemuSuite::Trixie, QemuSuite::Sid] {
+        trials.push(Trial::ignorable_test(
+            format!("vmm::qemu-{}::error-before-firmware", suite.name()),
+            move || error_before_firmware(suite),
+        ));
+    }
     trials.push(Trial::ignorable_test(
         "vmm::driver::a_vmm_that_never_shows_the_guest_times_out",
         || misbehaving("hang", VmmEnd::TimedOut),
@@ -79,6 +91,50 @@ pub fn trials() -> Vec<Trial> {
     trials
 }
 
+/// With no ACPI table loaded yet QEMU has nowhere to record the error: it must end, or, if
+/// it hangs the VM, show where the vCPU is stuck; which way, and what it says, is the
+/// baseline.
+fn error_before_firmware(suite: QemuSuite) -> Result<Completion, Failed> {
+    let (prefix, firmware) = ras_harness::sut::qemu_debian(suite)?;
+    let dir = std::env::temp_dir().join(format!("ras-before-fw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let run = ras_harness::sut::before_firmware::run(prefix, &firmware, &dir, BEFORE_FIRMWARE);
+    let _ = std::fs::remove_dir_all(&dir);
+    let seen = run?;
+    match (&seen.vmm_end, &seen.stuck_at) {
+        (VmmEnd::Completed, _) => return Err("QEMU completed: the firmware ran on".into()),
+        (VmmEnd::TimedOut, stuck) if !stuck.as_ref().is_some_and(|s| s.contains("PC=")) => {
+            return Err(format!("QEMU hung and its registers say nothing: {stuck:?}").into())
+        }
+        _ => {}
+    }
+    let text = serde_json::to_string_pretty(&seen).map_err(|e| e.to_string())?;
+    let sut = Sut::QemuDebian(suite);
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(baseline_dir(&sut));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_description(format!(
+        "error-before-firmware on {}: the device tree's page poisoned before edk2 ran",
+        sut.name()
+    ));
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!("error-before-firmware", text));
+    Ok(Completion::Completed)
+}
+
+/// Where `sut`'s baselines live: snapshots/vmm/<name>/.
+fn baseline_dir(sut: &Sut) -> PathBuf {
+    [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "snapshots",
+        "vmm",
+        &sut.name(),
+    ]
+    .iter()
+    .collect()
+}
+
 /// Runs `path` on `sut` and compares the outcome and findings with its baseline.
 fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
     let s = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
@@ -96,17 +152,8 @@ fn baseline(sut: &Sut, path: &Path) -> Result<Completion, Failed> {
     }
     let snapshot = normalise::vmm_baseline(&observed, &r.conformance)?;
     let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
-    let dir: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "snapshots",
-        "vmm",
-        &sut.name(),
-    ]
-    .iter()
-    .collect();
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(dir);
+    settings.set_snapshot_path(baseline_dir(sut));
     settings.set_prepend_module_to_snapshot(false);
     // The scenario's own description is about the reference VMM's configuration.
     settings.set_description(format!("{} on {}", s.name, sut.name()));

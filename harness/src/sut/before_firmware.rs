@@ -1,0 +1,133 @@
+//! An error before the firmware ran: QEMU with UEFI firmware and `ras=on`, a guest page
+//! poisoned while the VM is still paused, before edk2's first instruction. The page is the
+//! first of RAM, where QEMU's virt puts the device tree for the firmware
+//! (hw/arm/boot.c, `arm_load_dtb` at the RAM base when booting firmware), which edk2 reads
+//! first of all (ArmVirtPkg: the memory nodes). No ACPI table is loaded yet, so QEMU has
+//! nowhere to record the error: what it does then is the outcome.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::command::{qemu_firmware_paused, Launch};
+use super::driver::{end_of, Process};
+use super::qmp::Qmp;
+use super::remote::{writable_mappings, GuestRam, Remote};
+use crate::scenario::VmmEnd;
+use ras_guest_abi::map::RAM_BASE;
+
+/// The flattened device tree's magic, big-endian (devicetree specification, 5.2).
+const FDT_MAGIC: [u8; 4] = 0xd00d_feedu32.to_be_bytes();
+
+/// How QEMU took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BeforeFirmware {
+    /// How QEMU ended.
+    pub vmm_end: VmmEnd,
+    /// Its own lines on stderr.
+    pub stderr: Vec<String>,
+    /// When it did not end: where vCPU 0 was by then (HMP `info registers`: PC, PSTATE,
+    /// the exception level and stack pointer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_at: Option<String>,
+}
+
+/// Starts QEMU (`prefix`, `firmware`) paused, poisons the device tree's page, lets the VM
+/// run and waits up to `limit` for QEMU to end.
+///
+/// # Errors
+///
+/// The harness's own failures: QEMU not starting, its RAM or the device tree not found,
+/// the poison refused.
+pub fn run(
+    prefix: Launch,
+    firmware: &Path,
+    dir: &Path,
+    limit: Duration,
+) -> Result<BeforeFirmware, String> {
+    let socket = dir.join("qmp.sock");
+    let mut l = qemu_firmware_paused(prefix, firmware, &dir.join("console"));
+    l.args.push("-qmp".into());
+    l.args
+        .push(format!("unix:{},server=on,wait=off", socket.display()).into());
+    let mut vmm = Process::start(&l)?;
+    let mut poisoned = Vec::new();
+    let mut started = poison_and_run(&mut vmm, &socket, &mut poisoned);
+    let start = Instant::now();
+    let mut stuck_at = None;
+    if let Ok(qmp) = &mut started {
+        while vmm.child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if start.elapsed() > limit {
+                let info = json!({ "command-line": "info registers" });
+                let said = qmp.execute("human-monitor-command", info)?;
+                stuck_at = Some(said.map_or_else(|e| e, |v| where_stuck(&v)));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (status, _, stderr) = vmm.end(&poisoned)?;
+    started?;
+    let vmm_end = if stuck_at.is_some() {
+        VmmEnd::TimedOut
+    } else {
+        end_of(status, &stderr)
+    };
+    Ok(BeforeFirmware {
+        vmm_end,
+        stderr: stderr
+            .lines()
+            .filter(|l| l.starts_with("qemu-system-aarch64:"))
+            .map(str::to_owned)
+            .collect(),
+        stuck_at,
+    })
+}
+
+/// `PC=… PSTATE=… EL1h` from HMP `info registers` (target/arm/cpu.c
+/// `aarch64_cpu_dump_state`).
+fn where_stuck(info: &serde_json::Value) -> String {
+    let text = info.as_str().unwrap_or_default();
+    text.split_whitespace()
+        .filter(|w| w.starts_with("PC=") || w.starts_with("PSTATE=") || w.starts_with("EL"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn poison_and_run(
+    vmm: &mut Process,
+    socket: &Path,
+    poisoned: &mut Vec<crate::fault::PoisonedPage>,
+) -> Result<Qmp, String> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(30))?;
+    let remote = Remote::open(vmm.child.id()).map_err(|e| e.to_string())?;
+    let ram = device_tree_ram(&remote)?.ok_or("no mapping of QEMU starts with a device tree")?;
+    let page = crate::fault::host_page_size() as u64;
+    let p = remote
+        .poison(&ram, RAM_BASE, page, RAM_BASE..RAM_BASE + page)
+        .map_err(|e| format!("poison the device tree's page: {e}"))?;
+    poisoned.push(p);
+    qmp.execute("cont", json!({}))?
+        .map_err(|e| format!("cont: {e}"))?;
+    Ok(qmp)
+}
+
+/// The mapping of guest RAM: the one that starts with the device tree.
+fn device_tree_ram(remote: &Remote) -> Result<Option<GuestRam>, String> {
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", remote.pid()))
+        .map_err(|e| e.to_string())?;
+    for (start, end) in writable_mappings(&maps) {
+        let mut magic = [0u8; 4];
+        if remote.read(start, &mut magic).is_ok() && magic == FDT_MAGIC {
+            return Ok(Some(GuestRam {
+                start,
+                len: end - start,
+                gpa: RAM_BASE,
+                mailbox: 0,
+            }));
+        }
+    }
+    Ok(None)
+}
