@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::command::{qemu_firmware_paused, Launch};
+use super::command::{qemu_firmware_paused, with_qmp, Launch};
 use super::driver::{end_of, Process};
 use super::qmp::Qmp;
 use super::remote::{writable_mappings, GuestRam, Remote};
@@ -48,11 +48,8 @@ pub fn run(
     limit: Duration,
 ) -> Result<BeforeFirmware, String> {
     let socket = dir.join("qmp.sock");
-    let mut l = qemu_firmware_paused(prefix, firmware, &dir.join("console"));
-    l.args.push("-qmp".into());
-    l.args
-        .push(format!("unix:{},server=on,wait=off", socket.display()).into());
-    let mut vmm = Process::start(&l)?;
+    let l = qemu_firmware_paused(prefix, firmware, &dir.join("console"));
+    let mut vmm = Process::start(&with_qmp(l, &socket))?;
     let mut poisoned = Vec::new();
     let mut started = poison_and_run(&mut vmm, &socket, &mut poisoned);
     let start = Instant::now();

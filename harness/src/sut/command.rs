@@ -125,6 +125,15 @@ pub fn qemu_firmware_paused(prefix: Launch, firmware: &Path, console: &Path) -> 
     l
 }
 
+/// `l` with a QMP server on the Unix socket `socket`, which QEMU makes at start-up and does
+/// not wait on (docs/interop/qmp-spec.rst; `-qmp` is `-chardev socket` + `-mon`).
+pub fn with_qmp(mut l: Launch, socket: &Path) -> Launch {
+    l.args.push("-qmp".into());
+    l.args
+        .push(format!("unix:{},server=on,wait=off", socket.display()).into());
+    l
+}
+
 /// RAM of the Linux guest.
 const LINUX_RAM_MIB: u64 = 1024;
 

@@ -20,7 +20,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde_json::json;
 
-use super::command::{qemu_linux, Launch};
+use super::command::{qemu_linux, with_qmp, Launch};
 use super::driver::{ended_meanwhile, Process};
 use super::linux::{guest_ram, messages, ready, GO, POLL};
 use super::qmp::Qmp;
@@ -40,12 +40,11 @@ const QUIET: Duration = Duration::from_millis(700);
 const GUEST_PAGE_SHIFT: u32 = 12;
 
 /// The QMP source as the guest's HEST describes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QmpSource {
     /// Error Status Block Length.
     pub error_block_length: u32,
     /// The Read Ack register's guest physical address.
-    #[serde(skip)]
     read_ack: u64,
 }
 
@@ -297,7 +296,7 @@ pub fn feed(
 ) -> Result<(Vec<(Case, Seen)>, String), String> {
     let console = dir.join("linux-console");
     let socket = dir.join("qmp.sock");
-    let mut l = qemu_linux(
+    let l = qemu_linux(
         prefix,
         Some(firmware),
         kernel,
@@ -305,10 +304,7 @@ pub fn feed(
         "console=ttyAMA0 oops=panic panic=-1 -- records",
         &console,
     );
-    l.args.push("-qmp".into());
-    l.args
-        .push(format!("unix:{},server=on,wait=off", socket.display()).into());
-    let mut vmm = Process::start(&l)?;
+    let mut vmm = Process::start(&with_qmp(l, &socket))?;
     let fed = feed_all(&mut vmm, &console, &socket, cases, limit);
     let _ = vmm.end(&[])?;
     let text = std::fs::read_to_string(&console).unwrap_or_default();
