@@ -342,7 +342,7 @@ pub struct Report {
     pub cntfrq: u64,
     /// ID_AA64PFR0_EL1 (RAS is bits 31:28).
     pub id_aa64pfr0: u64,
-    /// CNTVCT_EL0 just before each step's access.
+    /// CNTVCT_EL0 just before each step's access, after its ready handshake.
     pub counter_before: [u64; MAX_TARGETS],
     /// Exceptions taken so far (may exceed [`MAX_RECORDS`]; only that many are kept).
     pub exception_count: u32,

@@ -103,10 +103,7 @@ extern "C" fn payload_main(dtb: u64, mailbox: u64, index: usize, image_base: u64
     let steps = (params.target_count as usize).min(params.targets.len());
     for (i, &target) in params.targets[..steps].iter().enumerate() {
         let step = i as u16;
-        mb.with_report(|r| {
-            r.step = u32::from(step);
-            r.counter_before[i] = read_sysreg!("cntvct_el0");
-        });
+        mb.with_report(|r| r.step = u32::from(step));
         steps::run_access(mb, step, &params, access, target);
         step_done(mb, step);
     }

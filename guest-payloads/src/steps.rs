@@ -100,6 +100,14 @@ extern "C" fn access_step(arg: u64) {
         // SAFETY: `access` is valid, see above.
         unsafe { *access = el0_access };
     }
+    // After the handshake, in which the VMM may take its time (poisoning the target):
+    // from here to the vector is the fault's own path.
+    let now = read_sysreg!("cntvct_el0");
+    a.mb.with_report(|r| {
+        if let Some(slot) = r.counter_before.get_mut(usize::from(a.step)) {
+            *slot = now;
+        }
+    });
     match (a.el, a.access) {
         (_, Access::None) => {}
         (0, Access::Load) => enter_el0(a.mb, el0_load as *const () as u64, target),

@@ -62,6 +62,7 @@
 //!             step: Some(0),
 //!             unfinished: false,
 //!             record: Some(RecordRead::new(&record, record.len() as u32, true)),
+//!             access_to_vector_ns: None,
 //!         }],
 //!         serror_wait: None,
 //!     }],

@@ -92,10 +92,11 @@ impl SideBySide {
             .collect()
     }
 
-    /// Scenario rows with a column per run (its verdict and wall time) and what the guest
-    /// saw; a row whose outcome differs between runs is marked `*` and spelled out per run
-    /// below, then every reason, what each run was (its Linux and page size, or its VMM),
-    /// and the counts.
+    /// Scenario rows with a column per run (its verdict, wall time and, when the guest took
+    /// an exception in a step, the guest's time from that access to the vector) and what
+    /// the guest saw; a row whose outcome differs between runs is marked `*` and spelled
+    /// out per run below, then every reason, what each run was (its Linux and page size,
+    /// or its VMM), and the counts.
     pub fn to_table(&self) -> String {
         let rows = self.rows();
         let mut header = vec!["  SCENARIO"];
@@ -112,9 +113,10 @@ impl SideBySide {
                 )];
                 cells.extend(row.cells.iter().map(|c| match c {
                     Some(r) => format!(
-                        "{} {}s",
+                        "{} {}s{}",
                         json_name(&r.verdict.kind()).to_uppercase(),
-                        seconds(r.duration)
+                        seconds(r.duration),
+                        first_exception_time(r)
                     ),
                     None => "-".to_owned(),
                 }));
@@ -272,6 +274,15 @@ impl SideBySide {
             .collect();
         junit::document(&suites)
     }
+}
+
+/// ` <µs>us` from the access to the vector of the first exception the guest timed, or
+/// nothing.
+fn first_exception_time(r: &ScenarioResult) -> String {
+    r.observed
+        .as_ref()
+        .and_then(|o| o.exceptions().find_map(|(_, e)| e.access_to_vector_ns))
+        .map_or(String::new(), |ns| format!(" {}us", ns / 1000))
 }
 
 /// "Linux RELEASE, N-byte pages" from a report's host, as far as it says.

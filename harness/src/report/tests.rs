@@ -42,6 +42,7 @@ fn observed(esr: u64, vector: u64) -> Outcome {
                 step: Some(0),
                 unfinished: false,
                 record: Some(RecordRead::new(&record, record.len() as u32, true)),
+                access_to_vector_ns: None,
             }],
             serror_wait: None,
         }],

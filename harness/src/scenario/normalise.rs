@@ -52,6 +52,7 @@ pub fn snapshot(
         }
     }
     keep_esr_low_half(&mut o)?;
+    drop_timings(&mut o);
     o.host_signals.sort_by(|a, b| {
         (&a.thread, a.code, a.gpa.map(|g| g.0)).cmp(&(&b.thread, b.code, b.gpa.map(|g| g.0)))
     });
@@ -80,6 +81,7 @@ pub fn vmm_baseline(
 ) -> Result<Value, String> {
     let mut o = observed.clone();
     keep_esr_low_half(&mut o)?;
+    drop_timings(&mut o);
     let mut observed = serde_json::to_value(&o).map_err(|e| e.to_string())?;
     name_elr(&mut observed);
     Ok(json!({ "observed": observed, "conformance": conformance }))
@@ -142,6 +144,15 @@ fn keep_esr_low_half(o: &mut Outcome) -> Result<(), String> {
     Ok(())
 }
 
+/// Times differ from run to run: they are measurements, not outcomes.
+fn drop_timings(o: &mut Outcome) {
+    for g in &mut o.guest {
+        for e in &mut g.exceptions {
+            e.access_to_vector_ns = None;
+        }
+    }
+}
+
 /// Each exception's `elr` replaced by its `elr_at` name, where it has one.
 fn name_elr(observed: &mut Value) {
     let exceptions = observed["guest"]
@@ -194,6 +205,7 @@ mod tests {
                     step: Some(0),
                     unfinished: false,
                     record: None,
+                    access_to_vector_ns: None,
                 }],
                 serror_wait: None,
             }],

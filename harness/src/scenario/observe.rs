@@ -54,6 +54,13 @@ impl GuestReport {
                     // The VM ended in the handler, before the guest looked for a record.
                     unfinished: running && i + 1 == kept && cper.found == 0,
                     record,
+                    access_to_vector_ns: step.and_then(|s| {
+                        let before = *r.counter_before.get(s as usize).filter(|&&b| b != 0)?;
+                        let ticks = e.cntvct.checked_sub(before)?;
+                        let ns = (u128::from(ticks) * 1_000_000_000)
+                            .checked_div(u128::from(r.cntfrq))?;
+                        u64::try_from(ns).ok()
+                    }),
                 }
             })
             .collect();
@@ -151,6 +158,40 @@ mod tests {
         r.records[1].cper.found = 0;
         r.state = State::Done as u32;
         assert_eq!(unfinished(&r), [false, false]);
+    }
+
+    #[test]
+    fn the_time_from_the_access_to_the_vector_is_on_the_guest_counter() {
+        let mut r = report();
+        r.cntfrq = 62_500_000; // 16 ns a tick
+        r.counter_before[1] = 1_000;
+        r.records[0] = ExceptionRecord {
+            step: 1,
+            cntvct: 1_000 + 625,
+            ..ExceptionRecord::default()
+        };
+        // Outside every step, and a counter read before the access: no time.
+        r.records[1] = ExceptionRecord {
+            step: NO_STEP,
+            cntvct: 5_000,
+            ..ExceptionRecord::default()
+        };
+        r.records[2] = ExceptionRecord {
+            step: 1,
+            cntvct: 999,
+            ..ExceptionRecord::default()
+        };
+        r.exception_count = 3;
+        let times = |r: &Report| {
+            let g = GuestReport::from_report(0, r);
+            g.exceptions
+                .iter()
+                .map(|e| e.access_to_vector_ns)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(times(&r), [Some(10_000), None, None]);
+        r.cntfrq = 0;
+        assert_eq!(times(&r), [None, None, None]);
     }
 
     #[test]

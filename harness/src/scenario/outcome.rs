@@ -140,6 +140,11 @@ pub struct ExceptionTaken {
     /// The record the guest's ACPI walk read at this exception (none without ACPI, or when
     /// block status was 0).
     pub record: Option<RecordRead>,
+    /// Guest time from its step's access to this vector, in ns (CNTVCT_EL0 just before
+    /// the access and in the handler, at CNTFRQ_EL0): the host kernel's fault and signal
+    /// and the VMM's whole path to the injection. A measurement, in no baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_to_vector_ns: Option<u64>,
 }
 
 /// A CPER record as the guest read it from the error status block.

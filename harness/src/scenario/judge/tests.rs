@@ -39,6 +39,7 @@ fn sea(step: u32, record: Option<RecordRead>) -> ExceptionTaken {
         step: Some(step),
         unfinished: false,
         record,
+        access_to_vector_ns: None,
     }
 }
 
