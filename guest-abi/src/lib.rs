@@ -15,7 +15,8 @@
 //!   guest understood), [`Handshake`] and [`Report`], their layout pinned by const
 //!   assertions;
 //! - [`doorbell`]: the event codes a guest writes to the doorbell, one 8-byte store per
-//!   event, each store one `KVM_EXIT_MMIO`.
+//!   event, each store one `KVM_EXIT_MMIO`;
+//! - [`linux`]: the two words the harness and the Linux guest's init share.
 //!
 //! The protocol, from a vCPU's point of view:
 //!
@@ -60,6 +61,7 @@ pub mod arch;
 pub mod bootargs;
 pub mod doorbell;
 pub mod fdt;
+pub mod linux;
 pub mod mailbox;
 pub mod map;
 

@@ -7,8 +7,8 @@
 //! sysfs, forks, and the child:
 //!
 //! 1. maps two private anonymous pages and touches them: a flag page starting with
-//!    [`MAGIC`] and the target page; reads their frames from /proc/self/pagemap and prints
-//!    `ras-linux: ready access=A target=0xPA flag=0xPA va=0xVA`;
+//!    [`FLAG_MAGIC`] and the target page; reads their frames from /proc/self/pagemap and
+//!    prints `ras-linux: ready access=A target=0xPA flag=0xPA va=0xVA`;
 //! 2. waits until the harness, having poisoned the target's frame from outside, writes
 //!    [`GO`] after the magic;
 //! 3. touches the target and prints what happened: `ras-linux: sigbus code=N addr=0xVA
@@ -27,11 +27,7 @@
 use std::ffi::CString;
 use std::io::Write;
 
-/// The flag page's first 8 bytes, which the harness finds in the VMM's memory
-/// (harness/src/sut/linux.rs holds the same two words).
-const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
-/// What the harness writes after the magic once the target is poisoned.
-const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
+use ras_guest_abi::linux::{FLAG_MAGIC, GO};
 const PAGE: usize = 4096;
 /// Pages the `records` child offers for the harness's records to name.
 const RECORD_PAGES: usize = 16;
@@ -126,7 +122,7 @@ fn records() -> ! {
     exit(0)
 }
 
-/// Maps a flag page starting with [`MAGIC`] and `n` pages after it, private, anonymous
+/// Maps a flag page starting with [`FLAG_MAGIC`] and `n` pages after it, private, anonymous
 /// and written (so each has a frame).
 fn map(n: usize) -> (*mut u64, Vec<*mut u64>) {
     // SAFETY: a fresh private anonymous mapping, owned by this process.
@@ -151,7 +147,7 @@ fn map(n: usize) -> (*mut u64, Vec<*mut u64>) {
     // SAFETY: every page is this mapping's, writable; the writes fault them in, and the
     // flag page is locked so that the harness finds it where the child said.
     unsafe {
-        flag.write_volatile(MAGIC);
+        flag.write_volatile(FLAG_MAGIC);
         flag.add(1).write_volatile(0);
         for p in &pages {
             p.write_volatile(0x5a5a_5a5a_5a5a_5a5a);

@@ -17,10 +17,9 @@ use crate::fault::PoisonedPage;
 use crate::scenario::VmmEnd;
 // QEMU virt's RAM base, where the guest's physical addresses start in QEMU's RAM mapping.
 use ras_guest_abi::map::RAM_BASE;
+// The flag page's words (guests/linux-init).
+use ras_guest_abi::linux::{FLAG_MAGIC, GO};
 
-/// The flag page's first bytes and the go-ahead after them (guests/linux-init).
-const MAGIC: u64 = u64::from_le_bytes(*b"RASLINUX");
-pub(super) const GO: u64 = u64::from_le_bytes(*b"RASGOGO!");
 /// What the init's child prints once its pages are mapped.
 const READY: &str = "ras-linux: ready ";
 /// How often the console is read.
@@ -171,7 +170,8 @@ pub(super) fn guest_ram(remote: &Remote, flag: u64) -> Result<Option<GuestRam>, 
             continue;
         }
         let mut word = [0u8; 8];
-        if remote.read(start + offset, &mut word).is_ok() && u64::from_le_bytes(word) == MAGIC {
+        if remote.read(start + offset, &mut word).is_ok() && u64::from_le_bytes(word) == FLAG_MAGIC
+        {
             return Ok(Some(GuestRam {
                 start,
                 len: end - start,

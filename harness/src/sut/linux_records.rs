@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::command::{qemu_linux, with_qmp, Launch};
 use super::driver::{ended_meanwhile, Process};
-use super::linux::{guest_ram, messages, ready, GO, POLL};
+use super::linux::{guest_ram, messages, ready, POLL};
 use super::qmp::Qmp;
 use super::remote::{GuestRam, Remote};
 use crate::formats::acpi::{ErrorSource, Hest, NOTIFY_GPIO, READ_ACK_INITIAL};
@@ -31,6 +31,7 @@ use crate::formats::cper::{
     MemoryErrorSection, MemoryErrorType, MfFlags, PanicCause, Profile, Record, Rejection, Section,
     Severity, FLAG_ERROR_THRESHOLD_EXCEEDED,
 };
+use ras_guest_abi::linux::GO;
 
 /// How long the kernel may take to read a record and acknowledge it.
 const ACK_WAIT: Duration = Duration::from_secs(3);
