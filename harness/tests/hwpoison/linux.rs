@@ -1,8 +1,10 @@
-//! A real Linux guest as the oracle (`ras_harness::sut::linux`): Debian trixie's QEMU boots
-//! Debian's arm64 kernel, with UEFI firmware (ACPI, GHES) or a device tree, a page of the
-//! guest's is poisoned from outside and touched. `linux::<vmm>::<row>` checks what the
+//! A real Linux guest as the oracle (`ras_harness::sut::linux`): each Debian QEMU boots
+//! Debian's arm64 kernel, with its UEFI firmware (ACPI, GHES) or a device tree, a page of
+//! the guest's is poisoned from outside and touched. `linux::<vmm>::<row>` checks what the
 //! guest kernel must have done and keeps its own lines as a snapshot
-//! (snapshots/linux/<vmm>/<row>.snap).
+//! (snapshots/linux/<vmm>/<row>.snap). `linux::qemu-sid::records-vs-model` feeds the
+//! kernel records through QEMU 11.1's QMP and compares what it did with the harness's
+//! model of it (`ras_harness::sut::linux_records`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,14 +30,15 @@ pub fn trials() -> Vec<Trial> {
         ("el1-syscall-acpi", true, Touch::Syscall, kernel_dies),
         ("el0-load-dtb", false, Touch::Load, no_record),
     ];
-    let mut trials: Vec<Trial> = rows
-        .into_iter()
-        .map(|(name, acpi, touch, check)| {
-            Trial::ignorable_test(format!("linux::qemu-trixie::{name}"), move || {
-                row(QemuSuite::Trixie, name, acpi, touch, check)
-            })
-        })
-        .collect();
+    let mut trials = Vec::new();
+    for suite in [QemuSuite::Bookworm, QemuSuite::Trixie, QemuSuite::Sid] {
+        for (name, acpi, touch, check) in rows {
+            trials.push(Trial::ignorable_test(
+                format!("linux::qemu-{}::{name}", suite.name()),
+                move || row(suite, name, acpi, touch, check),
+            ));
+        }
+    }
     trials.push(Trial::ignorable_test(
         "linux::qemu-sid::records-vs-model",
         records_vs_model,
