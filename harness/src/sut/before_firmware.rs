@@ -14,7 +14,7 @@ use serde_json::json;
 use super::command::{qemu_firmware_paused, with_qmp, Launch};
 use super::driver::{end_of, Process};
 use super::qmp::Qmp;
-use super::remote::{writable_mappings, GuestRam, Remote};
+use super::remote::Remote;
 use crate::scenario::VmmEnd;
 use ras_guest_abi::map::RAM_BASE;
 
@@ -100,7 +100,10 @@ fn poison_and_run(
 ) -> Result<Qmp, String> {
     let mut qmp = Qmp::connect(socket, Duration::from_secs(30))?;
     let remote = Remote::open(vmm.child.id()).map_err(|e| e.to_string())?;
-    let ram = device_tree_ram(&remote)?.ok_or("no mapping of QEMU starts with a device tree")?;
+    let ram = remote
+        .ram_holding(RAM_BASE, RAM_BASE, &FDT_MAGIC)
+        .map_err(|e| e.to_string())?
+        .ok_or("no mapping of QEMU starts with a device tree")?;
     let page = crate::fault::host_page_size() as u64;
     let p = remote
         .poison(&ram, RAM_BASE, page, RAM_BASE..RAM_BASE + page)
@@ -109,22 +112,4 @@ fn poison_and_run(
     qmp.execute("cont", json!({}))?
         .map_err(|e| format!("cont: {e}"))?;
     Ok(qmp)
-}
-
-/// The mapping of guest RAM: the one that starts with the device tree.
-fn device_tree_ram(remote: &Remote) -> Result<Option<GuestRam>, String> {
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", remote.pid()))
-        .map_err(|e| e.to_string())?;
-    for (start, end) in writable_mappings(&maps) {
-        let mut magic = [0u8; 4];
-        if remote.read(start, &mut magic).is_ok() && magic == FDT_MAGIC {
-            return Ok(Some(GuestRam {
-                start,
-                len: end - start,
-                gpa: RAM_BASE,
-                mailbox: 0,
-            }));
-        }
-    }
-    Ok(None)
 }

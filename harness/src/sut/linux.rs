@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::command::{qemu_linux, Launch};
 use super::driver::{end_of, ended_meanwhile, Process};
-use super::remote::{writable_mappings, GuestRam, Remote};
+use super::remote::{GuestRam, Remote};
 use crate::fault::PoisonedPage;
 use crate::scenario::VmmEnd;
 // QEMU virt's RAM base, where the guest's physical addresses start in QEMU's RAM mapping.
@@ -162,25 +162,9 @@ pub(super) fn ready(line: &str) -> Option<Page> {
 /// The mapping of guest RAM that holds the flag page (its magic at the page's offset
 /// from the RAM base).
 pub(super) fn guest_ram(remote: &Remote, flag: u64) -> Result<Option<GuestRam>, String> {
-    let maps = std::fs::read_to_string(format!("/proc/{}/maps", remote.pid()))
-        .map_err(|e| e.to_string())?;
-    let offset = flag - RAM_BASE;
-    for (start, end) in writable_mappings(&maps) {
-        if end - start <= offset {
-            continue;
-        }
-        let mut word = [0u8; 8];
-        if remote.read(start + offset, &mut word).is_ok() && u64::from_le_bytes(word) == FLAG_MAGIC
-        {
-            return Ok(Some(GuestRam {
-                start,
-                len: end - start,
-                gpa: RAM_BASE,
-                mailbox: 0,
-            }));
-        }
-    }
-    Ok(None)
+    remote
+        .ram_holding(RAM_BASE, flag, &FLAG_MAGIC.to_le_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// What in the console tells of the error: the kernel's APEI/GHES and memory-failure lines,

@@ -238,43 +238,46 @@ pub fn expected(response: &LinuxResponse) -> Option<Seen> {
 /// Where `seen` differs from `expected`, in words; empty when they agree. A panic ends
 /// the VM before anything else can be read, so only the panic is compared then.
 pub fn disagreements(expected: &Seen, seen: &Seen) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(refusal) = &seen.refused {
-        out.push(format!("QEMU refused the record: {refusal}"));
+    let mut out: Vec<String> = seen
+        .refused
+        .iter()
+        .map(|refusal| format!("QEMU refused the record: {refusal}"))
+        .collect();
+    let mut compared = vec![(
+        "panicked",
+        expected.panicked.to_string(),
+        seen.panicked.to_string(),
+    )];
+    if !expected.panicked {
+        compared.extend([
+            (
+                "acknowledged",
+                expected.acknowledged.to_string(),
+                seen.acknowledged.to_string(),
+            ),
+            (
+                "warnings",
+                format!("{:?}", expected.warnings),
+                format!("{:?}", seen.warnings),
+            ),
+            (
+                "memory_failure() frames",
+                format!("{:#x?}", expected.memory_failure),
+                format!("{:#x?}", seen.memory_failure),
+            ),
+            (
+                "HardwareCorrupted growth in kB",
+                expected.corrupted_kb.to_string(),
+                seen.corrupted_kb.to_string(),
+            ),
+        ]);
     }
-    if expected.panicked != seen.panicked {
-        out.push(format!(
-            "panicked: expected {}, seen {}",
-            expected.panicked, seen.panicked
-        ));
-    }
-    if expected.panicked {
-        return out;
-    }
-    if expected.acknowledged != seen.acknowledged {
-        out.push(format!(
-            "acknowledged: expected {}, seen {}",
-            expected.acknowledged, seen.acknowledged
-        ));
-    }
-    if expected.warnings != seen.warnings {
-        out.push(format!(
-            "warnings: expected {:?}, seen {:?}",
-            expected.warnings, seen.warnings
-        ));
-    }
-    if expected.memory_failure != seen.memory_failure {
-        out.push(format!(
-            "memory_failure() frames: expected {:#x?}, seen {:#x?}",
-            expected.memory_failure, seen.memory_failure
-        ));
-    }
-    if expected.corrupted_kb != seen.corrupted_kb {
-        out.push(format!(
-            "HardwareCorrupted grew by {} kB, expected {} kB",
-            seen.corrupted_kb, expected.corrupted_kb
-        ));
-    }
+    out.extend(
+        compared
+            .into_iter()
+            .filter(|(_, e, s)| e != s)
+            .map(|(what, e, s)| format!("{what}: expected {e}, seen {s}")),
+    );
     out
 }
 

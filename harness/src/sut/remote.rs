@@ -117,6 +117,29 @@ impl Remote {
         Ok(None)
     }
 
+    /// The writable mapping that, taken as guest RAM starting at guest physical `base`,
+    /// holds `bytes` at guest physical `gpa`: how a guest that is not the payload (a
+    /// device tree before the firmware ran, the Linux init's flag page) is found.
+    pub fn ram_holding(&self, base: u64, gpa: u64, bytes: &[u8]) -> io::Result<Option<GuestRam>> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid))?;
+        let offset = gpa - base;
+        for (start, end) in writable_mappings(&maps) {
+            if end - start < offset + bytes.len() as u64 {
+                continue;
+            }
+            let mut found = vec![0u8; bytes.len()];
+            if self.read(start + offset, &mut found).is_ok() && found == bytes {
+                return Ok(Some(GuestRam {
+                    start,
+                    len: end - start,
+                    gpa: base,
+                    mailbox: 0,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// vCPU `vcpu`'s handshake.
     pub fn handshake(&self, ram: &GuestRam, vcpu: usize) -> io::Result<Handshake> {
         let mut bytes = [0u8; std::mem::size_of::<Handshake>()];

@@ -93,38 +93,29 @@ impl Estatus<'_> {
     }
 }
 
-fn unclaimed(reason: Rejection) -> LinuxResponse {
-    LinuxResponse::Unclaimed { reason }
+/// What a rejected record leads to: an SEA (`sync`) goes on unclaimed, a HED notification
+/// only warns.
+fn rejection(sync: bool) -> fn(Rejection) -> LinuxResponse {
+    if sync {
+        |reason| LinuxResponse::Unclaimed { reason }
+    } else {
+        |reason| LinuxResponse::Rejected { reason }
+    }
 }
 
-fn rejected(reason: Rejection) -> LinuxResponse {
-    LinuxResponse::Rejected { reason }
-}
-
-/// ghes.c `ghes_notify_sea` for one SEA source, then `ghes_proc_in_irq`.
-pub(super) fn ghes_notify_sea(
+/// One source's record: `sync` for an SEA source, ghes.c `ghes_notify_sea` then
+/// `ghes_proc_in_irq`; else a GPIO-signal, GSIV or SCI source, `ghes_notify_hed` then
+/// `ghes_proc`.
+pub(super) fn ghes_notify(
     record: &[u8],
     error_block_length: u32,
+    sync: bool,
     kernel: Kernel,
 ) -> Result<LinuxResponse, Incomplete> {
-    let response = match ghes_read_estatus(record, error_block_length)? {
-        Err(reason) => unclaimed(reason),
-        Ok(read) => handle(read, true, kernel),
-    };
-    Ok(response)
-}
-
-/// ghes.c `ghes_notify_hed` -> `ghes_proc` for one GPIO-signal, GSIV or SCI source.
-pub(super) fn ghes_proc(
-    record: &[u8],
-    error_block_length: u32,
-    kernel: Kernel,
-) -> Result<LinuxResponse, Incomplete> {
-    let response = match ghes_read_estatus(record, error_block_length)? {
-        Err(reason) => rejected(reason),
-        Ok(read) => handle(read, false, kernel),
-    };
-    Ok(response)
+    Ok(match ghes_read_estatus(record, error_block_length)? {
+        Err(reason) => rejection(sync)(reason),
+        Ok(read) => handle(read, sync, kernel),
+    })
 }
 
 /// The record as `ghes_read_estatus` leaves it: the kernel's copy, Data Length and the
@@ -209,8 +200,7 @@ fn handle(read: Read, sync: bool, kernel: Kernel) -> LinuxResponse {
         data_length,
         severity,
     } = read;
-    let reject = if sync { unclaimed } else { rejected };
-    let verdict = cper_estatus_check(&copy, data_length, reject).and_then(|entries| {
+    let verdict = cper_estatus_check(&copy, data_length, rejection(sync)).and_then(|entries| {
         if ghes_severity(severity) == GhesSev::Panic {
             return Ok(LinuxResponse::Panic {
                 cause: PanicCause::Ghes {

@@ -46,7 +46,7 @@ use serde::Serialize;
 use super::wire::hex;
 use super::Severity;
 use crate::formats::esr::{Aet, ESR_ELx_FSC_SERROR, Origin, SErrorIss};
-use ghes::{ghes_notify_sea, ghes_proc};
+use ghes::ghes_notify;
 
 /// The exception that notifies the guest, as the guest takes it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -417,8 +417,8 @@ pub fn linux_response(
         } => Ok(LinuxResponse::Oops),
         Notification::Sea {
             from: Origin::LowerEl,
-        } => ghes_notify_sea(record, error_block_length, context.kernel),
-        Notification::Hed => ghes_proc(record, error_block_length, context.kernel),
+        } => ghes_notify(record, error_block_length, true, context.kernel),
+        Notification::Hed => ghes_notify(record, error_block_length, false, context.kernel),
     }
 }
 
