@@ -217,10 +217,11 @@ fn records_vs_model() -> Result<Completion, Failed> {
     let name = |text: String| names.iter().fold(text, |t, (from, to)| t.replace(from, to));
     let mut rows = Vec::new();
     let mut failures = Vec::new();
+    let mut poisoned = Vec::new();
     for (case, seen) in &fed {
         let response = linux_response(&case.record, offer.source.error_block_length, context)
             .map_err(|e| format!("{}: {e}", case.name))?;
-        let expect = expected(&response)
+        let expect = expected(&response, &mut poisoned)
             .ok_or_else(|| format!("{}: {response:?} is not comparable", case.name))?;
         for d in disagreements(&expect, seen) {
             failures.push(format!("{}: {d}", case.name));
@@ -256,10 +257,11 @@ fn records_vs_model() -> Result<Completion, Failed> {
         },
         ..context
     };
+    let mut poisoned = Vec::new();
     let refused = fed.iter().any(|(case, seen)| {
         linux_response(&case.record, offer.source.error_block_length, older)
             .ok()
-            .and_then(|r| expected(&r))
+            .and_then(|r| expected(&r, &mut poisoned))
             .is_some_and(|e| !disagreements(&e, seen).is_empty())
     });
     if !refused {
