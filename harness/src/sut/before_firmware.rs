@@ -28,8 +28,8 @@ pub struct BeforeFirmware {
     pub vmm_end: VmmEnd,
     /// Its own lines on stderr.
     pub stderr: Vec<String>,
-    /// When it did not end: where vCPU 0 was by then (HMP `info registers`: PC, PSTATE,
-    /// the exception level and stack pointer).
+    /// When it did not end: where vCPU 0 was by then (HMP `info registers`: PC, PSTATE and
+    /// the mode, e.g. `EL1h`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stuck_at: Option<String>,
 }
@@ -51,22 +51,11 @@ pub fn run(
     let l = qemu_firmware_paused(prefix, firmware, &dir.join("console"));
     let mut vmm = Process::start(&with_qmp(l, &socket))?;
     let mut poisoned = Vec::new();
-    let mut started = poison_and_run(&mut vmm, &socket, &mut poisoned);
-    let start = Instant::now();
-    let mut stuck_at = None;
-    if let Ok(qmp) = &mut started {
-        while vmm.child.try_wait().map_err(|e| e.to_string())?.is_none() {
-            if start.elapsed() > limit {
-                let info = json!({ "command-line": "info registers" });
-                let said = qmp.execute("human-monitor-command", info)?;
-                stuck_at = Some(said.map_or_else(|e| e, |v| where_stuck(&v)));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    // Whatever fails, QEMU is ended and the page given back before the error is returned.
+    let waited = poison_and_run(&mut vmm, &socket, &mut poisoned)
+        .and_then(|mut qmp| wait_or_look(&mut vmm, &mut qmp, limit));
     let (status, _, stderr) = vmm.end(&poisoned)?;
-    started?;
+    let stuck_at = waited?;
     let vmm_end = if stuck_at.is_some() {
         VmmEnd::TimedOut
     } else {
@@ -81,6 +70,24 @@ pub fn run(
             .collect(),
         stuck_at,
     })
+}
+
+/// Waits up to `limit` for QEMU to end: None if it did, else where vCPU 0 is.
+fn wait_or_look(
+    vmm: &mut Process,
+    qmp: &mut Qmp,
+    limit: Duration,
+) -> Result<Option<String>, String> {
+    let start = Instant::now();
+    while vmm.child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if start.elapsed() > limit {
+            let info = json!({ "command-line": "info registers" });
+            let said = qmp.execute("human-monitor-command", info)?;
+            return Ok(Some(said.map_or_else(|e| e, |v| where_stuck(&v))));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
 }
 
 /// `PC=… PSTATE=… EL1h` from HMP `info registers` (target/arm/cpu.c
