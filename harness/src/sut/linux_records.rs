@@ -290,8 +290,8 @@ pub fn disagreements(expected: &Seen, seen: &Seen) -> Vec<String> {
 
 /// Boots the Linux guest (`kernel`, `initrd`) under `prefix` with `firmware`, feeds it the
 /// records `cases` makes of what it offers, one at a time, and powers it off; `limit` for
-/// the whole run. A record after which the VM ended is the last one fed. Returns each
-/// record with what the guest did, and the whole console.
+/// the whole run. A record after which the VM ended is the last one fed. Returns what the
+/// guest offered and each record with what the guest did.
 ///
 /// # Errors
 ///
@@ -304,7 +304,7 @@ pub fn feed(
     cases: impl FnOnce(&Offer) -> Vec<Case>,
     dir: &Path,
     limit: Duration,
-) -> Result<(Vec<(Case, Seen)>, String), String> {
+) -> Result<(Offer, Vec<(Case, Seen)>), String> {
     let console = dir.join("linux-console");
     let socket = dir.join("qmp.sock");
     let l = qemu_linux(
@@ -318,8 +318,8 @@ pub fn feed(
     let mut vmm = Process::start(&with_qmp(l, &socket))?;
     let fed = feed_all(&mut vmm, &console, &socket, cases, limit);
     let _ = vmm.end(&[])?;
-    let text = std::fs::read_to_string(&console).unwrap_or_default();
-    fed.map(|fed| (fed, text.clone())).map_err(|e| {
+    fed.map_err(|e| {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!("{e}; console tail:\n{}", tail.join("\n"))
@@ -332,7 +332,7 @@ fn feed_all(
     socket: &Path,
     cases: impl FnOnce(&Offer) -> Vec<Case>,
     limit: Duration,
-) -> Result<Vec<(Case, Seen)>, String> {
+) -> Result<(Offer, Vec<(Case, Seen)>), String> {
     let start = Instant::now();
     let (page, offer) = loop {
         if vmm.child.try_wait().map_err(|e| e.to_string())?.is_some() {
@@ -360,7 +360,7 @@ fn feed_all(
         let ended = seen.panicked || vmm.child.try_wait().map_err(|e| e.to_string())?.is_some();
         fed.push((case, seen));
         if ended {
-            return Ok(fed);
+            return Ok((offer, fed));
         }
     }
     let go = ram.hva(page.flag + 8).ok_or("the flag page moved")?;
@@ -374,7 +374,7 @@ fn feed_all(
         }
         std::thread::sleep(POLL);
     }
-    Ok(fed)
+    Ok((offer, fed))
 }
 
 /// Feeds one record and reads what the guest did.

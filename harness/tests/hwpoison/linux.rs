@@ -179,21 +179,16 @@ fn records_vs_model() -> Result<Completion, Failed> {
     let (prefix, firmware) = ras_harness::sut::qemu_debian(QemuSuite::Sid)?;
     let dir = std::env::temp_dir().join(format!("ras-records-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut offered = None;
     let run = linux_records::feed(
         prefix,
         &firmware,
         (&guest.kernel, &guest.initrd),
-        |offer| {
-            offered = Some(offer.clone());
-            corpus(offer)
-        },
+        corpus,
         &dir,
         LIMIT,
     );
     let _ = std::fs::remove_dir_all(&dir);
-    let (fed, _console) = run?;
-    let offer = offered.ok_or("no offer")?;
+    let (offer, fed) = run?;
     let all = corpus(&offer).len();
     if fed.len() != all {
         return Err(format!("{} of {all} records fed: the VM ended early", fed.len()).into());
