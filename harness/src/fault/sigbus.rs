@@ -146,6 +146,12 @@ fn monotonic_ns() -> u64 {
 /// Appends one event to the ring (lock-free, from signal context).
 fn record(code: SigbusCode, addr: u64, lsb: i16, tid: i32, ns: u64, repaired: bool) {
     let seq = NEXT.fetch_add(1, Ordering::AcqRel);
+    write_slot(seq, code, addr, lsb, tid, ns, repaired);
+}
+
+/// Writes event `seq` into its slot: atomic stores only, nothing that can block, so a
+/// reader can wait for a slot whose number is taken ([`take_events_into`]).
+fn write_slot(seq: u64, code: SigbusCode, addr: u64, lsb: i16, tid: i32, ns: u64, repaired: bool) {
     let slot = &RING[(seq % RING_LEN as u64) as usize];
     slot.stamp.store(2 * seq + 1, Ordering::Relaxed);
     std::sync::atomic::fence(Ordering::Release);
@@ -288,9 +294,14 @@ pub fn take_events_into(out: &mut Vec<SigbusEvent>) {
         let seq = *read;
         let slot = &RING[(seq % RING_LEN as u64) as usize];
         let want = 2 * seq + 2;
-        let before = slot.stamp.load(Ordering::Acquire);
-        if before < want {
-            break; // still being written: leave it for the next call
+        let mut before = slot.stamp.load(Ordering::Acquire);
+        // A handler on another thread took this number and is still writing the slot.
+        // Waiting is bounded (write_slot cannot block); stopping here instead would hide
+        // the later, complete events, and a vCPU whose own SIGBUS is among them would take
+        // its EINTR for a stray signal and run the poisoned access again.
+        while before < want {
+            std::thread::yield_now();
+            before = slot.stamp.load(Ordering::Acquire);
         }
         let event = SigbusEvent {
             seq,
@@ -359,6 +370,23 @@ pub(crate) mod tests {
         assert_eq!(events[0].si_addr, 5);
         assert_eq!(events[0].si_addr_lsb, 21);
         assert!(events[0].repaired);
+    }
+
+    #[test]
+    fn a_drain_waits_for_an_event_still_being_written() {
+        use std::time::Duration;
+        let _s = serial();
+        let _ = take_events();
+        // One handler has taken its number but not written its slot yet; a later one has.
+        let first = NEXT.fetch_add(1, Ordering::AcqRel);
+        record(SigbusCode::MceerrAr, 0x2000, 12, 2, 0, false);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            write_slot(first, SigbusCode::MceerrAr, 0x1000, 12, 1, 0, false);
+        });
+        let tids: Vec<i32> = take_events().iter().map(|e| e.tid).collect();
+        writer.join().unwrap();
+        assert_eq!(tids, [1, 2]);
     }
 
     #[test]
