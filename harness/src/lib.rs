@@ -66,6 +66,7 @@
 //!         }],
 //!         serror_wait: None,
 //!     }],
+//!     console: Vec::new(),
 //! };
 //!
 //! // 3. The verdict: every expectation of the scenario is met.

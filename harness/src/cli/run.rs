@@ -17,9 +17,22 @@ use ras_harness::scenario::Verdict;
 use ras_harness::sut::Sut;
 use ras_harness::{host, runner, scenario};
 
-/// Seconds an emulated run may take per scenario, on top of 120 s for set-up and boot,
-/// unless RAS_EMU_TIMEOUT says otherwise.
+/// Seconds an emulated run may take per scenario with the payload, on top of 120 s for
+/// set-up and boot, unless RAS_EMU_TIMEOUT says otherwise; a Linux guest's may take its
+/// whole limit.
 const EMULATED_SECONDS_PER_SCENARIO: u64 = 30;
+
+/// Seconds an emulated run of `scenarios`, `runs` times over, may take besides set-up.
+pub(super) fn emulated_seconds(scenarios: &[(PathBuf, scenario::Scenario)], runs: usize) -> u64 {
+    let each: u64 = scenarios
+        .iter()
+        .map(|(_, s)| match s.guest.os {
+            scenario::Os::Linux => ras_harness::sut::time_allowed(s).as_secs(),
+            scenario::Os::Payload => EMULATED_SECONDS_PER_SCENARIO,
+        })
+        .sum();
+    each * runs as u64
+}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -56,8 +69,10 @@ pub struct RunArgs {
     /// `libkrun` (built on first use), or `exec='COMMAND TEMPLATE'` for any VMM that boots
     /// an arm64 Image with a device tree: {image}, {bootargs}, {ram_mib}, {vcpus} and
     /// {console} are filled in. ACPI scenarios run on a Debian QEMU through its suite's UEFI
-    /// firmware (edk2), which starts the payload as an EFI application. Scenarios a VMM
-    /// cannot be told to run are skipped with the reason.
+    /// firmware (edk2), which starts the payload as an EFI application. A Linux guest's
+    /// scenarios (scenarios/linux/) run only there too, and are judged by their `expect`
+    /// on the guest kernel's console. Scenarios a VMM cannot be told to run are skipped
+    /// with the reason.
     /// Given more than once, every scenario runs on each VMM in turn and the report shows
     /// them side by side, with each one's wall time per scenario and the guest's own time
     /// from its access to the vector of its first exception (e.g. `PASS 0.12s 1802us`).
@@ -108,13 +123,16 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
     if args.kernel.is_some() && args.vmm.len() > 1 {
         return Err("--kernel runs one VMM on several kernels: give one --vmm with it".into());
     }
+    let mut parts = Vec::new();
     if !emuhost::in_emulated_host() {
         for vmm in &args.vmm {
             ras_harness::sut::prepare(vmm)?;
+            parts.extend(ras_harness::sut::initramfs_parts(vmm));
         }
+        parts.extend(linux_guest(&scenarios, &args.vmm)?);
     }
     if let Some(Kernels(kernels)) = &args.kernel {
-        return run_kernels(&args, &scenarios, kernels);
+        return run_kernels(&args, &scenarios, kernels, &parts);
     }
     if !(emuhost::kvm_available() || emuhost::in_emulated_host()) {
         let mut dirs: Vec<PathBuf> = args.paths.clone();
@@ -125,7 +143,7 @@ pub fn run(args: RunArgs) -> Result<u8, String> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             dirs.push(dir);
         }
-        return relaunch(scenarios.len() * args.vmm.len(), &dirs, &args.vmm);
+        return relaunch(emulated_seconds(&scenarios, args.vmm.len()), &dirs, &parts);
     }
 
     let host = serde_json::to_value(host::probe()).map_err(|e| e.to_string())?;
@@ -221,6 +239,7 @@ fn run_kernels(
     args: &RunArgs,
     scenarios: &[(PathBuf, scenario::Scenario)],
     kernels: &[KernelChoice],
+    parts: &[PathBuf],
 ) -> Result<u8, String> {
     let dir = std::env::temp_dir().join(format!("ras-harness-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -243,8 +262,13 @@ fn run_kernels(
         argv.push(out.clone().into());
         argv.push("--vmm".into());
         argv.push(args.vmm[0].arg().into());
-        let ended = match in_emulated_host(Some(kernel), scenarios.len(), &shares, &argv, &args.vmm)
-        {
+        let ended = match in_emulated_host(
+            Some(kernel),
+            emulated_seconds(scenarios, 1),
+            &shares,
+            &argv,
+            parts,
+        ) {
             Ok(status) => format!("ended with status {status}"),
             Err(e) => e,
         };
@@ -270,6 +294,25 @@ fn run_kernels(
     };
     emit(args, &text)?;
     Ok(u8::try_from(reports.summary().exit_code()).unwrap_or(2))
+}
+
+/// The Linux guest, fetched and built when a Linux scenario is to run on a Debian QEMU: the
+/// part that puts it in the emulated host's RAM.
+fn linux_guest(
+    scenarios: &[(PathBuf, scenario::Scenario)],
+    vmms: &[Sut],
+) -> Result<Option<PathBuf>, String> {
+    let needed = scenarios
+        .iter()
+        .any(|(_, s)| s.guest.os == scenario::Os::Linux)
+        && vmms.iter().any(|v| matches!(v, Sut::QemuDebian(_)));
+    if !needed {
+        return Ok(None);
+    }
+    let cache = ras_harness::sut::cache_dir()?;
+    emuhost::linux_guest::ensure(&cache)
+        .map(|g| Some(g.initramfs))
+        .map_err(|e| format!("the Linux guest: {e}"))
 }
 
 /// A report of `vmm` with every scenario an error for `why`.
@@ -322,15 +365,15 @@ fn report_dir(out: &Path) -> PathBuf {
 }
 
 /// Runs this same command in the emulated arm64 KVM host (or natively, where it can) and
-/// returns its status, its output on stdout; the timeout allows for `scenarios` scenario
-/// runs. `paths` (files or directories the command reads or writes) are shared into the
-/// guest at their host paths.
-pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf], vmms: &[Sut]) -> Result<u8, String> {
+/// returns its status, its output on stdout; the timeout allows `seconds` for the
+/// scenarios ([`emulated_seconds`]). `paths` (files or directories the command reads or writes) are shared into the
+/// guest at their host paths; `parts` go into its RAM ([`ras_harness::sut::initramfs_parts`]).
+pub(super) fn relaunch(seconds: u64, paths: &[PathBuf], parts: &[PathBuf]) -> Result<u8, String> {
     eprintln!(
         "ras-harness: no arm64 KVM on this host; running in the emulated arm64 KVM host \
          (emuhost/README.md)"
     );
-    let (exe, opts) = emulated_host(None, scenarios, paths, vmms)?;
+    let (exe, opts) = emulated_host(None, seconds, paths, parts)?;
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let code = emuhost::run(&exe, &args, &opts).map_err(cannot)?;
     Ok(u8::try_from(code).unwrap_or(2))
@@ -340,23 +383,23 @@ pub(super) fn relaunch(scenarios: usize, paths: &[PathBuf], vmms: &[Sut]) -> Res
 /// returns its status.
 fn in_emulated_host(
     kernel: Option<KernelChoice>,
-    scenarios: usize,
+    seconds: u64,
     paths: &[PathBuf],
     args: &[OsString],
-    vmms: &[Sut],
+    parts: &[PathBuf],
 ) -> Result<i32, String> {
-    let (exe, opts) = emulated_host(kernel, scenarios, paths, vmms)?;
+    let (exe, opts) = emulated_host(kernel, seconds, paths, parts)?;
     emuhost::run_emulated(&exe, args, &opts, &mut std::io::stderr()).map_err(cannot)
 }
 
 /// This binary built for the emulated host, and the options to run it there with `kernel`
-/// (else RAS_HOST_KERNEL's): `paths` shared, what `vmms` need in its RAM, a timeout for
-/// `scenarios` scenarios unless RAS_EMU_TIMEOUT says otherwise.
+/// (else RAS_HOST_KERNEL's): `paths` shared, `parts` in its RAM, a timeout of `seconds`
+/// besides set-up and boot unless RAS_EMU_TIMEOUT says otherwise.
 fn emulated_host(
     kernel: Option<KernelChoice>,
-    scenarios: usize,
+    seconds: u64,
     paths: &[PathBuf],
-    vmms: &[Sut],
+    parts: &[PathBuf],
 ) -> Result<(PathBuf, emuhost::RunOptions), String> {
     let target = emuhost::CrossTarget {
         manifest_dir: env!("CARGO_MANIFEST_DIR").into(),
@@ -371,10 +414,7 @@ fn emulated_host(
         opts.kernel = kernel;
         opts.emulate = true;
     }
-    for vmm in vmms {
-        opts.initramfs_parts
-            .extend(ras_harness::sut::initramfs_parts(vmm));
-    }
+    opts.initramfs_parts.extend_from_slice(parts);
     opts.extra_shares = paths
         .iter()
         .map(|p| if p.is_dir() { p.clone() } else { report_dir(p) })
@@ -384,7 +424,7 @@ fn emulated_host(
         emuhost::shareable(&dir.canonicalize().unwrap_or_else(|_| dir.clone())).map_err(cannot)?;
     }
     if std::env::var_os(emuhost::TIMEOUT_VAR).is_none() {
-        opts.timeout = Duration::from_secs(120 + EMULATED_SECONDS_PER_SCENARIO * scenarios as u64);
+        opts.timeout = Duration::from_secs(120 + seconds);
     }
     let exe = target.build(&opts.cache_dir).map_err(cannot)?;
     Ok((exe, opts))

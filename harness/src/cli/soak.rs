@@ -59,9 +59,9 @@ pub fn run(args: SoakArgs) -> Result<u8, String> {
     let scenarios = super::run::load_all(&args.paths)?;
     if !(emuhost::kvm_available() || emuhost::in_emulated_host()) {
         return super::run::relaunch(
-            scenarios.len() * args.rounds as usize,
+            super::run::emulated_seconds(&scenarios, args.rounds as usize),
             &args.paths,
-            &[Sut::Reference],
+            &[],
         );
     }
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;

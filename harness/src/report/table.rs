@@ -55,6 +55,7 @@ pub(super) fn write(report: &Report) -> String {
 /// read one there; "-" for none.
 pub(super) fn vmm_end_and_guest_saw(r: &ScenarioResult) -> (String, String) {
     match &r.observed {
+        Some(o) if !o.console.is_empty() => (o.vmm_end.to_string(), linux_saw(&o.console)),
         Some(o) => (
             o.vmm_end.to_string(),
             dash(o.exceptions().map(|(_, g)| {
@@ -64,6 +65,25 @@ pub(super) fn vmm_end_and_guest_saw(r: &ScenarioResult) -> (String, String) {
         ),
         None => ("-".to_owned(), "-".to_owned()),
     }
+}
+
+/// A Linux guest's console in a word per event, in the order the kernel goes: `record`
+/// (GHES printed one), `recovered` (memory_failure() recovered the page), `sigbus` (the
+/// process got one), `oops`, `panic`; `-` for none.
+fn linux_saw(console: &[String]) -> String {
+    const EVENTS: [(&str, &str); 5] = [
+        ("[Hardware Error]", "record"),
+        ("Recovered", "recovered"),
+        ("ras-linux: sigbus", "sigbus"),
+        ("Internal error", "oops"),
+        ("Kernel panic", "panic"),
+    ];
+    dash(
+        EVENTS
+            .iter()
+            .filter(|(mark, _)| console.iter().any(|l| l.contains(mark)))
+            .map(|(_, word)| (*word).to_owned()),
+    )
 }
 
 /// `header` and `rows` in columns as wide as their widest cell, two spaces apart; the last

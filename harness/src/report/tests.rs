@@ -46,6 +46,7 @@ fn observed(esr: u64, vector: u64) -> Outcome {
             }],
             serror_wait: None,
         }],
+        console: Vec::new(),
     }
 }
 
@@ -206,6 +207,30 @@ fn table_report() {
         );
     }
     snapshot_settings("report").bind(|| insta::assert_snapshot!("report_table", text));
+}
+
+/// A Linux guest reports no exceptions: the table says what its console showed.
+#[test]
+fn a_linux_guests_console_is_summed_up_in_the_table() {
+    let mut r = report();
+    r.results.truncate(1);
+    let console = [
+        "{1}[Hardware Error]:   physical_address: TARGET_PA",
+        "Memory failure: TARGET_PFN: recovery action for dirty LRU page: Recovered",
+        "ras-linux: sigbus code=4 addr=TARGET_VA lsb=12",
+    ];
+    r.results[0].observed = Some(Outcome {
+        vmm_end: VmmEnd::Completed,
+        host_signals: vec![],
+        guest: vec![],
+        console: console.map(String::from).to_vec(),
+    });
+    let text = r.to_table();
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("completed  record,recovered,sigbus "),
+        "{text}"
+    );
 }
 
 #[test]

@@ -25,9 +25,9 @@ pub use outcome::{
 };
 pub use requirements::{requirements, HostSupport, Requirements};
 pub use spec::{
-    Access, Backing, CperExpectation, CperProfile, El, Expect, ExpectedCper, ExpectedOutcome,
-    ExpectedSignal, Fault, Firmware, Guest, GuestException, MceKill, Method, OnAo, OnMemoryError,
-    Scenario, SeaVia, SignalCode, Vmm, When,
+    Access, Backing, ConsoleExpectation, CperExpectation, CperProfile, El, Expect, ExpectedCper,
+    ExpectedOutcome, ExpectedSignal, Fault, Firmware, Guest, GuestException, MceKill, Method, OnAo,
+    OnMemoryError, Os, Scenario, SeaVia, SignalCode, Vmm, When,
 };
 pub use validate::{
     valid_name, validate, Invalid, MEMORY_MIB, SERROR_ISS_MAX, TARGET_PAGE_SIZE, VCPUS,

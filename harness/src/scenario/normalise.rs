@@ -209,6 +209,7 @@ mod tests {
                 }],
                 serror_wait: None,
             }],
+            console: Vec::new(),
         }
     }
 

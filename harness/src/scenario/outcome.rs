@@ -19,8 +19,12 @@ pub struct Outcome {
     pub vmm_end: VmmEnd,
     /// SIGBUS signals the host kernel sent the VMM's threads, in arrival order.
     pub host_signals: Vec<HostSignal>,
-    /// What the guest reported, one entry per vCPU.
+    /// What the guest reported, one entry per vCPU (the payload's reports).
     pub guest: Vec<GuestReport>,
+    /// What a Linux guest told on its console of the error: the kernel's RAS lines, its
+    /// oops or panic, the init's own lines (sut::linux). Empty for the payload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console: Vec<String>,
 }
 
 impl Outcome {

@@ -58,6 +58,9 @@ pub enum Firmware {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Guest {
+    /// What the guest runs: the harness's payload, or a Linux kernel whose own account of
+    /// the error is the outcome.
+    pub os: Os,
     /// vCPUs, 1..=8.
     pub vcpus: u8,
     /// Size of the target slot in MiB, 16..=1024: the guest RAM faults poison, besides
@@ -87,6 +90,7 @@ pub struct Guest {
 impl Default for Guest {
     fn default() -> Self {
         Self {
+            os: Os::Payload,
             vcpus: 1,
             memory_mib: 64,
             backing: Backing::Anonymous,
@@ -99,6 +103,19 @@ impl Default for Guest {
             ack: true,
         }
     }
+}
+
+/// What the guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Os {
+    /// The harness's bare-metal payload (guests/payload), which reports every exception
+    /// and record it saw.
+    Payload,
+    /// Debian's arm64 kernel with guests/linux-init: a process maps a page, which is
+    /// poisoned, then loads from it (`el` 0) or has the kernel read it for write(2)
+    /// (`el` 1, copy_from_user). Runs on a Debian QEMU; the outcome is the console's lines.
+    Linux,
 }
 
 /// An Exception level the guest's access runs at. JSON: the number 0 or 1.
@@ -370,6 +387,20 @@ pub struct Expect {
     /// DISR_EL1 the masked SError wait read after ESB on every vCPU with a fault.
     #[serde(default)]
     pub disr: Option<Hex>,
+    /// What a Linux guest's console must and must not show (`guest.os` linux only).
+    #[serde(default)]
+    pub console: Option<ConsoleExpectation>,
+}
+
+/// Console lines of a Linux guest, as [`Outcome::console`](super::Outcome) keeps them
+/// (the page's addresses written `TARGET_PA`, `TARGET_PFN`, `TARGET_VA`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleExpectation {
+    /// Each must be part of some line.
+    pub contains: Vec<String>,
+    /// None may be part of any line.
+    pub excludes: Vec<String>,
 }
 
 /// The ways a run ends, as far as a scenario cares.

@@ -534,3 +534,23 @@ mod untrusted_input {
         }
     }
 }
+
+/// A Linux guest is one process with one page on a QEMU as it comes: what it cannot do or
+/// tell is refused field by field, and a payload has no console to expect.
+#[test]
+fn a_linux_guest_takes_only_what_it_can_tell() {
+    let mut s = load(Path::new("../scenarios/linux/el0-load-acpi.json")).unwrap();
+    assert_eq!(fields(&s), Vec::<String>::new());
+    s.guest.vcpus = 2;
+    s.guest.access = Access::Store;
+    s.faults[0].page = 3;
+    s.vmm.on_memory_error = OnMemoryError::Stop;
+    s.expect.esr = Some(Hex(0x9600_0410));
+    assert_eq!(
+        fields(&s),
+        ["guest.vcpus", "vmm", "guest.access", "faults", "expect.esr"]
+    );
+    let mut p = base();
+    p.expect.console = Some(ConsoleExpectation::default());
+    assert_eq!(fields(&p), ["expect.console"]);
+}

@@ -8,8 +8,8 @@ use ras_guest_abi::arch::{
 
 use super::json_name;
 use super::spec::{
-    Access, CperExpectation, El, ExpectedCper, ExpectedOutcome, Firmware, GuestException, MceKill,
-    OnAo, OnMemoryError, Scenario, SeaVia, When,
+    Access, CperExpectation, El, ExpectedCper, ExpectedOutcome, Fault, Firmware, Guest,
+    GuestException, MceKill, Method, OnAo, OnMemoryError, Os, Scenario, SeaVia, Vmm, When,
 };
 use crate::formats::esr::{ESR_ELx_EC_SERROR, Esr};
 use crate::kvm::Cap;
@@ -46,6 +46,16 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
 pub fn validate(s: &Scenario) -> Vec<Invalid> {
     let mut out = Vec::new();
     check_name(s, &mut out);
+    if s.guest.os == Os::Linux {
+        check_linux(s, &mut out);
+        return out;
+    }
+    if s.expect.console.is_some() {
+        out.push(invalid(
+            "expect.console",
+            "only a Linux guest has a console the harness reads: needs guest.os linux",
+        ));
+    }
     check_guest(s, &mut out);
     check_faults(s, &mut out);
     check_vmm(s, &mut out);
@@ -290,6 +300,80 @@ fn check_expect(s: &Scenario, out: &mut Vec<Invalid>) {
         check_exception_kind(s, kind, out);
     }
     check_syndrome(s, out);
+}
+
+/// A Linux guest (sut::linux) is one process that maps one page, the page poisoned by
+/// frame once the process reports it, then loaded from: by the process (`guest.el` 0) or
+/// by the kernel for write(2) (`guest.el` 1). What the payload reports (exceptions,
+/// records, ISR) is the kernel's business there: `expect` holds the outcome and the
+/// console.
+fn check_linux(s: &Scenario, out: &mut Vec<Invalid>) {
+    const WHY: &str = "not for a Linux guest, which is one process with one page";
+    let g = &s.guest;
+    let d = Guest::default();
+    for (differs, field) in [
+        (g.vcpus != d.vcpus, "guest.vcpus"),
+        (g.memory_mib != d.memory_mib, "guest.memory_mib"),
+        (g.backing != d.backing, "guest.backing"),
+        (g.target_pages != d.target_pages, "guest.target_pages"),
+        (g.ras != d.ras, "guest.ras"),
+        (g.serror_masked != d.serror_masked, "guest.serror_masked"),
+        (g.esb != d.esb, "guest.esb"),
+        (g.ack != d.ack, "guest.ack"),
+    ] {
+        if differs {
+            out.push(invalid(field, WHY));
+        }
+    }
+    if s.vmm != Vmm::default() {
+        out.push(invalid(
+            "vmm",
+            "a Linux guest runs on a Debian QEMU as it comes: its configuration is not the \
+             scenario's",
+        ));
+    }
+    if g.access != Access::Load {
+        out.push(invalid(
+            "guest.access",
+            format!(
+                "{} is not one for a Linux guest: load (the process loads, guest.el 0, or \
+                 the kernel reads the page for write(2), guest.el 1)",
+                json_name(&g.access)
+            ),
+        ));
+    }
+    let one = Fault {
+        method: Method::HardOffline,
+        page: 0,
+        vcpu: 0,
+        when: When::AtReady,
+    };
+    if s.faults != [one] {
+        out.push(invalid(
+            "faults",
+            "a Linux guest takes one fault, its page poisoned by frame: \
+             [{\"method\": \"hard-offline\"}]",
+        ));
+    }
+    let e = &s.expect;
+    for (given, field) in [
+        (!e.host_signals.is_empty(), "expect.host_signals"),
+        (e.guest_exception.is_some(), "expect.guest_exception"),
+        (e.esr.is_some(), "expect.esr"),
+        (e.vector_offset.is_some(), "expect.vector_offset"),
+        (e.notifications.is_some(), "expect.notifications"),
+        (e.cper.is_some(), "expect.cper"),
+        (e.isr.is_some(), "expect.isr"),
+        (e.disr.is_some(), "expect.disr"),
+    ] {
+        if given {
+            out.push(invalid(
+                field,
+                "a Linux guest tells only its console (expect.console) and how QEMU ended \
+                 (expect.outcome)",
+            ));
+        }
+    }
 }
 
 /// `expect.cper` fault by fault has one entry per fault; records need ACPI; `isr` and

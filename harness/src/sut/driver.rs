@@ -141,6 +141,7 @@ pub fn run(
             vmm_end,
             host_signals: Vec::new(),
             guest,
+            console: Vec::new(),
         },
         transcript,
     ))

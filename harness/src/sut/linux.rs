@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use emuhost::QemuSuite;
 
 use super::command::{qemu_linux, Launch};
 use super::driver::{end_of, ended_meanwhile, Process};
 use super::remote::{GuestRam, Remote};
 use crate::fault::PoisonedPage;
-use crate::scenario::VmmEnd;
+use crate::scenario::{El, Firmware, Outcome, Scenario, VmmEnd};
 // QEMU virt's RAM base, where the guest's physical addresses start in QEMU's RAM mapping.
 use ras_guest_abi::map::RAM_BASE;
 // The flag page's words (guests/linux-init).
@@ -25,49 +25,78 @@ const READY: &str = "ras-linux: ready ";
 /// How often the console is read.
 pub(super) const POLL: Duration = Duration::from_millis(20);
 
-/// How the page is touched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Touch {
-    /// A load from user space (EL0): what Linux recovers from.
-    Load,
-    /// The kernel reads it for a write(2) (EL1, copy_from_user).
-    Syscall,
-}
+/// The whole run may take: edk2 and a distribution kernel booting under nested KVM in
+/// the emulated host take a minute or two.
+pub const LIMIT: Duration = Duration::from_secs(240);
 
-/// What the guest and QEMU did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LinuxOutcome {
-    /// How QEMU ended.
-    pub vmm_end: VmmEnd,
-    /// The console lines that tell of the error (the kernel's RAS lines, the init's, a
-    /// panic), timestamps dropped, the page's addresses named (`TARGET_PA`, `TARGET_PFN`,
-    /// `TARGET_VA`).
-    pub lines: Vec<String>,
-    /// Whether the guest got as far as mapping its page (and so was poisoned).
-    pub poisoned: bool,
-}
-
-/// Boots `kernel` and `initrd` with `prefix` (QEMU and its leading arguments), through
-/// `firmware` (ACPI, GHES) or not (a device tree), poisons the child's page and lets it
-/// `touch` it; `limit` for the whole run. Returns the outcome and the whole console.
+/// Runs the Linux scenario `s` (`guest.os` linux) on the Debian QEMU of `suite`: boots the
+/// Linux guest through the suite's UEFI firmware for `firmware` acpi, with a device tree
+/// for dtb, poisons the child's page and lets it load from it (at `guest.el`). Returns the
+/// outcome (its `console` the lines that tell of the error) and the whole console.
 ///
 /// # Errors
 ///
-/// The harness's own failures only: a file it cannot write, a VMM it cannot start or
-/// whose memory it cannot read.
-pub fn run(
+/// The QEMU or the Linux guest is not installed, or the harness failed: a file it cannot
+/// write, a VMM it cannot start or whose memory it cannot read, a guest that never
+/// offered its page (nothing was tested).
+pub fn run_scenario(
+    s: &Scenario,
+    suite: QemuSuite,
+    dir: &Path,
+) -> Result<(Outcome, String), String> {
+    let guest = guest_files()?;
+    let (prefix, firmware) = super::qemu_debian(suite)?;
+    let acpi = s.firmware == Firmware::Acpi;
+    run(
+        prefix,
+        acpi.then_some(firmware.as_path()),
+        (&guest.kernel, &guest.initrd),
+        s.guest.el,
+        dir,
+        LIMIT,
+    )
+}
+
+/// The Linux guest's kernel and initrd, from the emulated host's RAM when staged there.
+///
+/// # Errors
+///
+/// It is not installed.
+pub fn guest_files() -> Result<emuhost::linux_guest::LinuxGuest, String> {
+    let guest = emuhost::linux_guest::installed(&super::cache_dir()?).ok_or(
+        "the Linux guest is not installed: `ras-harness run --vmm qemu:SUITE` on a Linux \
+         scenario fetches it",
+    )?;
+    let staged = guest.staged();
+    Ok(if staged.kernel.is_file() {
+        staged
+    } else {
+        guest
+    })
+}
+
+/// Boots `kernel` and `initrd` with `prefix` (QEMU and its leading arguments), through
+/// `firmware` (ACPI, GHES) or not (a device tree), poisons the child's page and lets it be
+/// loaded from at `el`: by the child (EL0), or by the kernel for the child's write(2)
+/// (EL1, copy_from_user); `limit` for the whole run. Returns the outcome and the whole
+/// console.
+///
+/// # Errors
+///
+/// As [`run_scenario`].
+fn run(
     prefix: Launch,
     firmware: Option<&Path>,
     (kernel, initrd): (&Path, &Path),
-    touch: Touch,
+    el: El,
     dir: &Path,
     limit: Duration,
-) -> Result<(LinuxOutcome, String), String> {
+) -> Result<(Outcome, String), String> {
     let console = dir.join("linux-console");
-    let arg = match touch {
-        Touch::Load => "load",
-        Touch::Syscall => "syscall",
+    // The init's modes (guests/linux-init).
+    let arg = match el {
+        El::El0 => "load",
+        El::El1 => "syscall",
     };
     // An oops is a panic (what a kernel that cannot recover must do), and a panic ends
     // the VM at once (panic=-1 reboots, -no-reboot turns that into QEMU's exit).
@@ -86,12 +115,28 @@ pub fn run(
     } else {
         end_of(status, &stderr)
     };
-    let outcome = LinuxOutcome {
+    if poisoned.is_empty() {
+        return Err(format!(
+            "the guest never offered its page (QEMU {vmm_end}); the console's end:\n{}",
+            tail(&text, 30)
+        ));
+    }
+    let outcome = Outcome {
         vmm_end,
-        lines: ras_lines(&text, page.as_ref()),
-        poisoned: !poisoned.is_empty(),
+        host_signals: Vec::new(),
+        guest: Vec::new(),
+        console: ras_lines(&text, page.as_ref()),
     };
     Ok((outcome, text))
+}
+
+/// The last `lines` lines of `console`, each marked `console| `.
+pub(super) fn tail(console: &str, lines: usize) -> String {
+    let all: Vec<&str> = console.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("console| {l}\n"))
+        .collect()
 }
 
 /// The child's page: its frame's physical address, the flag page's, its virtual address.

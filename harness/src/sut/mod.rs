@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use emuhost::QemuSuite;
 
-use crate::scenario::{Firmware, Scenario};
+use crate::scenario::{Firmware, Os, Scenario};
 
 /// The suite plain `qemu` means.
 pub const QEMU_DEFAULT_SUITE: QemuSuite = QemuSuite::Trixie;
@@ -103,6 +103,11 @@ impl Sut {
     /// Why this VMM cannot run `s`, if it cannot: what the scenario asks for that the VMM
     /// has no way to be told, or that the payload does only under the reference VMM.
     pub fn cannot_express(&self, s: &Scenario) -> Option<String> {
+        if s.guest.os == Os::Linux {
+            return (!matches!(self, Self::QemuDebian(_))).then(|| {
+                "a Linux guest: only a Debian QEMU boots one here (--vmm qemu:SUITE)".into()
+            });
+        }
         if *self == Self::Reference {
             return None;
         }
@@ -125,6 +130,10 @@ impl Sut {
 /// in seconds: UEFI firmware adds its own boot (edk2 took 4.6 to 8 s under nested KVM in
 /// a trial, more in the emulated host).
 fn limit_secs(s: &Scenario) -> (u64, u64) {
+    #[cfg(target_os = "linux")]
+    if s.guest.os == Os::Linux {
+        return (linux::LIMIT.as_secs(), linux::LIMIT.as_secs());
+    }
     let firmware = if s.firmware == Firmware::Acpi { 60 } else { 0 };
     (30 + firmware, 45 + firmware)
 }
@@ -153,12 +162,18 @@ pub fn run_outside(s: &Scenario, sut: &Sut) -> crate::runner::ExecLine {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return ExecLine::Error(format!("{}: {e}", dir.display()));
     }
-    let run = launcher(sut).and_then(|launch| driver::run(s, launch, &dir, limits(s)));
+    let run = match sut {
+        Sut::QemuDebian(suite) if s.guest.os == Os::Linux => linux::run_scenario(s, *suite, &dir)
+            .map(|(observed, console)| (observed, linux::tail(&console, 20))),
+        _ => launcher(sut)
+            .and_then(|launch| driver::run(s, launch, &dir, limits(s)))
+            .map(|(observed, transcript)| (observed, transcript.tail(20))),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     match run {
-        Ok((observed, transcript)) => {
+        Ok((observed, tail)) => {
             // Shown with the verdict when the run goes wrong.
-            eprint!("{}", transcript.tail(20));
+            eprint!("{tail}");
             ExecLine::Outcome {
                 observed,
                 vmm_log: None,
@@ -330,5 +345,18 @@ mod tests {
             assert!(e.contains("--vmm"), "{bad}: {e}");
         }
         assert!(Sut::parse("qemu:buster").unwrap_err().contains("trixie"));
+    }
+
+    #[test]
+    fn a_linux_guest_runs_only_on_a_debian_qemu() {
+        let s = crate::scenario::load(std::path::Path::new(
+            "../scenarios/linux/el0-load-acpi.json",
+        ))
+        .unwrap();
+        for vmm in ["reference", "qemu=/usr/bin/qemu-system-aarch64", "libkrun"] {
+            let why = Sut::parse(vmm).unwrap().cannot_express(&s);
+            assert!(why.is_some_and(|w| w.contains("Linux guest")), "{vmm}");
+        }
+        assert_eq!(Sut::parse("qemu:sid").unwrap().cannot_express(&s), None);
     }
 }

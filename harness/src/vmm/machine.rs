@@ -275,6 +275,7 @@ impl Machine {
             vmm_end: run.end,
             host_signals: run.host_signals,
             guest,
+            console: Vec::new(),
         };
         Ok((outcome, run.log))
     }

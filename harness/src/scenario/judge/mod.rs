@@ -6,8 +6,8 @@ use super::json_name;
 use super::outcome::{ExceptionTaken, GuestState, HostSignal, Mismatch, Outcome, Verdict, VmmEnd};
 use super::page_size::lsb_on_host;
 use super::spec::{
-    CperExpectation, ExpectedCper, ExpectedOutcome, ExpectedSignal, GuestException, Scenario,
-    SignalCode,
+    ConsoleExpectation, CperExpectation, ExpectedCper, ExpectedOutcome, ExpectedSignal,
+    GuestException, Os, Scenario, SignalCode,
 };
 use crate::formats::esr::Esr;
 
@@ -23,8 +23,17 @@ pub fn judge_on(scenario: &Scenario, outcome: &Outcome, page_size: usize) -> Ver
     let e = &scenario.expect;
     let mut m = Vec::new();
     let events: Vec<(u8, &ExceptionTaken)> = outcome.exceptions().collect();
+    let linux = scenario.guest.os == Os::Linux;
+    let took_the_error = if linux {
+        outcome
+            .console
+            .iter()
+            .any(|l| LINUX_TOOK_THE_ERROR.iter().any(|mark| l.contains(mark)))
+    } else {
+        !events.is_empty()
+    };
 
-    match observed_outcome(outcome, !events.is_empty()) {
+    match observed_outcome(outcome, took_the_error) {
         Ok(o) if o == e.outcome => {}
         Ok(o) => m.push(mismatch(
             "expect.outcome",
@@ -36,7 +45,11 @@ pub fn judge_on(scenario: &Scenario, outcome: &Outcome, page_size: usize) -> Ver
 
     check_signals(&mut m, scenario, &outcome.host_signals, page_size);
 
-    if e.outcome == ExpectedOutcome::GuestNotified {
+    if let Some(console) = &e.console {
+        check_console(&mut m, console, &outcome.console);
+    }
+
+    if e.outcome == ExpectedOutcome::GuestNotified && !linux {
         let want = e
             .notifications
             .map_or(scenario.faults.len(), |n| n as usize);
@@ -102,9 +115,37 @@ pub fn judge_on(scenario: &Scenario, outcome: &Outcome, page_size: usize) -> Ver
     }
 }
 
+/// What a Linux guest's console holds when its kernel took the error: APEI's account of
+/// a record (drivers/firmware/efi/cper.c prints under `[Hardware Error]`), or arm64's of a
+/// synchronous external abort it did not hand to APEI (arch/arm64/mm/fault.c: do_sea ->
+/// arm64_notify_die with fault_info's name, an oops).
+const LINUX_TOOK_THE_ERROR: [&str; 2] = ["[Hardware Error]", "synchronous external abort"];
+
+/// `expect.console`: each `contains` entry is part of some line, no `excludes` entry of any.
+fn check_console(m: &mut Vec<Mismatch>, want: &ConsoleExpectation, lines: &[String]) {
+    for (i, text) in want.contains.iter().enumerate() {
+        if !lines.iter().any(|l| l.contains(text.as_str())) {
+            m.push(mismatch(
+                format!("expect.console.contains[{i}]"),
+                format!("a line with {text:?}"),
+                "none",
+            ));
+        }
+    }
+    for (i, text) in want.excludes.iter().enumerate() {
+        if let Some(l) = lines.iter().find(|l| l.contains(text.as_str())) {
+            m.push(mismatch(
+                format!("expect.console.excludes[{i}]"),
+                format!("no line with {text:?}"),
+                format!("{l:?}"),
+            ));
+        }
+    }
+}
+
 /// The scenario-level outcome the VMM's end and the guest's reports amount to, or what was
 /// seen instead when it is none of them (a timeout, a guest that did not finish).
-fn observed_outcome(o: &Outcome, took_exception: bool) -> Result<ExpectedOutcome, String> {
+fn observed_outcome(o: &Outcome, took_the_error: bool) -> Result<ExpectedOutcome, String> {
     match &o.vmm_end {
         VmmEnd::Completed => {
             let unfinished: Vec<String> = o
@@ -115,7 +156,7 @@ fn observed_outcome(o: &Outcome, took_exception: bool) -> Result<ExpectedOutcome
                 .collect();
             if !unfinished.is_empty() {
                 Err(format!("completed with {}", unfinished.join(", ")))
-            } else if took_exception {
+            } else if took_the_error {
                 Ok(ExpectedOutcome::GuestNotified)
             } else {
                 Ok(ExpectedOutcome::GuestUnaffected)

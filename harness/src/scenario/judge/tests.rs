@@ -67,6 +67,7 @@ fn emulated_el1() -> Outcome {
         vmm_end: VmmEnd::Completed,
         host_signals: vec![ar(GPA, "vcpu0")],
         guest: vec![guest(0, vec![sea(0, Some(record(GPA, true)))])],
+        console: Vec::new(),
     }
 }
 
@@ -280,6 +281,7 @@ fn recorded_means_every_fault_has_a_record_the_guest_read() {
         vmm_end: VmmEnd::Completed,
         host_signals: vec![ar(p0, "vcpu0"), ar(p1, "vcpu1")],
         guest: vec![guest(0, vec![first]), guest(1, vec![second])],
+        console: Vec::new(),
     };
     assert_eq!(judge(&s, &o), Verdict::Pass, "the file's own expectation");
     s.expect.cper = Some(CperExpectation::All(ExpectedCper::Recorded));
@@ -322,6 +324,7 @@ fn consumed_means_each_vcpu_read_its_own_page() {
         vmm_end: VmmEnd::Completed,
         host_signals: vec![ar(p0, "vcpu0"), ar(p1, "vcpu0")],
         guest: vec![guest(0, vec![el0(0, p0), el0(1, p1)])],
+        console: Vec::new(),
     };
     assert_eq!(judge(&s, &o), Verdict::Pass);
     o.guest[0].exceptions[1].record = Some(record(p0, true));
@@ -373,6 +376,7 @@ fn isr_and_disr_of_the_masked_wait() {
             serror_wait: Some(wait(0x100, Some(Hex(0x8000_0811)))),
             ..guest(0, vec![])
         }],
+        console: Vec::new(),
     };
     assert_eq!(judge(&s, &o), Verdict::Pass);
     o.guest[0].serror_wait = Some(wait(0, Some(Hex(0))));
@@ -413,4 +417,95 @@ fn guest_exception_none_fails_when_one_was_taken() {
             "expect.guest_exception: expected none, observed vcpu0 sea",
         ]
     );
+}
+
+/// A Linux guest's outcome: how QEMU ended and the console's lines.
+fn linux(vmm_end: VmmEnd, console: &[&str]) -> Outcome {
+    Outcome {
+        vmm_end,
+        host_signals: vec![],
+        guest: vec![],
+        console: console.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+/// Each Linux scenario passes its own kind of outcome and fails the others' and that of a
+/// guest that saw nothing, naming the field.
+#[test]
+fn linux_rows_refuse_each_others_outcomes() {
+    let row = |name: &str| load(&Path::new("../scenarios/linux").join(format!("{name}.json")));
+    let recovered = linux(
+        VmmEnd::Completed,
+        &[
+            "{1}[Hardware Error]:   physical_address: TARGET_PA",
+            "Memory failure: TARGET_PFN: recovery action for dirty LRU page: Recovered",
+            "ras-linux: sigbus code=4 addr=TARGET_VA lsb=12",
+        ],
+    );
+    let panicked = linux(
+        VmmEnd::Completed,
+        &[
+            "Internal error: synchronous external abort: 0000000096000410 [#1] SMP",
+            "Kernel panic - not syncing: synchronous external abort: Fatal exception",
+        ],
+    );
+    let stopped = linux(
+        VmmEnd::Stopped {
+            message: "qemu-system-aarch64: Hardware memory error! (exit status 1)".into(),
+        },
+        &[],
+    );
+    let nothing = linux(
+        VmmEnd::Completed,
+        &["ras-linux: load returned 0x5a5a5a5a5a5a5a5a"],
+    );
+    let crashed = Outcome {
+        vmm_end: VmmEnd::Killed { signal: 6 },
+        ..recovered.clone()
+    };
+    let recovered_row = row("el0-load-acpi").unwrap();
+    let panic_row = row("el1-syscall-acpi").unwrap();
+    let dtb_row = row("el0-load-dtb").unwrap();
+    assert_eq!(judge(&recovered_row, &recovered), Verdict::Pass);
+    assert_eq!(judge(&panic_row, &panicked), Verdict::Pass);
+    assert_eq!(judge(&dtb_row, &stopped), Verdict::Pass);
+    assert_eq!(
+        reasons(judge(&recovered_row, &panicked)),
+        [
+            r#"expect.console.contains[0]: expected a line with "[Hardware Error]:   physical_address: TARGET_PA", observed none"#,
+            r#"expect.console.contains[1]: expected a line with "Memory failure: TARGET_PFN: recovery action for dirty LRU page: Recovered", observed none"#,
+            r#"expect.console.contains[2]: expected a line with "ras-linux: sigbus code=4 addr=TARGET_VA lsb=12", observed none"#,
+            r#"expect.console.excludes[0]: expected no line with "Kernel panic", observed "Kernel panic - not syncing: synchronous external abort: Fatal exception""#,
+        ]
+    );
+    let first = |s: &Scenario, o: &Outcome| reasons(judge(s, o)).swap_remove(0);
+    assert_eq!(
+        first(&recovered_row, &nothing),
+        "expect.outcome: expected guest-notified, observed guest-unaffected"
+    );
+    assert_eq!(
+        first(&recovered_row, &crashed),
+        "expect.outcome: expected guest-notified, observed vmm-crashed"
+    );
+    assert!(matches!(judge(&panic_row, &recovered), Verdict::Fail(_)));
+    let wrote = linux(VmmEnd::Completed, &["ras-linux: write returned 8 errno=0"]);
+    assert_eq!(
+        first(&panic_row, &wrote),
+        "expect.outcome: expected guest-notified, observed guest-unaffected"
+    );
+    assert_eq!(
+        first(&dtb_row, &recovered),
+        "expect.outcome: expected vm-stopped, observed guest-notified"
+    );
+    let stopped_with_record = Outcome {
+        console: recovered.console.clone(),
+        ..stopped
+    };
+    assert_eq!(
+        reasons(judge(&dtb_row, &stopped_with_record)),
+        [
+            r#"expect.console.excludes[0]: expected no line with "[Hardware Error]", observed "{1}[Hardware Error]:   physical_address: TARGET_PA""#
+        ]
+    );
+    assert!(matches!(judge(&dtb_row, &nothing), Verdict::Fail(_)));
 }
