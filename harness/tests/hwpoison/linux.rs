@@ -21,8 +21,17 @@ pub fn trials() -> Vec<Trial> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "scenarios", "linux"]
         .iter()
         .collect();
-    let rows = scenario::load_all(&[dir]).unwrap_or_default();
     let mut trials = Vec::new();
+    let rows = match scenario::load_all(&[dir]) {
+        Ok(rows) => rows,
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            trials.push(Trial::test("linux::scenarios", move || {
+                Err(text.join("\n").into())
+            }));
+            Vec::new()
+        }
+    };
     for suite in [QemuSuite::Bookworm, QemuSuite::Trixie, QemuSuite::Sid] {
         for (path, s) in &rows {
             let path = path.clone();
