@@ -2,6 +2,7 @@
 //! answered by one line on stderr with exit status 2.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn ras_harness(args: &[&str], stdin: &[u8]) -> Output {
@@ -153,12 +154,26 @@ fn run_list_validates_and_names_every_scenario() {
         String::from_utf8_lossy(&out.stderr)
     );
     let listed = String::from_utf8(out.stdout).unwrap();
-    let files = std::fs::read_dir(scenarios)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension() == Some("json".as_ref()))
-        .count();
-    assert_eq!(listed.lines().count(), files, "{listed}");
+    assert_eq!(
+        listed.lines().count(),
+        json_files(Path::new(scenarios)),
+        "{listed}"
+    );
     assert!(listed.contains("acpi-el0-load-ext-dabt"), "{listed}");
+    assert!(listed.contains("linux/el0-load-acpi.json"), "{listed}");
+}
+
+/// The *.json files under `dir`, its subdirectories' included, as `run` searches.
+fn json_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| match p.extension() {
+            _ if p.is_dir() => json_files(&p),
+            Some(x) if x == "json" => 1,
+            _ => 0,
+        })
+        .sum()
 }
 
 #[test]
