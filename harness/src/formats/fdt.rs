@@ -232,8 +232,6 @@ pub enum DumpError {
     },
 }
 
-/// FDT header magic (Devicetree Specification v0.4 §5.2).
-const FDT_MAGIC: u32 = 0xD00D_FEED;
 const FDT_BEGIN_NODE: u32 = 1;
 const FDT_END_NODE: u32 = 2;
 const FDT_PROP: u32 = 3;
@@ -289,7 +287,7 @@ impl<'a> Be<'a> {
 pub fn dump(dtb: &[u8]) -> Result<String, DumpError> {
     let be = Be(dtb);
     let magic = be.u32("magic", 0)?;
-    if magic != FDT_MAGIC {
+    if magic != ras_guest_abi::fdt::MAGIC {
         return Err(DumpError::BadHeader {
             field: "magic",
             value: magic,

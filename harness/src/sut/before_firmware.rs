@@ -16,10 +16,7 @@ use super::driver::{end_of, Process};
 use super::qmp::Qmp;
 use super::remote::Remote;
 use crate::scenario::VmmEnd;
-use ras_guest_abi::map::RAM_BASE;
-
-/// The flattened device tree's magic, big-endian (devicetree specification, 5.2).
-const FDT_MAGIC: [u8; 4] = 0xd00d_feedu32.to_be_bytes();
+use ras_guest_abi::{fdt, map::RAM_BASE};
 
 /// How QEMU took it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -108,7 +105,7 @@ fn poison_and_run(
     let mut qmp = Qmp::connect(socket, Duration::from_secs(30))?;
     let remote = Remote::open(vmm.child.id()).map_err(|e| e.to_string())?;
     let ram = remote
-        .ram_holding(RAM_BASE, RAM_BASE, &FDT_MAGIC)
+        .ram_holding(RAM_BASE, RAM_BASE, &fdt::MAGIC.to_be_bytes())
         .map_err(|e| e.to_string())?
         .ok_or("no mapping of QEMU starts with a device tree")?;
     let page = crate::fault::host_page_size() as u64;
