@@ -12,6 +12,10 @@ use std::io::Write;
 /// How many console lines an error message shows.
 const TAIL_LINES: usize = 40;
 
+/// What the guest kernel prints, even at loglevel 1, when a CPU stops taking interrupts or
+/// stops scheduling (kernel/watchdog.c, pr_emerg).
+const LOCKUPS: &[&str] = &["Watchdog detected hard LOCKUP", "BUG: soft lockup"];
+
 /// What init reported.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Report {
@@ -29,6 +33,8 @@ pub struct Console {
     blank_held: bool,
     tail: VecDeque<String>,
     report: Option<Report>,
+    /// The first lockup the kernel reported.
+    lockup: Option<String>,
 }
 
 impl Console {
@@ -40,6 +46,7 @@ impl Console {
             blank_held: false,
             tail: VecDeque::new(),
             report: None,
+            lockup: None,
         }
     }
 
@@ -74,6 +81,11 @@ impl Console {
     /// The exit status or init's error, once seen.
     pub fn report(&self) -> Option<&Report> {
         self.report.as_ref()
+    }
+
+    /// The kernel's first lockup report, once seen.
+    pub fn lockup(&self) -> Option<&str> {
+        self.lockup.as_deref()
     }
 
     /// The last lines, for error messages.
@@ -119,6 +131,12 @@ impl Console {
     }
 
     fn push_tail(&mut self, line: String) {
+        if self.lockup.is_none() {
+            self.lockup = LOCKUPS
+                .iter()
+                .find_map(|l| line.find(l))
+                .map(|at| line[at..].trim_end().to_owned());
+        }
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
@@ -184,8 +202,19 @@ mod tests {
             c.report(),
             Some(&Report::InitError("mount 9p: No such device".into()))
         );
+        assert_eq!(c.lockup(), None);
         let (_, c) = run(&[b"Kernel panic - not syncing: x\n", b"---[ end"]);
         assert_eq!(c.report(), None);
         assert_eq!(c.tail(), "Kernel panic - not syncing: x\n---[ end");
+    }
+
+    #[test]
+    fn the_first_lockup_is_kept() {
+        let (out, c) = run(&[
+            b"test a ... [   84.212173] watchdog: Watchdog detected hard LOCKUP on cpu 0\n",
+            b"[  110.1] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [x:1]\n",
+        ]);
+        assert!(out.contains("hard LOCKUP"), "passed on like any output");
+        assert_eq!(c.lockup(), Some("Watchdog detected hard LOCKUP on cpu 0"));
     }
 }

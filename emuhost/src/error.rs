@@ -17,8 +17,19 @@ pub enum Error {
     KernelPanic { tail: String },
     /// The guest's init could not set up or start the binary.
     Init { message: String, tail: String },
-    /// The guest ran past the timeout and was stopped.
-    Timeout { secs: u64, tail: String },
+    /// The guest ran past the timeout and was stopped; `cpus`: where its CPUs were.
+    Timeout {
+        secs: u64,
+        cpus: String,
+        tail: String,
+    },
+    /// The guest kernel reported a lockup, then printed nothing for `secs`, and was stopped.
+    Hung {
+        lockup: String,
+        secs: u64,
+        cpus: String,
+        tail: String,
+    },
     /// The guest ended without reporting an exit status.
     NoStatus { tail: String },
 }
@@ -40,9 +51,25 @@ impl fmt::Display for Error {
             Error::Qemu { message, tail } => with_tail(f, &format!("QEMU: {message}"), tail),
             Error::KernelPanic { tail } => with_tail(f, "the guest kernel panicked", tail),
             Error::Init { message, tail } => with_tail(f, &format!("guest init: {message}"), tail),
-            Error::Timeout { secs, tail } => with_tail(
+            Error::Timeout { secs, cpus, tail } => with_tail(
                 f,
-                &format!("timed out after {secs} s (set RAS_EMU_TIMEOUT to change)"),
+                &format!(
+                    "timed out after {secs} s (set RAS_EMU_TIMEOUT to change); its CPUs \
+                     then:\n{cpus}"
+                ),
+                tail,
+            ),
+            Error::Hung {
+                lockup,
+                secs,
+                cpus,
+                tail,
+            } => with_tail(
+                f,
+                &format!(
+                    "the emulated host hung: its kernel reported \"{lockup}\" and its \
+                     console then stayed silent for {secs} s; its CPUs then:\n{cpus}"
+                ),
                 tail,
             ),
             Error::NoStatus { tail } => with_tail(

@@ -24,6 +24,7 @@ mod initramfs;
 mod kernel;
 pub mod linux_guest;
 mod modules;
+mod monitor;
 mod native;
 mod qemu;
 pub mod vmm_libkrun;
@@ -68,6 +69,9 @@ pub const EMULATE_VAR: &str = "RAS_EMU_FORCE";
 pub const VERBOSE_VAR: &str = "RAS_EMU_VERBOSE";
 
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
+/// A kernel that reported a lockup and then printed nothing for this long is taken as hung
+/// (the observed case: a hard lockup on one CPU, then silence until the run's timeout).
+const AFTER_LOCKUP: Duration = Duration::from_secs(120);
 const DEFAULT_HUGEPAGES: u32 = 16;
 const DEFAULT_GIGANTIC: u32 = 1;
 /// Most 1 GiB pages: each is 1 GiB more of the emulated host's RAM, taken from this machine.
@@ -103,6 +107,8 @@ pub struct RunOptions {
     pub kernel: KernelChoice,
     /// For the whole emulated run, boot included.
     pub timeout: Duration,
+    /// How long the console may stay silent after the kernel reported a lockup.
+    pub after_lockup: Duration,
     /// Emulate even where the binary could run natively.
     pub emulate: bool,
     /// Shared into the guest at its own path, with the binary's directory and the working
@@ -175,6 +181,7 @@ impl RunOptions {
         Ok(RunOptions {
             kernel: KernelChoice::from_env()?,
             timeout,
+            after_lockup: AFTER_LOCKUP,
             emulate: flag(EMULATE_VAR),
             cache_dir: default_cache_dir(&workspace),
             cwd: std::env::current_dir()
@@ -312,6 +319,8 @@ pub fn run_emulated(
     }
     std::fs::write(&initrd, image).map_err(error::setup_io(initrd.display()))?;
 
+    // In the temporary directory: a socket's path must fit in 108 bytes.
+    let monitor = monitor::Monitor::new(std::env::temp_dir().join(format!("{marker}.monitor")));
     let boot = qemu::Boot {
         qemu: &qemu_path,
         image: &kernel.image,
@@ -319,6 +328,9 @@ pub fn run_emulated(
         shares: &shares,
         marker: &marker,
         timeout: opts.timeout,
+        after_lockup: opts.after_lockup,
+        monitor: &monitor,
+        release: &kernel.release,
         gigantic: opts.gigantic,
     };
     let result = boot.run(out);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::{Console, Report};
 use crate::error::Error;
+use crate::monitor::{self, Monitor};
 use crate::progress;
 
 /// Overrides the QEMU binary.
@@ -93,6 +94,12 @@ pub struct Boot<'a> {
     pub shares: &'a [(String, PathBuf)],
     pub marker: &'a str,
     pub timeout: Duration,
+    /// How long the console may stay silent after the kernel reported a lockup.
+    pub after_lockup: Duration,
+    /// Where QEMU's monitor listens, to read the CPUs' registers when the guest hangs.
+    pub monitor: &'a Monitor,
+    /// The kernel's `uname -r`, for naming a hang's PCs.
+    pub release: &'a str,
     /// 1 GiB huge pages to reserve at boot, on top of the 2 GiB of RAM.
     pub gigantic: u32,
 }
@@ -111,12 +118,16 @@ impl Boot<'_> {
             .arg("-m")
             .arg(format!("{}G", 2 + self.gigantic))
             .args(["-nographic", "-nic", "none", "-no-reboot"])
+            .arg("-monitor")
+            .arg(self.monitor.arg())
             .arg("-kernel")
             .arg(self.image)
             .arg("-initrd")
             .arg(self.initrd)
             // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU's exit.
-            // loglevel=1: only emergencies (panics) reach the console among the output.
+            // loglevel=1: only emergencies (panics, lockups) reach the console among the
+            // output. nokaslr: the kernel at its link addresses, so that a hang's PCs can be
+            // named from its System.map.
             .arg("-append")
             .arg(self.append());
         for (i, (tag, dir)) in self.shares.iter().enumerate() {
@@ -135,7 +146,7 @@ impl Boot<'_> {
     /// The kernel command line. Gigantic pages can only be relied on when reserved at boot
     /// (Documentation/admin-guide/kernel-parameters.txt, `hugepagesz=` then `hugepages=`).
     fn append(&self) -> String {
-        let mut line = "console=ttyAMA0 panic=-1 quiet loglevel=1".to_owned();
+        let mut line = "console=ttyAMA0 panic=-1 quiet loglevel=1 nokaslr".to_owned();
         if self.gigantic > 0 {
             line.push_str(&format!(" hugepagesz=1G hugepages={}", self.gigantic));
         }
@@ -181,31 +192,66 @@ impl Boot<'_> {
         let deadline = Instant::now() + self.timeout;
         // After the report, power-off should follow promptly.
         let mut grace: Option<Instant> = None;
-        let timed_out = loop {
-            let until = grace.unwrap_or(deadline);
-            let Some(left) = until.checked_duration_since(Instant::now()) else {
-                break grace.is_none();
+        let mut last_output = Instant::now();
+        let end = loop {
+            let now = Instant::now();
+            let hung_at = console
+                .lockup()
+                .filter(|_| grace.is_none())
+                .map(|_| last_output + self.after_lockup);
+            let until = match grace {
+                Some(g) if now >= g => break End::Reported,
+                Some(g) => g,
+                None if now >= deadline => break End::TimedOut,
+                None if hung_at.is_some_and(|h| now >= h) => break End::Hung,
+                None => hung_at.map_or(deadline, |h| h.min(deadline)),
             };
-            match rx.recv_timeout(left) {
+            match rx.recv_timeout(until - now) {
                 Ok(bytes) => {
+                    last_output = Instant::now();
+                    let seen = console.lockup().is_some();
                     console.feed(&bytes, out);
                     if console.report().is_some() && grace.is_none() {
                         grace = Some(Instant::now() + Duration::from_secs(10));
                     }
+                    if let Some(lockup) = console.lockup().filter(|_| !seen) {
+                        progress!(
+                            "the emulated host's kernel reported \"{lockup}\"; its CPUs \
+                             then:\n{}",
+                            self.cpus()
+                        );
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break End::Exited,
             }
         };
-        let status = finish(&mut child, timed_out || grace.is_some());
+        // Read before QEMU is killed: where a hung guest's CPUs are.
+        let cpus = match end {
+            End::TimedOut | End::Hung => self.cpus(),
+            End::Exited | End::Reported => String::new(),
+        };
+        let status = finish(&mut child, !matches!(end, End::Exited) || grace.is_some());
         let _ = reader.join();
         let stderr = errors.join().unwrap_or_default();
         let tail = console.tail();
-        if timed_out {
-            return Err(Error::Timeout {
-                secs: self.timeout.as_secs(),
-                tail,
-            });
+        match end {
+            End::TimedOut => {
+                return Err(Error::Timeout {
+                    secs: self.timeout.as_secs(),
+                    cpus,
+                    tail,
+                })
+            }
+            End::Hung => {
+                return Err(Error::Hung {
+                    lockup: console.lockup().unwrap_or_default().to_owned(),
+                    secs: self.after_lockup.as_secs(),
+                    cpus,
+                    tail,
+                })
+            }
+            End::Exited | End::Reported => {}
         }
         match console.report() {
             Some(Report::Exit(code)) => Ok(*code),
@@ -223,6 +269,32 @@ impl Boot<'_> {
             },
         }
     }
+
+    /// One line per CPU from QEMU's monitor, or why it could not be read.
+    fn cpus(&self) -> String {
+        match self.monitor.registers() {
+            // Debian's packages hold a placeholder System.map; the real one is in the
+            // kernel's -dbg package.
+            Ok(registers) => format!(
+                "{}\n(kernel addresses are link addresses: System.map in Debian's \
+                 linux-image-{}-dbg names them)",
+                monitor::summary(&registers),
+                self.release
+            ),
+            Err(e) => e,
+        }
+    }
+}
+
+/// How the wait for the guest ended.
+enum End {
+    /// QEMU closed its output.
+    Exited,
+    /// Init reported and the grace for the power-off passed.
+    Reported,
+    TimedOut,
+    /// The kernel reported a lockup and the console then stayed silent.
+    Hung,
 }
 
 /// Waits for QEMU to end, killing it first if `kill`; None if it could not be waited for.
@@ -251,6 +323,7 @@ mod tests {
     #[test]
     fn gigantic_pages_add_ram_and_boot_parameters() {
         let path = Path::new("x");
+        let monitor = Monitor::new("/nonexistent/monitor".into());
         let boot = |gigantic| Boot {
             qemu: path,
             image: path,
@@ -258,6 +331,9 @@ mod tests {
             shares: &[],
             marker: "",
             timeout: Duration::from_secs(1),
+            after_lockup: Duration::from_secs(1),
+            monitor: &monitor,
+            release: "x",
             gigantic,
         };
         let args = |b: &Boot| -> Vec<String> {

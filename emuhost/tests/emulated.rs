@@ -67,11 +67,66 @@ fn a_hang_is_reported_as_a_timeout() {
         o.timeout = Duration::from_secs(30)
     });
     match result {
-        Err(Error::Timeout { secs, tail }) => {
+        Err(Error::Timeout { secs, cpus, tail }) => {
             assert_eq!(secs, 30);
+            // QEMU's monitor was read before the guest was stopped: both CPUs (idle, in the
+            // kernel at EL2 under VHE).
+            assert!(cpus.starts_with("CPU 0: EL2h pc ffff"), "{cpus}");
+            assert!(cpus.contains("\nCPU 1: EL2h pc ffff"), "{cpus}");
             // The binary had started: its output is in the tail of the message.
             assert!(tail.contains("arg \"sleep\""), "{tail}");
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+#[test]
+fn silence_after_a_lockup_report_is_a_hang() {
+    // The line the kernel prints (kernel/watchdog.c), here from the probe: what follows it
+    // is what the runner judges.
+    let (result, _) = boot(
+        &[
+            "show",
+            "Watchdog detected hard LOCKUP on cpu 0",
+            "sleep",
+            "600",
+        ],
+        |o| {
+            o.timeout = Duration::from_secs(300);
+            o.after_lockup = Duration::from_secs(5);
+        },
+    );
+    match result {
+        Err(Error::Hung {
+            lockup, secs, cpus, ..
+        }) => {
+            assert_eq!(lockup, "Watchdog detected hard LOCKUP on cpu 0\"");
+            assert_eq!(secs, 5);
+            assert!(cpus.contains("\nCPU 1: EL"), "{cpus}");
+        }
+        other => panic!("expected a hang, got {other:?}"),
+    }
+}
+
+#[test]
+fn output_after_a_lockup_report_keeps_the_run_going() {
+    // 9 s of run after the report, never 5 s without output.
+    let (result, _) = boot(
+        &[
+            "show",
+            "Watchdog detected hard LOCKUP on cpu 0",
+            "sleep",
+            "3",
+            "show",
+            "sleep",
+            "3",
+            "show",
+            "sleep",
+            "3",
+            "exit",
+            "4",
+        ],
+        |o| o.after_lockup = Duration::from_secs(5),
+    );
+    assert_eq!(result.expect("a run"), 4);
 }
