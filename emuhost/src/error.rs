@@ -51,27 +51,30 @@ impl fmt::Display for Error {
             Error::Qemu { message, tail } => with_tail(f, &format!("QEMU: {message}"), tail),
             Error::KernelPanic { tail } => with_tail(f, "the guest kernel panicked", tail),
             Error::Init { message, tail } => with_tail(f, &format!("guest init: {message}"), tail),
-            Error::Timeout { secs, cpus, tail } => with_tail(
-                f,
-                &format!(
-                    "timed out after {secs} s (set RAS_EMU_TIMEOUT to change); its CPUs \
-                     then:\n{cpus}"
-                ),
-                tail,
-            ),
+            Error::Timeout { secs, cpus, tail } => {
+                with_tail(
+                    f,
+                    &format!("timed out after {secs} s (set RAS_EMU_TIMEOUT to change)"),
+                    tail,
+                )?;
+                write!(f, "\nits CPUs when it was stopped:\n{cpus}")
+            }
             Error::Hung {
                 lockup,
                 secs,
                 cpus,
                 tail,
-            } => with_tail(
-                f,
-                &format!(
-                    "the emulated host hung: its kernel reported \"{lockup}\" and its \
-                     console then stayed silent for {secs} s; its CPUs then:\n{cpus}"
-                ),
-                tail,
-            ),
+            } => {
+                with_tail(
+                    f,
+                    &format!(
+                        "the emulated host hung: its kernel reported \"{lockup}\" and its \
+                         console then stayed silent for {secs} s"
+                    ),
+                    tail,
+                )?;
+                write!(f, "\nits CPUs when it was stopped:\n{cpus}")
+            }
             Error::NoStatus { tail } => with_tail(
                 f,
                 "the guest stopped without reporting an exit status",

@@ -23,6 +23,9 @@ pub struct RunSpec<'a> {
     pub args: &'a [std::ffi::OsString],
     pub cwd: &'a OsStr,
     pub hugepages: u32,
+    /// Where init writes the kernel's text symbols (from /proc/kallsyms), on a share, when
+    /// they are not cached yet.
+    pub symbols: Option<&'a OsStr>,
 }
 
 impl RunSpec<'_> {
@@ -54,6 +57,9 @@ impl RunSpec<'_> {
         field("cwd", &[self.cwd]);
         let n = self.hugepages.to_string();
         field("hugepages", &[OsStr::new(&n)]);
+        if let Some(path) = self.symbols {
+            field("symbols", &[path]);
+        }
         b
     }
 
@@ -90,6 +96,7 @@ mod tests {
             args: &args,
             cwd: OsStr::new("/work/x y"),
             hugepages: 16,
+            symbols: Some(OsStr::new("/work/symbols")),
         };
         let bytes = spec.encode();
         let text: Vec<String> = bytes
@@ -119,6 +126,8 @@ mod tests {
                 "/work/x y",
                 "hugepages",
                 "16",
+                "symbols",
+                "/work/symbols",
                 ""
             ]
         );

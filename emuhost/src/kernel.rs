@@ -103,6 +103,9 @@ pub struct Kernel {
     /// The arm64 Image (uncompressed, or gzip, which QEMU also loads).
     pub image: PathBuf,
     pub config: PathBuf,
+    /// Its text symbols from /proc/kallsyms, written by its first boot whose init can reach
+    /// the cache (`RunSpec::symbols`); to name the PCs of a hung emulated host.
+    pub symbols: PathBuf,
     /// An initramfs part holding the modules under /emuhost/modules.
     pub modules_cpio: PathBuf,
     /// The guest paths of those modules, in load order.
@@ -142,6 +145,7 @@ fn load(choice: KernelChoice, dir: &Path) -> Option<Kernel> {
         release: String::new(),
         image: dir.join("Image"),
         config: dir.join("config"),
+        symbols: dir.join("symbols"),
         modules_cpio: dir.join("modules.cpio"),
         module_paths: Vec::new(),
         page_size: 0,

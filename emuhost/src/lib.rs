@@ -296,6 +296,15 @@ pub fn run_emulated(
         .collect();
 
     let marker = format!("EMUHOST-{:016x}", nonce());
+    // The kernel's symbols are written by its first boot that shares their directory.
+    let symbols = kernel
+        .symbols
+        .parent()
+        .and_then(|d| d.canonicalize().ok())
+        .map(|d| d.join("symbols"));
+    let write_symbols = symbols
+        .as_deref()
+        .filter(|s| !s.exists() && shares.iter().any(|(_, d)| s.starts_with(d)));
     let spec = initramfs::RunSpec {
         marker: &marker,
         modules: &kernel.module_paths,
@@ -305,6 +314,7 @@ pub fn run_emulated(
         args,
         cwd: cwd.as_os_str(),
         hugepages: opts.hugepages,
+        symbols: write_symbols.map(Path::as_os_str),
     };
     let run_dir = opts.cache_dir.join("runs");
     std::fs::create_dir_all(&run_dir).map_err(error::setup_io(run_dir.display()))?;
@@ -330,6 +340,7 @@ pub fn run_emulated(
         timeout: opts.timeout,
         after_lockup: opts.after_lockup,
         monitor: &monitor,
+        symbols: &kernel.symbols,
         release: &kernel.release,
         gigantic: opts.gigantic,
     };

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// HMP's prompt, printed when it is ready for a command.
@@ -61,8 +61,59 @@ fn read_to_prompt(s: &mut UnixStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
-/// One line per CPU from `info registers -a`: its exception level, PC and link register.
-pub fn summary(registers: &str) -> String {
+/// The kernel's text symbols, "ADDRESS TYPE NAME" lines as /proc/kallsyms prints them, for
+/// naming the PCs of a kernel booted with `nokaslr`, which runs at its link addresses.
+pub struct Symbols {
+    /// By address.
+    text: Vec<(u64, String)>,
+}
+
+impl Symbols {
+    pub fn read(path: &Path) -> Option<Symbols> {
+        Some(Symbols::parse(&std::fs::read_to_string(path).ok()?)).filter(|s| !s.text.is_empty())
+    }
+
+    fn parse(list: &str) -> Symbols {
+        let mut text: Vec<(u64, String)> = list
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+                let kind = f.next()?;
+                let name = f.next()?;
+                kind.eq_ignore_ascii_case("t")
+                    .then(|| (addr, name.to_owned()))
+            })
+            .collect();
+        text.sort();
+        Symbols { text }
+    }
+
+    /// "name+0xoff" for an address from the first symbol to the last one (`_etext` or a
+    /// module's last function), None outside.
+    pub fn name(&self, addr: u64) -> Option<String> {
+        let (last, _) = self.text.last()?;
+        let i = self
+            .text
+            .partition_point(|(a, _)| *a <= addr)
+            .checked_sub(1)?;
+        let (start, name) = &self.text[i];
+        (addr < *last || addr == *start).then(|| format!("{name}+{:#x}", addr - start))
+    }
+}
+
+/// One line per CPU from `info registers -a`: its exception level, PC and link register,
+/// named from `symbols` where they fall among them.
+pub fn summary(registers: &str, symbols: Option<&Symbols>) -> String {
+    let named = |value: String| {
+        let name = u64::from_str_radix(&value, 16)
+            .ok()
+            .and_then(|a| symbols?.name(a));
+        match name {
+            Some(name) => format!("{value} {name}"),
+            None => value,
+        }
+    };
     let field = |cpu: &str, key: &str| {
         cpu.split_whitespace()
             .find_map(|w| w.strip_prefix(key))
@@ -80,7 +131,11 @@ pub fn summary(registers: &str) -> String {
                 .split_whitespace()
                 .find(|w| w.starts_with("EL"))
                 .unwrap_or("EL?");
-            Some(format!("CPU {index}: {el} pc {pc} lr {lr}"))
+            Some(format!(
+                "CPU {index}: {el} pc {} lr {}",
+                named(pc),
+                named(lr)
+            ))
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -99,13 +154,43 @@ mod tests {
         X30=0000000040001000  SP=0000000040100000\r\n\
         PSTATE=600003c5 -ZC- EL1h\r\n(qemu) ";
 
+    /// As /proc/kallsyms prints them, data and a module's symbol included.
+    const KALLSYMS: &str = "ffff800080000000 T _text\n\
+        ffff800080123400 T queued_spin_lock_slowpath\n\
+        ffff800080123500 t helper\n\
+        ffff800080150000 D some_data\n\
+        ffff800080200000 T memory_failure\n\
+        ffff800080300000 T _etext\n";
+
     #[test]
-    fn each_cpu_is_one_line() {
+    fn each_cpu_is_one_line_named_where_the_kernel_is() {
+        let symbols = Symbols::parse(KALLSYMS);
         assert_eq!(
-            summary(REGISTERS),
+            summary(REGISTERS, Some(&symbols)),
+            "CPU 0: EL2h pc ffff800080123458 queued_spin_lock_slowpath+0x58 \
+             lr ffff800080200010 memory_failure+0x10\n\
+             CPU 1: EL1h pc 0000000040001234 lr 0000000040001000"
+        );
+        assert_eq!(
+            summary(REGISTERS, None),
             "CPU 0: EL2h pc ffff800080123458 lr ffff800080200010\n\
              CPU 1: EL1h pc 0000000040001234 lr 0000000040001000"
         );
-        assert_eq!(summary("info registers -a\r\n(qemu) "), "");
+        assert_eq!(summary("info registers -a\r\n(qemu) ", None), "");
+    }
+
+    #[test]
+    fn only_addresses_among_the_symbols_are_named() {
+        let symbols = Symbols::parse(KALLSYMS);
+        assert_eq!(
+            symbols.name(0xffff800080123510).as_deref(),
+            Some("helper+0x10")
+        );
+        assert_eq!(
+            symbols.name(0xffff800080300000).as_deref(),
+            Some("_etext+0x0")
+        );
+        assert_eq!(symbols.name(0xffff800080300040), None);
+        assert_eq!(symbols.name(0x40001234), None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::console::{Console, Report};
 use crate::error::Error;
-use crate::monitor::{self, Monitor};
+use crate::monitor::{self, Monitor, Symbols};
 use crate::progress;
 
 /// Overrides the QEMU binary.
@@ -98,7 +98,9 @@ pub struct Boot<'a> {
     pub after_lockup: Duration,
     /// Where QEMU's monitor listens, to read the CPUs' registers when the guest hangs.
     pub monitor: &'a Monitor,
-    /// The kernel's `uname -r`, for naming a hang's PCs.
+    /// The kernel's text symbols ([`crate::Kernel::symbols`]), to name a hang's PCs.
+    pub symbols: &'a Path,
+    /// The kernel's `uname -r`, for naming them elsewhere when there are none.
     pub release: &'a str,
     /// 1 GiB huge pages to reserve at boot, on top of the 2 GiB of RAM.
     pub gigantic: u32,
@@ -126,8 +128,8 @@ impl Boot<'_> {
             .arg(self.initrd)
             // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU's exit.
             // loglevel=1: only emergencies (panics, lockups) reach the console among the
-            // output. nokaslr: the kernel at its link addresses, so that a hang's PCs can be
-            // named from its System.map.
+            // output. nokaslr: the kernel at the same addresses in every boot, so that the
+            // symbols one boot cached name another's PCs.
             .arg("-append")
             .arg(self.append());
         for (i, (tag, dir)) in self.shares.iter().enumerate() {
@@ -272,16 +274,20 @@ impl Boot<'_> {
 
     /// One line per CPU from QEMU's monitor, or why it could not be read.
     fn cpus(&self) -> String {
-        match self.monitor.registers() {
-            // Debian's packages hold a placeholder System.map; the real one is in the
-            // kernel's -dbg package.
-            Ok(registers) => format!(
-                "{}\n(kernel addresses are link addresses: System.map in Debian's \
-                 linux-image-{}-dbg names them)",
-                monitor::summary(&registers),
+        let registers = match self.monitor.registers() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        match Symbols::read(self.symbols) {
+            Some(symbols) => monitor::summary(&registers, Some(&symbols)),
+            // Debian's kernel packages hold a placeholder System.map; the real one is in
+            // the -dbg package.
+            None => format!(
+                "{}\n(no symbols cached: System.map in Debian's linux-image-{}-dbg names \
+                 these addresses, the kernel's link addresses)",
+                monitor::summary(&registers, None),
                 self.release
             ),
-            Err(e) => e,
         }
     }
 }
@@ -333,6 +339,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             after_lockup: Duration::from_secs(1),
             monitor: &monitor,
+            symbols: path,
             release: "x",
             gigantic,
         };

@@ -32,6 +32,7 @@ struct Run {
     args: Vec<OsString>,
     cwd: Option<PathBuf>,
     hugepages: Option<String>,
+    symbols: Option<PathBuf>,
 }
 
 fn main() {
@@ -82,6 +83,7 @@ fn read_run() -> Result<Run, String> {
             Some("arg") => run.args.push(value()?),
             Some("cwd") => run.cwd = Some(value()?.into()),
             Some("hugepages") => run.hugepages = Some(value()?.to_string_lossy().into_owned()),
+            Some("symbols") => run.symbols = Some(value()?.into()),
             _ => return Err(format!("unknown field {kind:?}")),
         }
     }
@@ -121,7 +123,26 @@ fn setup(run: &Run) -> Result<(), String> {
             "trans=virtio,version=9p2000.L,msize=512000",
         )?;
     }
+    if let Some(path) = &run.symbols {
+        // Only for naming the PCs of a hang: a failure here must not fail the run.
+        let _ = write_symbols(path, &run.marker);
+    }
     Ok(())
+}
+
+/// The kernel's text symbols ("ADDRESS t|T NAME" lines of /proc/kallsyms, readable with
+/// their addresses by root) to `path`, through a file of this run's own (`marker`) so that
+/// neither a partial list nor two runs writing at once leave a wrong one.
+fn write_symbols(path: &Path, marker: &str) -> std::io::Result<()> {
+    let all = std::fs::read_to_string("/proc/kallsyms")?;
+    let text: String = all
+        .lines()
+        .filter(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T")))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let partial = path.with_extension(marker);
+    std::fs::write(&partial, text)?;
+    std::fs::rename(partial, path)
 }
 
 /// Runs the binary and returns its exit status, 128 + the signal number if a signal ended
