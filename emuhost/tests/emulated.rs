@@ -107,6 +107,7 @@ fn silence_after_a_lockup_report_is_a_hang() {
         Err(Error::Hung {
             lockup, secs, cpus, ..
         }) => {
+            // From the report to the line's end: `show` prints `arg "..."`.
             assert_eq!(lockup, "Watchdog detected hard LOCKUP on cpu 0\"");
             assert_eq!(secs, 5);
             assert!(cpus.contains("\nCPU 1: EL"), "{cpus}");
