@@ -129,7 +129,9 @@ impl Boot<'_> {
             // panic=-1: reboot at once on a panic, which -no-reboot turns into QEMU's exit.
             // loglevel=1: only emergencies (panics, lockups) reach the console among the
             // output. nokaslr: the kernel at the same addresses in every boot, so that the
-            // symbols one boot cached name another's PCs.
+            // symbols one boot cached name another's PCs. print-fatal-signals=1: a process a
+            // fatal signal ends leaves its registers in the kernel log, where the harness
+            // reads a crashed child's (ras_harness::crash).
             .arg("-append")
             .arg(self.append());
         for (i, (tag, dir)) in self.shares.iter().enumerate() {
@@ -148,7 +150,8 @@ impl Boot<'_> {
     /// The kernel command line. Gigantic pages can only be relied on when reserved at boot
     /// (Documentation/admin-guide/kernel-parameters.txt, `hugepagesz=` then `hugepages=`).
     fn append(&self) -> String {
-        let mut line = "console=ttyAMA0 panic=-1 quiet loglevel=1 nokaslr".to_owned();
+        let mut line =
+            "console=ttyAMA0 panic=-1 quiet loglevel=1 nokaslr print-fatal-signals=1".to_owned();
         if self.gigantic > 0 {
             line.push_str(&format!(" hugepagesz=1G hugepages={}", self.gigantic));
         }

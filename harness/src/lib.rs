@@ -83,6 +83,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod conformance;
+pub mod crash;
 pub mod fault;
 pub mod formats;
 pub mod host;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::conformance::{self, Finding};
+use crate::crash::{Image, KernelLog};
 use crate::report::ScenarioResult;
 use crate::scenario::{self, judge, Mismatch, Os, Outcome, Scenario, Verdict};
 use crate::sut::Sut;
@@ -28,6 +29,9 @@ use crate::vmm::log::VmmLog;
 const STDERR_TAIL: usize = 2000;
 /// How often the parent checks whether the child has ended.
 const POLL: Duration = Duration::from_millis(20);
+/// Where a killed child's registers can come from when the kernel logged none.
+const FATAL_SIGNALS_HINT: &str =
+    "with `sysctl kernel.print-fatal-signals=1` it logs the registers of a thread a fatal signal ends";
 
 /// The one line `ras-harness __exec` prints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,6 +101,9 @@ pub struct ChildEnd {
     pub signal: Option<i32>,
     /// The parent killed it at the timeout.
     pub timed_out: Option<Duration>,
+    /// When a signal killed it: what the host kernel logged while it ran, if the log can
+    /// be read ([`crate::crash`]).
+    pub kernel_log: Option<Vec<String>>,
     /// Everything it wrote to stdout.
     pub stdout: String,
     /// Everything it wrote to stderr.
@@ -134,6 +141,7 @@ fn stem(path: &Path) -> String {
 }
 
 fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Result<ChildEnd> {
+    let mut kernel_log = KernelLog::from_now();
     let mut child = Command::new(exe)
         .arg("__exec")
         .arg(path)
@@ -143,6 +151,8 @@ fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Resu
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    // Read now: once a signal has killed the child its mappings are gone.
+    let image = Image::of(child.id());
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -179,10 +189,21 @@ fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Resu
         std::thread::sleep(POLL);
     };
     use std::os::unix::process::ExitStatusExt;
+    let kernel_log = match (status.signal(), timed_out, kernel_log.as_mut()) {
+        (Some(_), None, Some(log)) => {
+            let lines = log.read();
+            Some(match &image {
+                Some(image) => image.name_addresses(lines),
+                None => lines,
+            })
+        }
+        _ => None,
+    };
     Ok(ChildEnd {
         code: status.code(),
         signal: status.signal(),
         timed_out,
+        kernel_log,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     })
@@ -240,10 +261,23 @@ pub fn interpret(s: &Scenario, end: &ChildEnd, sut: &Sut) -> Interpreted {
     if let Some(t) = end.timed_out {
         return Interpreted::error(format!("timed out after {} s; {}", t.as_secs(), tail()));
     }
-    if let Some(sig) = end.signal {
-        return Interpreted::error(format!("__exec was killed by signal {sig}; {}", tail()));
-    }
     let line = end.stdout.lines().rev().find(|l| !l.trim().is_empty());
+    if let Some(sig) = end.signal {
+        // Whether it died before or after its work: the result line is not judged either way.
+        let when = match line.map(serde_json::from_str::<ExecLine>) {
+            Some(Ok(_)) => " after printing its result line",
+            _ => "",
+        };
+        let kernel = match end.kernel_log.as_deref() {
+            None => String::new(),
+            Some([]) => format!("; the host kernel logged nothing ({FATAL_SIGNALS_HINT})"),
+            Some(lines) => format!("; the host kernel logged:\n  {}", lines.join("\n  ")),
+        };
+        return Interpreted::error(format!(
+            "__exec was killed by signal {sig}{when}; {}{kernel}",
+            tail()
+        ));
+    }
     match line.map(serde_json::from_str::<ExecLine>) {
         Some(Ok(ExecLine::Outcome { observed, vmm_log })) => {
             // The rules judge what the payload reports; a Linux guest's console is judged
@@ -310,6 +344,7 @@ mod tests {
             code: Some(0),
             signal: None,
             timed_out: None,
+            kernel_log: None,
             stdout: stdout.into(),
             stderr: "line 1\nthe last words\n".into(),
         }
@@ -406,7 +441,28 @@ mod tests {
         killed.code = None;
         let v = interpret(&scenario(), &killed, &Sut::Reference).verdict;
         assert!(
-            matches!(&v, Verdict::Error(r) if r.contains("signal 7")),
+            matches!(&v, Verdict::Error(r) if r.contains("signal 7") && !r.contains("kernel")),
+            "{v:?}"
+        );
+        killed.stdout = serde_json::to_string(&ExecLine::Skip("x".into())).unwrap();
+        let v = interpret(&scenario(), &killed, &Sut::Reference).verdict;
+        assert!(
+            matches!(&v, Verdict::Error(r) if r.contains("signal 7 after printing its result line")),
+            "{v:?}"
+        );
+        killed.kernel_log = Some(Vec::new());
+        let v = interpret(&scenario(), &killed, &Sut::Reference).verdict;
+        assert!(
+            matches!(&v, Verdict::Error(r) if r.ends_with(&format!("logged nothing ({FATAL_SIGNALS_HINT})"))),
+            "{v:?}"
+        );
+        killed.kernel_log = Some(vec![
+            "CPU: 1 PID: 9 Comm: vcpu0".into(),
+            "pc : 0 f+0x4".into(),
+        ]);
+        let v = interpret(&scenario(), &killed, &Sut::Reference).verdict;
+        assert!(
+            matches!(&v, Verdict::Error(r) if r.ends_with("logged:\n  CPU: 1 PID: 9 Comm: vcpu0\n  pc : 0 f+0x4")),
             "{v:?}"
         );
         let mut slow = end("");

@@ -524,6 +524,7 @@ mod untrusted_input {
                 code,
                 signal,
                 timed_out: None,
+                kernel_log: None,
                 stdout: stdout.clone(),
                 stderr: stderr.into_iter().collect(),
             };

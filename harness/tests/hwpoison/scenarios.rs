@@ -72,7 +72,40 @@ fn bad_input() -> Vec<Trial> {
         })
         .collect();
     trials.push(Trial::test("scenario::bad-input::not-root", not_root));
+    trials.push(Trial::test("scenario::crashed-child", crashed_child));
     trials
+}
+
+/// A child that a signal kills is an error carrying the host kernel's account of it: the
+/// signal, the thread (`Comm:`) and the function it died in, named from the executable.
+/// The child is this test binary as a fake VMM that faults on a thread named vcpu0.
+fn crashed_child() -> Result<(), Failed> {
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "..",
+        "scenarios",
+        "dtb-sea.json",
+    ]
+    .iter()
+    .collect();
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    // The trials run one at a time (main.rs), so no other thread reads the environment.
+    std::env::set_var(super::FAKE_VMM, "segfault");
+    let r = run_isolated(&me, &path, TIMEOUT, &Sut::Reference);
+    std::env::remove_var(super::FAKE_VMM);
+    let Verdict::Error(why) = &r.verdict else {
+        return Err(format!("expected an error, got {:?}", r.verdict).into());
+    };
+    for want in [
+        "killed by signal 11",
+        "Comm: vcpu0",
+        "vmms::segfault_here+0x",
+    ] {
+        if !why.contains(want) {
+            return Err(format!("{want:?} not in: {why}").into());
+        }
+    }
+    Ok(())
 }
 
 /// `__exec` as an unprivileged user (nobody, 65534) skips a scenario that poisons, saying

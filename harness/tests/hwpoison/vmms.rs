@@ -277,12 +277,40 @@ fn console_lines(sut: &Sut, stream: &str) -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// What this binary does when started as a fake VMM: hang (never boot a guest) or abort.
+/// What this binary does when started as a fake VMM: hang (never boot a guest), abort, or
+/// die of a segmentation fault on a thread named `vcpu0`.
 pub fn fake_vmm(behaviour: &str) -> ! {
     match behaviour {
         "abort" => std::process::abort(),
+        "segfault" => {
+            let _ = std::thread::Builder::new()
+                .name("vcpu0".into())
+                .spawn(segfault_here)
+                .map(std::thread::JoinHandle::join);
+            std::process::abort()
+        }
         _ => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
+    }
+}
+
+/// Stores to a page mapped with no access: SIGSEGV, SEGV_ACCERR, at an instruction of this
+/// function (written out, so that no callee holds the store in a debug build).
+#[inline(never)]
+fn segfault_here() {
+    // SAFETY: a fresh anonymous mapping of one page; the store to it faults, which is the
+    // point, and nothing else refers to it.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        std::arch::asm!("str xzr, [{page}]", page = in(reg) page);
     }
 }
