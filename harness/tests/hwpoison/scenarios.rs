@@ -16,6 +16,8 @@ use ras_harness::vmm::log::VmmLog;
 
 /// Per scenario, boot to power-off included; a run takes a few seconds under TCG.
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// A scenario that poisons, for the trials of the runner itself.
+const DTB_SEA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/dtb-sea.json");
 
 pub fn trials() -> Vec<Trial> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "scenarios"]
@@ -80,18 +82,11 @@ fn bad_input() -> Vec<Trial> {
 /// signal, the thread (`Comm:`) and the function it died in, named from the executable.
 /// The child is this test binary as a fake VMM that faults on a thread named vcpu0.
 fn crashed_child() -> Result<(), Failed> {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "scenarios",
-        "dtb-sea.json",
-    ]
-    .iter()
-    .collect();
+    let path = Path::new(DTB_SEA);
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     // The trials run one at a time (main.rs), so no other thread reads the environment.
     std::env::set_var(super::FAKE_VMM, "segfault");
-    let r = run_isolated(&me, &path, TIMEOUT, &Sut::Reference);
+    let r = run_isolated(&me, path, TIMEOUT, &Sut::Reference);
     std::env::remove_var(super::FAKE_VMM);
     let Verdict::Error(why) = &r.verdict else {
         return Err(format!("expected an error, got {:?}", r.verdict).into());
@@ -112,17 +107,10 @@ fn crashed_child() -> Result<(), Failed> {
 /// why, before it maps anything.
 fn not_root() -> Result<(), Failed> {
     use std::os::unix::process::CommandExt;
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "..",
-        "scenarios",
-        "dtb-sea.json",
-    ]
-    .iter()
-    .collect();
+    let path = Path::new(DTB_SEA);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ras-harness"))
         .arg("__exec")
-        .arg(&path)
+        .arg(path)
         .uid(65534)
         .gid(65534)
         .output()
