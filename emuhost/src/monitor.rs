@@ -103,7 +103,9 @@ impl Symbols {
 }
 
 /// One line per CPU from `info registers -a`: its exception level, PC and link register,
-/// named from `symbols` where they fall among them.
+/// named from `symbols` where they fall among them, then every other general register that
+/// holds a named code address: an exception handler keeps the faulting PC in one (Debian's
+/// 6.12 build of KVM's `kvm_unexpected_el2_exception` holds ELR_EL2 in X3).
 pub fn summary(registers: &str, symbols: Option<&Symbols>) -> String {
     let named = |value: String| {
         let name = u64::from_str_radix(&value, 16)
@@ -131,8 +133,25 @@ pub fn summary(registers: &str, symbols: Option<&Symbols>) -> String {
                 .split_whitespace()
                 .find(|w| w.starts_with("EL"))
                 .unwrap_or("EL?");
+            let code: Vec<String> = cpu
+                .split_whitespace()
+                .filter_map(|w| {
+                    let (reg, value) = w.split_once('=')?;
+                    let x = reg.strip_prefix('X')?;
+                    if x == "30" || x.len() != 2 {
+                        return None;
+                    }
+                    let name = symbols?.name(u64::from_str_radix(value, 16).ok()?)?;
+                    Some(format!("{reg} {name}"))
+                })
+                .collect();
+            let also = if code.is_empty() {
+                String::new()
+            } else {
+                format!("; code addresses in {}", code.join(", "))
+            };
             Some(format!(
-                "CPU {index}: {el} pc {} lr {}",
+                "CPU {index}: {el} pc {} lr {}{also}",
                 named(pc),
                 named(lr)
             ))
@@ -148,7 +167,8 @@ mod tests {
     /// As QEMU 7.2's aarch64_cpu_dump_state prints it (target/arm/cpu.c), shortened.
     const REGISTERS: &str = "info registers -a\r\n\r\nCPU#0\r\n \
         PC=ffff800080123458 X00=0000000000000001 X01=0000000000000000\r\n\
-        X28=0000000000000000 X29=ffff80008000fd90 X30=ffff800080200010  SP=ffff80008000fd90\r\n\
+        X03=ffff800080123504 X28=0000000000000000 X29=ffff800083f0fd90\r\n\
+        X30=ffff800080200010  SP=ffff800083f0fd90\r\n\
         PSTATE=200003c9 --C- EL2h    BTYPE=0\r\n\r\nCPU#1\r\n \
         PC=0000000040001234 X00=0000000000000000\r\n\
         X30=0000000040001000  SP=0000000040100000\r\n\
@@ -168,7 +188,7 @@ mod tests {
         assert_eq!(
             summary(REGISTERS, Some(&symbols)),
             "CPU 0: EL2h pc ffff800080123458 queued_spin_lock_slowpath+0x58 \
-             lr ffff800080200010 memory_failure+0x10\n\
+             lr ffff800080200010 memory_failure+0x10; code addresses in X03 helper+0x4\n\
              CPU 1: EL1h pc 0000000040001234 lr 0000000040001000"
         );
         assert_eq!(
