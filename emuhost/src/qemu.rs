@@ -115,8 +115,12 @@ impl Boot<'_> {
             Some(v) if v >= (6, 0) => "max,pauth-impdef=on",
             _ => "max",
         };
+        // thread=single: both vCPUs on one host thread, taking turns. With a thread each
+        // (MTTCG) QEMU 7.2 failed about one run in 2,000 scenarios: a vCPU thread back from
+        // KVM_RUN with the guest's TPIDR_EL0, or a CPU looping on an exception at EL2
+        // (docs/ras-facts.md §10). Taking turns costs about 1.2x in wall time.
         cmd.args(["-M", "virt,virtualization=on,gic-version=3", "-cpu", cpu])
-            .args(["-smp", "2", "-accel", "tcg,thread=multi"])
+            .args(["-smp", "2", "-accel", "tcg,thread=single"])
             .arg("-m")
             .arg(format!("{}G", 2 + self.gigantic))
             .args(["-nographic", "-nic", "none", "-no-reboot"])

@@ -11,9 +11,9 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol, SymbolKind};
 
 /// Records kept: a fatal signal's register dump is about 20.
 const KEEP: usize = 40;
@@ -66,24 +66,28 @@ fn record_text(record: &[u8]) -> Option<String> {
     Some(rest.lines().next().unwrap_or_default().to_owned())
 }
 
-/// Where a process's executable is mapped, so that its code addresses can be named.
+/// A process's executable and, if it could be read, where it was loaded, so that its code
+/// addresses can be named.
 #[derive(Debug)]
 pub struct Image {
     path: PathBuf,
-    /// The mapping of the executable's file offset 0.
-    offset_zero_at: u64,
+    /// Where the executable's file offset 0 is mapped.
+    offset_zero_at: Option<u64>,
 }
 
 impl Image {
-    /// Reads process `pid`'s mapping of its executable; call it while the process lives.
-    pub fn of(pid: u32) -> Option<Self> {
-        let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let offset_zero_at = offset_zero(&maps, path.to_str()?)?;
-        Some(Self {
+    /// Process `pid`, started from `exe`. Where it was loaded is read now: a child that
+    /// already died (a crash in its first milliseconds) has no mappings left, and then
+    /// only a fixed-address executable's addresses can be named.
+    pub fn of(exe: &Path, pid: u32) -> Self {
+        let path = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_owned());
+        let offset_zero_at = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .ok()
+            .and_then(|maps| offset_zero(&maps, path.to_str()?));
+        Self {
             path,
             offset_zero_at,
-        })
+        }
     }
 
     /// `lines` with each `pc : ADDRESS` and `lr : ADDRESS` that falls in the executable's
@@ -140,11 +144,16 @@ struct Symbols {
 }
 
 impl Symbols {
-    fn new(elf: &object::File<'_>, offset_zero_at: u64) -> Option<Self> {
-        // The segment holding file offset 0 is mapped at `offset_zero_at`: a
-        // position-independent executable's bias is where it was loaded, a fixed one's 0.
-        let first = elf.segments().find(|s| s.file_range().0 == 0)?;
-        let bias = offset_zero_at.wrapping_sub(first.address());
+    fn new(elf: &object::File<'_>, offset_zero_at: Option<u64>) -> Option<Self> {
+        // A fixed-address executable (ET_EXEC, as the musl builds are) runs at its link
+        // addresses. A position-independent one is biased by where it was loaded: the
+        // segment holding file offset 0 is mapped at `offset_zero_at`.
+        let bias = if elf.kind() == ObjectKind::Executable {
+            0
+        } else {
+            let first = elf.segments().find(|s| s.file_range().0 == 0)?;
+            offset_zero_at?.wrapping_sub(first.address())
+        };
         let mut functions: Vec<_> = elf
             .symbols()
             .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
@@ -216,7 +225,8 @@ mod tests {
     /// (PIE or not) and the name demangled.
     #[test]
     fn an_address_in_this_process_is_named() {
-        let image = Image::of(std::process::id()).expect("/proc/self");
+        let exe = std::env::current_exe().unwrap();
+        let image = Image::of(&exe, std::process::id());
         let at = a_function_of_this_binary() + 4;
         let lines = image.name_addresses(vec![
             format!("pc : {at:016x}"),
@@ -231,5 +241,17 @@ mod tests {
             lines[1..],
             ["sp : 0000ffffe1d0c9a0", "lr : 0000000000000010"]
         );
+        // Without the mapping only a fixed-address executable is named (the musl builds
+        // are; a glibc build is position-independent).
+        let fixed = object::File::parse(&*std::fs::read(&exe).unwrap())
+            .unwrap()
+            .kind()
+            == ObjectKind::Executable;
+        let blind = Image {
+            path: exe,
+            offset_zero_at: None,
+        };
+        let pc = format!("pc : {at:016x}");
+        assert_eq!(blind.name_addresses(vec![pc.clone()])[0] != pc, fixed);
     }
 }

@@ -152,7 +152,7 @@ fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Resu
         .stderr(Stdio::piped())
         .spawn()?;
     // Read now: once a signal has killed the child its mappings are gone.
-    let image = Image::of(child.id());
+    let image = Image::of(exe, child.id());
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -190,13 +190,7 @@ fn spawn(exe: &Path, path: &Path, timeout: Duration, sut: &Sut) -> std::io::Resu
     };
     use std::os::unix::process::ExitStatusExt;
     let kernel_log = match (status.signal(), timed_out, kernel_log.as_mut()) {
-        (Some(_), None, Some(log)) => {
-            let lines = log.read();
-            Some(match &image {
-                Some(image) => image.name_addresses(lines),
-                None => lines,
-            })
-        }
+        (Some(_), None, Some(log)) => Some(image.name_addresses(log.read())),
         _ => None,
     };
     Ok(ChildEnd {

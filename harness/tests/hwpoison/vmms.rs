@@ -283,6 +283,9 @@ pub fn fake_vmm(behaviour: &str) -> ! {
     match behaviour {
         "abort" => std::process::abort(),
         "segfault" => {
+            // Long enough for the parent to read where a position-independent build of
+            // this binary was loaded (ras_harness::crash::Image).
+            std::thread::sleep(Duration::from_millis(200));
             let _ = std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(segfault_here)
